@@ -1,0 +1,91 @@
+"""One command line for every step; MLproject's entry points call it.
+
+    python -m pdmflow.cli <step> --config configs/default.yaml [step options]
+
+Exit status: 0 done (for promote/main: released), 2 bad input or config (one line on stderr),
+3 the model was evaluated but failed a release gate (registered, not promoted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pdmflow.config import DEFAULT_CONFIG_PATH, load_config
+from pdmflow.errors import PdmflowError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdmflow", description=__doc__.splitlines()[0])
+    steps = parser.add_subparsers(dest="step", required=True)
+
+    def step(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = steps.add_parser(name, help=help_text)
+        sub.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="tenant YAML")
+        return sub
+
+    step("ingest", "read, validate and log the tenant's telemetry and failure events")
+    step("features", "label, build features, split by time").add_argument(
+        "--data-uri", default="latest", help="dataset URI from ingest (default: latest run)"
+    )
+    for name, help_text in (
+        ("tune", "Optuna study over LightGBM parameters"),
+        ("main", "all six steps under one parent run"),
+    ):
+        sub = step(name, help_text)
+        sub.add_argument("--n-trials", type=int, default=None, help="default: tuning.n_trials")
+        sub.add_argument(
+            "--timeout", type=float, default=None, help="seconds; default: tuning.timeout_seconds"
+        )
+        if name == "tune":
+            sub.add_argument("--features-uri", default="latest")
+    train = step("train", "fit LightGBM, export and check ONNX, log the model")
+    train.add_argument("--features-uri", default="latest")
+    train.add_argument(
+        "--tune-run-id",
+        default="latest",
+        help="'latest' tune run, a run id, or 'none' for the config's params",
+    )
+    step("evaluate", "test-period metrics, plots, latency, champion comparison").add_argument(
+        "--train-run-id", default="latest"
+    )
+    step("promote", "check the gates, register, release").add_argument(
+        "--evaluate-run-id", default="latest"
+    )
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        # Imported late so `--help` and config errors answer without loading MLflow and LightGBM.
+        from pdmflow.steps import evaluate, features, ingest, pipeline, promote, train, tune
+
+        if args.step == "ingest":
+            print(ingest.run_ingest(config))
+        elif args.step == "features":
+            print(features.run_features(config, args.data_uri))
+        elif args.step == "tune":
+            print(tune.run_tune(config, args.features_uri, args.n_trials, args.timeout))
+        elif args.step == "train":
+            print(train.run_train(config, args.features_uri, args.tune_run_id))
+        elif args.step == "evaluate":
+            print(evaluate.run_evaluate(config, args.train_run_id))
+        elif args.step == "promote":
+            promote.run_promote(config, args.evaluate_run_id)
+        else:
+            version = pipeline.run_pipeline(config, args.n_trials, args.timeout)
+            print(f"pipeline released {config.registered_model_name} version {version}")
+    except PdmflowError as error:
+        print(f"pdmflow {args.step}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Typed tenant configuration: the only place that reads YAML.
+
+A tenant config is one YAML file. Every key is declared here; an unknown key or a value of the
+wrong type is refused with a one-line message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pdmflow.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "configs/default.yaml"
+
+
+class _Strict(BaseModel):
+    # extra="forbid" turns a typo in a YAML key into an error instead of a silent default.
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class SyntheticSource(_Strict):
+    """Seeded generator of a degrading fleet (see pdmflow.data.synthetic)."""
+
+    n_devices: int = Field(40, ge=1)
+    days: float = Field(30.0, gt=0)
+    sample_minutes: float = Field(30.0, gt=0)
+    mean_days_between_failures: float = Field(9.0, gt=0)
+    degradation_hours: float = Field(36.0, gt=0)
+    noise: float = Field(1.0, ge=0)
+    seed: int = 7
+
+
+class SourceConfig(_Strict):
+    """Where telemetry and failure events come from."""
+
+    kind: Literal["synthetic", "csv", "parquet", "sql"] = "synthetic"
+    synthetic: SyntheticSource = SyntheticSource()
+    telemetry_path: str | None = None
+    events_path: str | None = None
+    # SQLAlchemy URL. Put the password in PDMFLOW_DB_PASSWORD rather than in the file;
+    # it is never logged (see pdmflow.data.sources.redact_url).
+    url: str | None = None
+    telemetry_table: str | None = None
+    events_table: str | None = None
+
+    @model_validator(mode="after")
+    def _paths_for_kind(self) -> SourceConfig:
+        if self.kind in ("csv", "parquet") and not self.telemetry_path:
+            raise ValueError(f"source.telemetry_path is required when source.kind is {self.kind}")
+        if self.kind == "sql" and not (self.url and self.telemetry_table):
+            raise ValueError("source.url and source.telemetry_table are required for kind sql")
+        return self
+
+
+class SchemaConfig(_Strict):
+    """How the tenant's columns map onto pdmflow's names."""
+
+    device_column: str = "device_id"
+    time_column: str = "timestamp"
+    event_time_column: str = "event_time"
+    continuous_sensors: list[str] = Field(min_length=1)
+    boolean_sensors: list[str] = []
+    # source column name -> pdmflow column name, applied right after reading.
+    rename: dict[str, str] = {}
+
+
+class LabelConfig(_Strict):
+    horizon_hours: float = Field(24.0, gt=0)
+
+
+class FeatureConfig(_Strict):
+    """Windows are counted in samples of each device, looking backwards only."""
+
+    lags: list[int] = Field([1, 3, 6], min_length=1)
+    windows: list[int] = Field([3, 6, 12], min_length=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> FeatureConfig:
+        if min(self.lags) < 1:
+            raise ValueError("features.lags must be >= 1")
+        if min(self.windows) < 2:
+            raise ValueError("features.windows must be >= 2")
+        return self
+
+
+class SplitConfig(_Strict):
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+
+
+class TrainingConfig(_Strict):
+    params: dict[str, Any] = {
+        "n_estimators": 200,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 20,
+        "colsample_bytree": 0.8,
+        "subsample": 0.8,
+        "subsample_freq": 1,
+        "is_unbalance": True,
+    }
+    # null: pick the F1-maximising threshold on the validation split.
+    decision_threshold: float | None = Field(None, gt=0, lt=1)
+    seed: int = 42
+
+
+class TuningConfig(_Strict):
+    n_trials: int = Field(20, ge=1)
+    timeout_seconds: float = Field(600, gt=0)
+    # Optuna storage URL (e.g. postgresql://...) to share a study between workers; null = memory.
+    storage: str | None = None
+
+
+class GateConfig(_Strict):
+    min_auc: float = 0.80
+    min_precision: float = 0.75
+    min_recall: float = 0.70
+    max_latency_p99_ms: float = 100.0
+    max_onnx_difference: float = 1e-5
+    # The candidate may be at most this much worse (AUC) than Production on the same test data.
+    max_auc_regression: float = Field(0.0, ge=0)
+
+
+class DataConfig(_Strict):
+    min_rows: int = Field(1000, ge=1)
+
+
+class TenantConfig(_Strict):
+    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    experiment_name: str
+    registered_model_name: str
+    source: SourceConfig = SourceConfig()
+    schema_: SchemaConfig = Field(alias="schema")
+    labels: LabelConfig = LabelConfig()
+    features: FeatureConfig = FeatureConfig()
+    split: SplitConfig = SplitConfig()
+    training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
+    gates: GateConfig = GateConfig()
+    data: DataConfig = DataConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def sensors(self) -> list[str]:
+        return [*self.schema_.continuous_sensors, *self.schema_.boolean_sensors]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"] if part != "schema_") or "<top level>"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if error["type"] == "missing":
+        return f"missing required key '{key}'"
+    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> TenantConfig:
+    """Read and validate a tenant YAML file; raise ConfigError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping of keys at the top level")
+    try:
+        return TenantConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"config {path}: {problems}") from None
+
+
+def database_password() -> str | None:
+    """The database password from the environment, so it never sits in a config file."""
+    return os.environ.get("PDMFLOW_DB_PASSWORD")

@@ -1,0 +1,42 @@
+"""Labels derived from failure events.
+
+`failure_within_horizon`: 1 when the device fails in (t, t + H], 0 when it does not and the
+device is still observed at t + H. A row whose horizon runs past the device's last reading with
+no failure in between is *censored*: we cannot know its label, so it is NaN and dropped from
+training and evaluation rather than silently called healthy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def failure_within_horizon(
+    telemetry: pd.DataFrame,
+    events: pd.DataFrame,
+    horizon_hours: float,
+    device_column: str,
+    time_column: str,
+    event_time_column: str,
+) -> pd.Series:
+    """Binary label per telemetry row (float: 1.0, 0.0, or NaN when censored)."""
+    horizon = pd.Timedelta(hours=horizon_hours)
+    labels = np.full(len(telemetry), np.nan)
+    event_times = events.groupby(events[device_column])[event_time_column].apply(
+        lambda s: np.sort(s.to_numpy(dtype="datetime64[ns]"))
+    )
+    positions = telemetry.groupby(device_column, sort=False).indices
+    for device, rows in positions.items():
+        times = telemetry[time_column].to_numpy(dtype="datetime64[ns]")[rows]
+        failures = event_times.get(device, np.array([], dtype="datetime64[ns]"))
+        next_index = np.searchsorted(failures, times, side="right")
+        has_next = next_index < len(failures)
+        next_failure = np.full(len(times), np.datetime64("NaT"), dtype="datetime64[ns]")
+        next_failure[has_next] = failures[next_index[has_next]]
+        fails_soon = has_next & (next_failure - times <= horizon)
+        # Healthy is known when a later failure or a later reading lies beyond the horizon.
+        known_healthy = has_next | (times + horizon <= times.max())
+        device_labels = np.where(fails_soon, 1.0, np.where(known_healthy, 0.0, np.nan))
+        labels[rows] = device_labels
+    return pd.Series(labels, index=telemetry.index, name="failure_within_horizon")

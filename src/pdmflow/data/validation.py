@@ -1,0 +1,174 @@
+"""Validate and normalise telemetry and events once, at the door.
+
+Rules (each one documented in the README):
+- required columns: the device column, the time column and every configured sensor;
+- timestamps: parsed; timezone-aware ones are converted to UTC, naive ones are taken as UTC;
+- rows are sorted by device and time; duplicate (device, timestamp) rows keep the last one;
+- missing sensor values are carried forward within a device (then backward for leading gaps);
+  a sensor with no value at all for a device is an error naming the device and the sensor;
+- fewer rows than `data.min_rows` is an error (the brief's "too little data").
+Problems that do not make training meaningless are warnings in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pdmflow.config import TenantConfig
+from pdmflow.errors import DataValidationError
+
+
+def _utc_naive(values: pd.Series, where: str) -> pd.Series:
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise DataValidationError(f"{where}: cannot parse timestamps ({exc})") from None
+    if parsed.isna().any():
+        raise DataValidationError(f"{where}: {int(parsed.isna().sum())} missing timestamps")
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def _require_columns(frame: pd.DataFrame, required: list[str], where: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{where}: missing required column '{missing[0]}'"
+            f" (expected {', '.join(required)}; found {', '.join(map(str, frame.columns))})"
+        )
+
+
+def normalise_telemetry(
+    telemetry: pd.DataFrame,
+    device: str,
+    time: str,
+    continuous_sensors: list[str],
+    boolean_sensors: list[str],
+    where: str,
+) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
+    """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this)."""
+    sensors = [*continuous_sensors, *boolean_sensors]
+    if telemetry.empty:
+        raise DataValidationError(f"{where}: the dataset is empty (0 rows)")
+    _require_columns(telemetry, [device, time, *sensors], where)
+    warnings: list[str] = []
+
+    frame = telemetry[[device, time, *sensors]].copy()
+    frame[device] = frame[device].astype(str)
+    frame[time] = _utc_naive(frame[time], f"{where}, column '{time}'")
+    for sensor in continuous_sensors:
+        numeric = pd.to_numeric(frame[sensor], errors="coerce")
+        bad = numeric.isna() & frame[sensor].notna()
+        if bad.any():
+            found = frame[sensor][bad].iloc[0]
+            raise DataValidationError(
+                f"{where}, column '{sensor}': expected numbers, found {found!r}"
+            )
+        frame[sensor] = numeric.astype("float64")
+    for sensor in boolean_sensors:
+        values = frame[sensor]
+        if not values.dropna().isin([0, 1, True, False]).all():
+            raise DataValidationError(
+                f"{where}, column '{sensor}': expected booleans (true/false or 0/1)"
+            )
+        frame[sensor] = values.astype("float64")
+
+    null_fraction = {c: float(frame[c].isna().mean()) for c in sensors}
+    for sensor, fraction in null_fraction.items():
+        if fraction > 0.2:
+            warnings.append(f"column '{sensor}' is {fraction:.0%} missing")
+
+    was_sorted = bool(
+        frame.groupby(device, sort=False)[time].apply(lambda s: s.is_monotonic_increasing).all()
+    )
+    if not was_sorted:
+        warnings.append("rows were not in time order within each device; sorted")
+    frame = frame.sort_values([device, time], kind="stable")
+    duplicated = frame.duplicated([device, time], keep="last")
+    if duplicated.any():
+        warnings.append(
+            f"{int(duplicated.sum())} duplicate (device, timestamp) rows; kept the last"
+        )
+        frame = frame[~duplicated]
+
+    if frame[sensors].isna().any().any():
+        filled = frame.groupby(device, sort=False)[sensors].transform(lambda s: s.ffill().bfill())
+        still_missing = filled.isna()
+        if still_missing.any().any():
+            sensor = still_missing.any().idxmax()
+            bad_device = frame.loc[still_missing[sensor], device].iloc[0]
+            raise DataValidationError(
+                f"{where}: device '{bad_device}' has no value at all for sensor '{sensor}'"
+            )
+        frame[sensors] = filled
+    stats = {
+        "duplicates_dropped": int(duplicated.sum()),
+        "null_fraction": null_fraction,
+        "sorted_on_arrival": was_sorted,
+    }
+    return frame.reset_index(drop=True), warnings, stats
+
+
+def validate(
+    telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Return clean (telemetry, events, report) or raise DataValidationError."""
+    schema = config.schema_
+    device, time = schema.device_column, schema.time_column
+    where = f"telemetry {source}"
+    frame, warnings, stats = normalise_telemetry(
+        telemetry, device, time, schema.continuous_sensors, schema.boolean_sensors, where
+    )
+
+    if len(frame) < config.data.min_rows:
+        raise DataValidationError(
+            f"{where}: too little data: {len(frame)} rows, need at least "
+            f"{config.data.min_rows} (data.min_rows)"
+        )
+
+    constant = [s for s in config.sensors if frame[s].nunique() <= 1]
+    if constant:
+        warnings.append(f"constant sensors carry no signal: {', '.join(constant)}")
+
+    clean_events = _validate_events(events, config, source, set(frame[device]), warnings)
+    report = {
+        "source": source,
+        "rows": len(frame),
+        "rows_in": len(telemetry),
+        "devices": int(frame[device].nunique()),
+        "failures": len(clean_events),
+        "time_start": str(frame[time].min()),
+        "time_end": str(frame[time].max()),
+        **stats,
+        "warnings": warnings,
+        "passed": True,
+    }
+    return frame, clean_events, report
+
+
+def _validate_events(
+    events: pd.DataFrame,
+    config: TenantConfig,
+    source: str,
+    known_devices: set[str],
+    warnings: list[str],
+) -> pd.DataFrame:
+    schema = config.schema_
+    device, event_time = schema.device_column, schema.event_time_column
+    where = f"events {source}"
+    _require_columns(events, [device, event_time], where)
+    keep = [c for c in events.columns if c in (device, event_time, "failure_type")]
+    clean = events[keep].copy()
+    if clean.empty:
+        warnings.append("no failure events: every label will be 0")
+        clean[event_time] = pd.Series(dtype="datetime64[ns]")
+        clean[device] = clean[device].astype(str)
+        return clean
+    clean[device] = clean[device].astype(str)
+    clean[event_time] = _utc_naive(clean[event_time], f"{where}, column '{event_time}'")
+    unknown = sorted(set(clean[device]) - known_devices)
+    if unknown:
+        warnings.append(f"events for devices without telemetry ignored: {', '.join(unknown[:5])}")
+        clean = clean[clean[device].isin(known_devices)]
+    return clean.sort_values([device, event_time]).reset_index(drop=True)

@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero."""
+
+
+class PdmflowError(Exception):
+    """Base class: the message names the file, column, device or key and what was expected."""
+
+    exit_code = 2
+
+
+class ConfigError(PdmflowError):
+    """A tenant config key is unknown, missing or of the wrong type."""
+
+
+class DataValidationError(PdmflowError):
+    """Input data breaks a check that makes training meaningless."""
+
+
+class StepInputError(PdmflowError):
+    """A step could not find or read the output of the step before it."""
+
+
+class GateFailure(PdmflowError):
+    """The candidate model failed at least one release gate (it stays unpromoted)."""
+
+    exit_code = 3

@@ -1,0 +1,68 @@
+"""Serving: load a released model with the feature spec that travels with it, score telemetry.
+
+scorer = FailureScorer.load("models:/pdmflow-default-failure/Production")
+scorer.score_telemetry(raw_telemetry)  # one probability per device, at its latest reading
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import Model
+
+from pdmflow.data.validation import normalise_telemetry
+from pdmflow.features.builder import FeatureSpec, latest_features
+from pdmflow.models.classifier import OUTPUT_NAME
+
+SPEC_PATH = "extra_files/feature_spec.json"
+
+
+def load_feature_spec(model_uri: str) -> FeatureSpec:
+    """The feature spec logged inside the model (train puts it there)."""
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    return FeatureSpec.from_json((local / SPEC_PATH).read_text())
+
+
+class FailureScorer:
+    """A released failure model plus the spec and threshold it was trained with."""
+
+    def __init__(self, model_path: Path, model_uri: str) -> None:
+        self.model_uri = model_uri
+        self.model = mlflow.pyfunc.load_model(str(model_path))
+        self.spec = FeatureSpec.from_json((model_path / SPEC_PATH).read_text())
+        self.decision_threshold = float(Model.load(str(model_path)).metadata["decision_threshold"])
+
+    @classmethod
+    def load(cls, model_uri: str) -> FailureScorer:
+        """`models:/<name>/Production`, `models:/<name>@champion`, or any model URI."""
+        return cls(Path(mlflow.artifacts.download_artifacts(model_uri)), model_uri)
+
+    def score_features(self, features: pd.DataFrame) -> np.ndarray:
+        """Failure probabilities for rows that already hold the spec's feature columns."""
+        predictions = self.model.predict(features[self.spec.feature_names].astype("float64"))
+        return predictions[OUTPUT_NAME].to_numpy()
+
+    def score_telemetry(self, telemetry: pd.DataFrame) -> pd.DataFrame:
+        """One row per device: its latest timestamp, failure probability and alert flag."""
+        spec = self.spec
+        clean, _, _ = normalise_telemetry(
+            telemetry,
+            spec.device_column,
+            spec.time_column,
+            spec.continuous_sensors,
+            spec.boolean_sensors,
+            "telemetry to score",
+        )
+        features = latest_features(clean, spec)
+        probability = self.score_features(features)
+        return pd.DataFrame(
+            {
+                spec.device_column: features[spec.device_column],
+                spec.time_column: features[spec.time_column],
+                "failure_probability": probability,
+                "predicted_failure": probability >= self.decision_threshold,
+            }
+        )

@@ -1,0 +1,112 @@
+"""evaluate: score the candidate on the test period, and the current champion on the same rows."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import get_model_info
+
+from pdmflow.config import TenantConfig
+from pdmflow.errors import StepInputError
+from pdmflow.evaluation.metrics import classification_metrics, single_row_latency_ms
+from pdmflow.evaluation.plots import evaluation_figures
+from pdmflow.features.builder import FeatureSpec, build_features
+from pdmflow.models.classifier import onnx_predict, onnx_session
+from pdmflow.registry import production_version
+from pdmflow.serving import load_feature_spec
+from pdmflow.steps.features import LABEL, read_dataset, read_features
+from pdmflow.steps.train import MODEL_URI_TAG
+from pdmflow.tracking import latest_step_run, step_run
+
+CHAMPION_VERSION_TAG = "pdmflow.champion_version"
+
+
+def _score(model_uri: str, features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    session = onnx_session(mlflow.onnx.load_model(model_uri))
+    return onnx_predict(session, features[spec.feature_names])
+
+
+def _champion_probability(
+    champion_uri: str, test: pd.DataFrame, spec: FeatureSpec, features_uri: str
+) -> np.ndarray:
+    """The champion's probabilities on exactly the candidate's test rows.
+
+    A champion built with another feature spec gets its own features rebuilt from the same raw
+    dataset, joined back on (device, time).
+    """
+    champion_spec = load_feature_spec(champion_uri)
+    if champion_spec.feature_names == spec.feature_names:
+        return _score(champion_uri, test, champion_spec)
+    features_run = mlflow.get_run(features_uri.split("/")[1])
+    telemetry, _ = read_dataset(features_run.data.params["data_uri"])
+    rebuilt = build_features(telemetry, champion_spec)
+    keys = [spec.device_column, spec.time_column]
+    joined = test[keys].merge(rebuilt, on=keys, how="left")
+    if joined[champion_spec.feature_names].isna().any().any():
+        raise StepInputError(
+            f"champion {champion_uri}: its features cannot be rebuilt for every test row"
+        )
+    return _score(champion_uri, joined, champion_spec)
+
+
+def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
+    """Run the step; return the evaluate run id (promote reads its metrics and tags)."""
+    if train_run_id == "latest":
+        train_run_id = latest_step_run(config, "train").info.run_id
+    train_run = mlflow.get_run(train_run_id)
+    model_uri = train_run.data.tags.get(MODEL_URI_TAG)
+    features_uri = train_run.data.tags.get("pdmflow.features_uri")
+    if not model_uri or not features_uri:
+        raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
+    tables, spec = read_features(features_uri)
+    test = tables["test"]
+    y_test = test[LABEL].astype(int).to_numpy()
+    threshold = float(get_model_info(model_uri).metadata["decision_threshold"])
+
+    with step_run(config, "evaluate") as run:
+        mlflow.log_params(
+            {
+                "train_run_id": train_run_id,
+                "model_uri": model_uri,
+                "features_uri": features_uri,
+                "test_rows": len(test),
+            }
+        )
+        session = onnx_session(mlflow.onnx.load_model(model_uri))
+        probability = onnx_predict(session, test[spec.feature_names])
+        metrics = classification_metrics(y_test, probability, threshold)
+        metrics.update(
+            single_row_latency_ms(
+                lambda row: onnx_predict(session, row), test[spec.feature_names].to_numpy()
+            )
+        )
+        # Parity was measured where both models exist (train); carried here for the gates.
+        metrics["onnx_max_abs_difference"] = train_run.data.metrics["onnx_max_abs_difference"]
+
+        champion = production_version(config.registered_model_name)
+        champion_report = None
+        if champion is not None:
+            champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
+            champion_probability = _champion_probability(champion_uri, test, spec, features_uri)
+            champion_metrics = classification_metrics(y_test, champion_probability, threshold)
+            metrics["champion_auc"] = champion_metrics["auc"]
+            mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
+            champion_report = {"version": str(champion.version), **champion_metrics}
+        mlflow.log_metrics(metrics)
+        for name, figure in evaluation_figures(y_test, probability, threshold).items():
+            mlflow.log_figure(figure, f"plots/{name}")
+            plt.close(figure)
+        mlflow.log_dict(
+            {
+                "model_uri": model_uri,
+                "features_uri": features_uri,
+                "test_rows": len(test),
+                "metrics": metrics,
+                "champion": champion_report,
+            },
+            "evaluation_report.json",
+        )
+        mlflow.set_tag(MODEL_URI_TAG, model_uri)
+        return run.info.run_id

@@ -1,0 +1,127 @@
+"""tune: an Optuna TPE study over LightGBM parameters maximising validation AUC, with pruning."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import optuna
+from optuna.visualization.matplotlib import plot_optimization_history
+from optuna_integration import LightGBMPruningCallback
+from sklearn.metrics import roc_auc_score
+
+from pdmflow.config import TenantConfig
+from pdmflow.models.classifier import fit_classifier
+from pdmflow.steps.features import LABEL, read_features
+from pdmflow.tracking import latest_step_run, step_run
+
+METRIC = "validation_auc"
+
+
+def search_space(trial: optuna.Trial) -> dict[str, Any]:
+    """The brief's LightGBM parameters, in LightGBM's scikit-learn names."""
+    return {
+        "n_estimators": 300,
+        "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "colsample_bytree": trial.suggest_float("feature_fraction", 0.4, 1.0),
+        "subsample": trial.suggest_float("bagging_fraction", 0.4, 1.0),
+        "subsample_freq": 1,
+        "min_child_samples": trial.suggest_int("min_data_in_leaf", 5, 100, log=True),
+        "reg_alpha": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
+        "reg_lambda": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
+        "max_depth": trial.suggest_int("max_depth", 3, 12),
+        "is_unbalance": True,
+    }
+
+
+def run_tune(
+    config: TenantConfig,
+    features_uri: str = "latest",
+    n_trials: int | None = None,
+    timeout_seconds: float | None = None,
+) -> str:
+    """Run the study; return the tune run id (its best_params.json is what train reads)."""
+    if features_uri == "latest":
+        features_uri = f"runs:/{latest_step_run(config, 'features').info.run_id}/features"
+    n_trials = n_trials or config.tuning.n_trials
+    timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
+    tables, spec = read_features(features_uri)
+    train, validation = tables["train"], tables["validation"]
+    X_train, y_train = train[spec.feature_names], train[LABEL]
+    X_valid, y_valid = validation[spec.feature_names], validation[LABEL]
+
+    with step_run(config, "tune") as run:
+        mlflow.log_params(
+            {
+                "features_uri": features_uri,
+                "n_trials": n_trials,
+                "timeout_seconds": timeout_seconds,
+                "sampler": "TPE",
+                "pruner": "MedianPruner",
+            }
+        )
+
+        def objective(trial: optuna.Trial) -> float:
+            params = search_space(trial)
+            # Each trial is a nested run; a pruned one finishes normally, tagged as pruned.
+            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+                mlflow.log_params(trial.params)
+                try:
+                    model = fit_classifier(
+                        X_train,
+                        y_train,
+                        params,
+                        config.training.seed,
+                        eval_X=X_valid.astype("float32"),
+                        eval_y=y_valid.astype(int),
+                        eval_metric="auc",
+                        callbacks=[LightGBMPruningCallback(trial, "auc")],
+                    )
+                except optuna.TrialPruned as pruned:
+                    mlflow.set_tag("optuna.trial_state", "PRUNED")
+                    stopped: optuna.TrialPruned | None = pruned
+                else:
+                    stopped = None
+                    value = float(
+                        roc_auc_score(y_valid, model.predict_proba(X_valid.astype("float32"))[:, 1])
+                    )
+                    mlflow.log_metric(METRIC, value)
+                    mlflow.set_tag("optuna.trial_state", "COMPLETE")
+            if stopped is not None:
+                raise stopped
+            return value
+
+        study = optuna.create_study(
+            study_name=f"{config.tenant_id}-{run.info.run_id}",
+            storage=config.tuning.storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=config.training.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+        )
+        study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
+
+        best = search_space(optuna.trial.FixedTrial(study.best_params))
+        mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
+        states = [t.state for t in study.trials]
+        mlflow.log_metrics(
+            {
+                f"best_{METRIC}": study.best_value,
+                "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
+                "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
+            }
+        )
+        mlflow.log_text(json.dumps(best, indent=2), "best_params.json")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = plot_optimization_history(study)
+        mlflow.log_figure(axes.figure, "optimization_history.png")
+        plt.close(axes.figure)
+        return run.info.run_id
+
+
+def read_best_params(tune_run_id: str) -> dict[str, Any]:
+    return json.loads(mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json"))
