@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pdmflow.config import DEFAULT_CONFIG_PATH, load_config
+from pdmflow.config import DEFAULT_CONFIG_PATH, TenantConfig, load_config
 from pdmflow.errors import PdmflowError
 
 
@@ -52,7 +52,24 @@ def _parser() -> argparse.ArgumentParser:
     step("promote", "check the gates, register, release").add_argument(
         "--evaluate-run-id", default="latest"
     )
+    step("status", "the released (Production / @champion) version of the tenant's model")
     return parser
+
+
+def _print_status(config: TenantConfig) -> None:
+    from mlflow import MlflowClient, get_tracking_uri
+
+    from pdmflow.registry import CHAMPION_ALIAS, production_version
+
+    name = config.registered_model_name
+    version = production_version(name)
+    if version is None:
+        print(f"{name}: no Production version yet (tracking: {get_tracking_uri()})")
+        return
+    champion = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version
+    print(f"{name}: Production version {version.version} (@{CHAMPION_ALIAS} -> {champion})")
+    print(f"  load it: mlflow.pyfunc.load_model('models:/{name}/Production')")
+    print(f"  browse runs: make ui, then open http://127.0.0.1:5000 (tracking: {get_tracking_uri()})")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -72,6 +89,8 @@ def run(argv: list[str] | None = None) -> int:
             print(train.run_train(config, args.features_uri, args.tune_run_id))
         elif args.step == "evaluate":
             print(evaluate.run_evaluate(config, args.train_run_id))
+        elif args.step == "status":
+            _print_status(config)
         elif args.step == "promote":
             promote.run_promote(config, args.evaluate_run_id)
         else:

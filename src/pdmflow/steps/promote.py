@@ -59,7 +59,7 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
         mlflow.log_metric("gates_passed", int(passed))
         mlflow.set_tags(
             {
-                "pdmflow.registered_version": version.version,
+                "pdmflow.registered_version": str(version.version),
                 "pdmflow.decision": "released" if passed else "rejected",
             }
         )
@@ -71,4 +71,4 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
             f"model {name} version {version.version} not promoted: failed gates {', '.join(failed)}"
         )
     print(f"model {name} version {version.version} released to Production (@champion)")
-    return version.version
+    return str(version.version)

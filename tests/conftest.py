@@ -1,0 +1,85 @@
+"""Shared fixtures: real MLflow stores in temp dirs, tenant configs written on the fly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write the smoke config with overrides to a temp YAML; return its path."""
+
+    def write(overrides: dict[str, Any] | None = None, name: str = "tenant.yaml") -> Path:
+        data = deep_merge(yaml.safe_load(SMOKE.read_text()), overrides or {})
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tracking_store(tmp_path, monkeypatch):
+    """A fresh SQLite tracking store and artifact root under tmp_path, for this test only."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # default artifact root ./mlruns lands in tmp_path
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pdmflow.cli ...` as a user would, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "pdmflow.cli", *args],
+        env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
+    )

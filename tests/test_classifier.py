@@ -1,0 +1,71 @@
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from pdmflow.models.classifier import (
+    OUTPUT_NAME,
+    fit_classifier,
+    onnx_max_difference,
+    onnx_predict,
+    onnx_session,
+    to_onnx,
+)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(3000, 8)), columns=[f"f{i}" for i in range(8)])
+    y = pd.Series((X["f0"] + 0.5 * X["f1"] + rng.normal(0, 0.5, 3000) > 1.2).astype(int))
+    model = fit_classifier(X, y, {"n_estimators": 60, "is_unbalance": True}, seed=1)
+    return model, to_onnx(model, X.shape[1]), X
+
+
+def test_one_float_output_with_a_batch_dimension(fitted):
+    _, onnx_model, X = fitted
+    (output,) = onnx_model.graph.output
+    assert output.name == OUTPUT_NAME
+    assert output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == ["N"]
+    probabilities = onnx_predict(onnx_session(onnx_model), X.head(7))
+    assert probabilities.shape == (7,) and probabilities.dtype == np.float32
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_onnx_agrees_with_lightgbm(fitted):
+    model, onnx_model, X = fitted
+    difference = onnx_max_difference(model, onnx_session(onnx_model), X)
+    assert difference <= 1e-5
+    native = model.predict_proba(X.astype(np.float32))[:, 1]
+    assert np.corrcoef(native, onnx_predict(onnx_session(onnx_model), X))[0, 1] > 0.9999
+
+
+def _ort_stderr(model_path: str) -> str:
+    script = textwrap.dedent(f"""
+        import numpy as np, onnxruntime as ort
+        session = ort.InferenceSession({model_path!r}, providers=["CPUExecutionProvider"])
+        feed = {{session.get_inputs()[0].name: np.zeros((5, 8), dtype=np.float32)}}
+        session.run(None, feed)
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stderr
+
+
+def test_onnx_runtime_prints_no_shape_warnings(fitted, tmp_path):
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model, onnx_model, _ = fitted
+    ours = tmp_path / "ours.onnx"
+    onnx.save(onnx_model, ours)
+    assert _ort_stderr(str(ours)) == ""
+    # The converter's raw graph declares `label` as shape [1]: ONNX Runtime warns on a batch.
+    raw = convert_lightgbm(model, initial_types=[("features", FloatTensorType([None, 8]))],
+                           zipmap=False)
+    raw_path = tmp_path / "raw.onnx"
+    onnx.save(raw, raw_path)
+    assert "shape" in _ort_stderr(str(raw_path)).lower()

@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pdmflow.config import SyntheticSource, load_config
+from pdmflow.data.labels import failure_within_horizon
+from pdmflow.data.sources import read_source, redact_url
+from pdmflow.data.synthetic import generate_fleet
+from pdmflow.data.validation import validate
+from pdmflow.errors import DataValidationError
+
+from conftest import SMOKE
+
+
+@pytest.fixture
+def config():
+    return load_config(SMOKE)
+
+
+def test_synthetic_fleet_is_seeded_and_drifts_before_failures(config):
+    settings = SyntheticSource(n_devices=4, days=20, sample_minutes=60, seed=3)
+    sensors = ["temperature", "vibration"]
+    first, events = generate_fleet(settings, sensors, ["alarm_active"])
+    second, _ = generate_fleet(settings, sensors, ["alarm_active"])
+    pd.testing.assert_frame_equal(first, second)
+    assert len(events) > 0
+    # Readings in the last 6 h before a failure sit further from the device's median than others.
+    labels = failure_within_horizon(first, events, 6, "device_id", "timestamp", "event_time")
+    deviation = (first["temperature"] - first.groupby("device_id")["temperature"].transform("median")).abs()
+    assert deviation[labels == 1].mean() > 2 * deviation[labels == 0].mean()
+
+
+def test_validation_report_counts_and_cleans(config):
+    telemetry, events = read_source(config)
+    shuffled = pd.concat([telemetry, telemetry.head(7)]).sample(frac=1, random_state=0)
+    clean, clean_events, report = validate(shuffled, events, config, "test")
+    assert report["rows"] == len(telemetry)
+    assert report["duplicates_dropped"] == 7
+    assert report["devices"] == telemetry["device_id"].nunique()
+    assert report["failures"] == len(events) > 0
+    assert any("sorted" in w for w in report["warnings"])
+    assert clean.groupby("device_id")["timestamp"].apply(lambda s: s.is_monotonic_increasing).all()
+
+
+def test_missing_sensor_values_are_carried_forward(config):
+    telemetry, events = read_source(config)
+    telemetry.loc[5, "temperature"] = np.nan
+    clean, _, _ = validate(telemetry, events, config, "test")
+    assert clean.loc[5, "temperature"] == clean.loc[4, "temperature"]
+
+
+def test_missing_column_names_the_column(config):
+    telemetry, events = read_source(config)
+    with pytest.raises(DataValidationError, match="missing required column 'vibration'"):
+        validate(telemetry.drop(columns="vibration"), events, config, "plant.csv")
+
+
+def test_empty_dataset(config):
+    telemetry, events = read_source(config)
+    with pytest.raises(DataValidationError, match="empty"):
+        validate(telemetry.head(0), events, config, "plant.csv")
+
+
+def test_too_little_data(config):
+    telemetry, events = read_source(config)
+    with pytest.raises(DataValidationError, match=r"too little data: 999 rows, need at least 1000"):
+        validate(telemetry.head(999), events, config, "plant.csv")
+
+
+def test_non_numeric_sensor(config):
+    telemetry, events = read_source(config)
+    telemetry["pressure"] = telemetry["pressure"].astype(object)
+    telemetry.loc[3, "pressure"] = "n/a"
+    with pytest.raises(DataValidationError, match=r"column 'pressure': expected numbers, found 'n/a'"):
+        validate(telemetry, events, config, "plant.csv")
+
+
+def test_timezone_aware_timestamps_become_utc(config):
+    telemetry, events = read_source(config)
+    aware = telemetry.assign(timestamp=telemetry["timestamp"].dt.tz_localize("Europe/Berlin"))
+    clean, _, _ = validate(aware, events, config, "test")
+    expected = telemetry["timestamp"] - pd.Timedelta(hours=1)  # January: Berlin is UTC+1
+    assert clean["timestamp"].min() == expected.min()
+
+
+def test_labels_hand_computed():
+    t0 = pd.Timestamp("2026-01-01")
+    telemetry = pd.DataFrame({
+        "device_id": ["A"] * 6,
+        "timestamp": [t0 + pd.Timedelta(hours=h) for h in range(6)],
+    })
+    events = pd.DataFrame({"device_id": ["A"], "event_time": [t0 + pd.Timedelta(hours=2.5)]})
+    labels = failure_within_horizon(telemetry, events, 2, "device_id", "timestamp", "event_time")
+    # hour 0: failure at 2.5 is beyond 0+2 -> 0; hours 1, 2: within -> 1;
+    # hours 3: 3+2=5 <= last reading 5 -> healthy 0; hours 4, 5: horizon runs past the data -> NaN.
+    assert labels.tolist()[:4] == [0.0, 1.0, 1.0, 0.0]
+    assert labels.iloc[4:].isna().all()
+
+
+def test_redact_url_hides_password():
+    assert "s3cret" not in redact_url("postgresql://user:s3cret@db:5432/plant")
+    assert redact_url("postgresql://user:s3cret@db:5432/plant").startswith("postgresql://user:")
