@@ -75,11 +75,15 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m pdmflow.cli ...` as a user would, in its own process."""
     return subprocess.run(
         [sys.executable, "-m", "pdmflow.cli", *args],
-        env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )

@@ -64,8 +64,9 @@ def test_onnx_runtime_prints_no_shape_warnings(fitted, tmp_path):
     onnx.save(onnx_model, ours)
     assert _ort_stderr(str(ours)) == ""
     # The converter's raw graph declares `label` as shape [1]: ONNX Runtime warns on a batch.
-    raw = convert_lightgbm(model, initial_types=[("features", FloatTensorType([None, 8]))],
-                           zipmap=False)
+    raw = convert_lightgbm(
+        model, initial_types=[("features", FloatTensorType([None, 8]))], zipmap=False
+    )
     raw_path = tmp_path / "raw.onnx"
     onnx.save(raw, raw_path)
     assert "shape" in _ort_stderr(str(raw_path)).lower()

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SMOKE
 
 from pdmflow.config import SyntheticSource, load_config
 from pdmflow.data.labels import failure_within_horizon
@@ -8,8 +9,6 @@ from pdmflow.data.sources import read_source, redact_url
 from pdmflow.data.synthetic import generate_fleet
 from pdmflow.data.validation import validate
 from pdmflow.errors import DataValidationError
-
-from conftest import SMOKE
 
 
 @pytest.fixture
@@ -26,7 +25,9 @@ def test_synthetic_fleet_is_seeded_and_drifts_before_failures(config):
     assert len(events) > 0
     # Readings in the last 6 h before a failure sit further from the device's median than others.
     labels = failure_within_horizon(first, events, 6, "device_id", "timestamp", "event_time")
-    deviation = (first["temperature"] - first.groupby("device_id")["temperature"].transform("median")).abs()
+    deviation = (
+        first["temperature"] - first.groupby("device_id")["temperature"].transform("median")
+    ).abs()
     assert deviation[labels == 1].mean() > 2 * deviation[labels == 0].mean()
 
 
@@ -71,7 +72,9 @@ def test_non_numeric_sensor(config):
     telemetry, events = read_source(config)
     telemetry["pressure"] = telemetry["pressure"].astype(object)
     telemetry.loc[3, "pressure"] = "n/a"
-    with pytest.raises(DataValidationError, match=r"column 'pressure': expected numbers, found 'n/a'"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'pressure': expected numbers, found 'n/a'"
+    ):
         validate(telemetry, events, config, "plant.csv")
 
 
@@ -85,10 +88,12 @@ def test_timezone_aware_timestamps_become_utc(config):
 
 def test_labels_hand_computed():
     t0 = pd.Timestamp("2026-01-01")
-    telemetry = pd.DataFrame({
-        "device_id": ["A"] * 6,
-        "timestamp": [t0 + pd.Timedelta(hours=h) for h in range(6)],
-    })
+    telemetry = pd.DataFrame(
+        {
+            "device_id": ["A"] * 6,
+            "timestamp": [t0 + pd.Timedelta(hours=h) for h in range(6)],
+        }
+    )
     events = pd.DataFrame({"device_id": ["A"], "event_time": [t0 + pd.Timedelta(hours=2.5)]})
     labels = failure_within_horizon(telemetry, events, 2, "device_id", "timestamp", "event_time")
     # hour 0: failure at 2.5 is beyond 0+2 -> 0; hours 1, 2: within -> 1;

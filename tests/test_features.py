@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SMOKE
 
 from pdmflow.config import load_config
 from pdmflow.data.sources import read_source
@@ -9,8 +10,6 @@ from pdmflow.errors import DataValidationError
 from pdmflow.features.builder import FeatureSpec, build_features, latest_features
 from pdmflow.features.split import assign_split, time_split
 from pdmflow.steps.features import LABEL, label_and_split
-
-from conftest import SMOKE
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,9 @@ def test_values_match_a_direct_computation(data):
     assert row["temperature_roll6_mean"] == pytest.approx(window.mean())
     assert row["temperature_roll6_std"] == pytest.approx(window.std())
     assert row["temperature_roll6_max"] == window.max()
-    assert row["alarm_active_share_on_3"] == pytest.approx(device["alarm_active"][i - 2 : i + 1].mean())
+    assert row["alarm_active_share_on_3"] == pytest.approx(
+        device["alarm_active"][i - 2 : i + 1].mean()
+    )
 
 
 def test_features_never_read_the_future(data):
@@ -96,6 +97,8 @@ def test_assign_split_purges_rows_whose_label_crosses_a_boundary():
     times = pd.Series(pd.date_range("2026-01-01", periods=100, freq="h"))
     split = time_split(times, 0.2, 0.2, horizon_hours=5)
     assigned = assign_split(times, split)
-    crossing = (times < split.validation_start) & (times + pd.Timedelta(hours=5) >= split.validation_start)
+    crossing = (times < split.validation_start) & (
+        times + pd.Timedelta(hours=5) >= split.validation_start
+    )
     assert (assigned[crossing] == "purged").all() and crossing.sum() >= 5
     assert np.all(np.diff(times[assigned == "train"].to_numpy()) > np.timedelta64(0))

@@ -2,6 +2,7 @@
 
 import mlflow
 import pytest
+from conftest import SMOKE
 from mlflow import MlflowClient
 
 from pdmflow.config import load_config
@@ -11,8 +12,6 @@ from pdmflow.steps.evaluate import run_evaluate
 from pdmflow.steps.pipeline import run_pipeline
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
-
-from conftest import SMOKE
 
 MODEL = "pdmflow-smoke-failure"
 
@@ -63,10 +62,14 @@ def test_candidate_failing_a_gate_is_registered_but_not_released(tracking_store,
 
 def test_candidate_worse_than_the_champion_is_not_released(tracking_store, write_config):
     assert run_pipeline(load_config(SMOKE), n_trials=2) == "1"
-    weak = load_config(write_config({
-        "training": {"params": {"n_estimators": 2, "num_leaves": 2, "is_unbalance": True}},
-        "gates": {"min_auc": 0.5, "min_precision": 0.0, "min_recall": 0.0},
-    }))
+    weak = load_config(
+        write_config(
+            {
+                "training": {"params": {"n_estimators": 2, "num_leaves": 2, "is_unbalance": True}},
+                "gates": {"min_auc": 0.5, "min_precision": 0.0, "min_recall": 0.0},
+            }
+        )
+    )
     train_run_id = run_train(weak, "latest", "none")
     evaluate_run_id = run_evaluate(weak, train_run_id)
     metrics = mlflow.get_run(evaluate_run_id).data.metrics

@@ -69,7 +69,9 @@ def _print_status(config: TenantConfig) -> None:
     champion = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version
     print(f"{name}: Production version {version.version} (@{CHAMPION_ALIAS} -> {champion})")
     print(f"  load it: mlflow.pyfunc.load_model('models:/{name}/Production')")
-    print(f"  browse runs: make ui, then open http://127.0.0.1:5000 (tracking: {get_tracking_uri()})")
+    print(
+        f"  browse runs: make ui, then open http://127.0.0.1:5000 (tracking: {get_tracking_uri()})"
+    )
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow
 
 from pdmflow.config import TenantConfig
+from pdmflow.data.dataset_source import RunArtifactDatasetSource
 from pdmflow.data.sources import describe_source, read_source
 from pdmflow.data.validation import validate
 from pdmflow.tracking import step_run
@@ -37,15 +37,15 @@ def run_ingest(config: TenantConfig) -> str:
             telemetry.to_parquet(out / "telemetry.parquet", index=False)
             events.to_parquet(out / "events.parquet", index=False)
             mlflow.log_artifacts(str(out), DATASET_DIR)
-        # The dataset's source is the Parquet artifact downstream steps read; its origin
-        # (synthetic fleet, file, database without password) is the `source` param and tag.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in 2 ways"
-            dataset = mlflow.data.from_pandas(
-                telemetry,
-                source=mlflow.get_artifact_uri(f"{DATASET_DIR}/telemetry.parquet"),
-                name=f"{config.tenant_id}-telemetry",
-            )
+        # The dataset's source is the Parquet artifact downstream steps read, and its origin
+        # (synthetic fleet, file, database URL without password).
+        dataset = mlflow.data.from_pandas(
+            telemetry,
+            source=RunArtifactDatasetSource(
+                f"runs:/{run.info.run_id}/{DATASET_DIR}/telemetry.parquet", origin=source
+            ),
+            name=f"{config.tenant_id}-telemetry",
+        )
         mlflow.log_input(dataset, context="ingest", tags={"origin": source})
         mlflow.log_dict(report, "validation_report.json")
         mlflow.set_tag("pdmflow.dataset_digest", dataset.digest)

@@ -1,0 +1,108 @@
+"""Bad input through the command line: one clear line, non-zero exit, registry untouched."""
+
+import sqlite3
+
+import pytest
+from conftest import SMOKE, cli
+
+from pdmflow.config import load_config
+from pdmflow.data.sources import read_source
+
+
+def registered_versions(tmp_path):
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as connection:
+        tables = {r[0] for r in connection.execute("select name from sqlite_master")}
+        if "model_versions" not in tables:
+            return []
+        return connection.execute("select name, version from model_versions").fetchall()
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("pdmflow ")]
+
+
+@pytest.fixture
+def store_env(tmp_path):
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+
+@pytest.fixture
+def smoke_frames():
+    return read_source(load_config(SMOKE))
+
+
+def assert_clean_failure(result, tmp_path, *expected):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    for text in expected:
+        assert text in line
+    assert registered_versions(tmp_path) == []
+
+
+def test_unknown_config_key(tmp_path, write_config, store_env):
+    path = write_config({"gates": {"min_aucc": 0.8}})
+    result = cli("main", "--config", str(path), env=store_env, cwd=tmp_path)
+    assert_clean_failure(result, tmp_path, "unknown key 'gates.min_aucc'", str(path))
+
+
+def test_missing_required_column(tmp_path, write_config, store_env, smoke_frames):
+    telemetry, events = smoke_frames
+    telemetry.drop(columns="vibration").to_csv(tmp_path / "plant.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    path = write_config(
+        {
+            "source": {
+                "kind": "csv",
+                "telemetry_path": str(tmp_path / "plant.csv"),
+                "events_path": str(tmp_path / "events.csv"),
+            }
+        }
+    )
+    result = cli("main", "--config", str(path), env=store_env, cwd=tmp_path)
+    assert_clean_failure(result, tmp_path, "plant.csv", "missing required column 'vibration'")
+
+
+def test_empty_dataset(tmp_path, write_config, store_env, smoke_frames):
+    telemetry, events = smoke_frames
+    telemetry.head(0).to_parquet(tmp_path / "plant.parquet")
+    events.to_parquet(tmp_path / "events.parquet")
+    path = write_config(
+        {
+            "source": {
+                "kind": "parquet",
+                "telemetry_path": str(tmp_path / "plant.parquet"),
+                "events_path": str(tmp_path / "events.parquet"),
+            }
+        }
+    )
+    result = cli("ingest", "--config", str(path), env=store_env, cwd=tmp_path)
+    assert_clean_failure(result, tmp_path, "plant.parquet", "empty")
+
+
+def test_a_step_without_its_input(tmp_path, write_config, store_env):
+    result = cli("train", "--config", str(write_config()), env=store_env, cwd=tmp_path)
+    assert_clean_failure(result, tmp_path, "no finished 'features' run", "pdmflow-smoke")
+
+
+def test_csv_source_runs_the_pipeline(tmp_path, write_config, store_env, smoke_frames):
+    telemetry, events = smoke_frames
+    telemetry.sample(frac=1, random_state=1).to_csv(tmp_path / "plant.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    path = write_config(
+        {
+            "source": {
+                "kind": "csv",
+                "telemetry_path": str(tmp_path / "plant.csv"),
+                "events_path": str(tmp_path / "events.csv"),
+            },
+            "tuning": {"n_trials": 2},
+        }
+    )
+    result = cli("main", "--config", str(path), env=store_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "released pdmflow-smoke-failure version 1" in result.stdout
+    assert registered_versions(tmp_path) == [("pdmflow-smoke-failure", 1)]

@@ -1,0 +1,208 @@
+"""`mlflow run` end to end on a temp SQLite store, then the released model in serving code."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, SMOKE, free_port, wait_for_http
+from mlflow import MlflowClient
+
+from pdmflow.config import load_config
+from pdmflow.features.builder import build_features
+from pdmflow.serving import FailureScorer
+from pdmflow.steps.features import read_dataset, read_features
+
+pytestmark = pytest.mark.slow
+MODEL = "pdmflow-smoke-failure"
+BIN = Path(sys.executable).parent
+
+
+def mlflow_run(env, *args):
+    return subprocess.run(
+        [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """One `mlflow run . -e main` with the smoke config into a fresh store."""
+    root = tmp_path_factory.mktemp("e2e")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    mlflow.set_tracking_uri(uri)
+    config = load_config(SMOKE)
+    MlflowClient().create_experiment(config.experiment_name, str(root / "artifacts"))
+    result = mlflow_run(
+        env, "-e", "main", "--experiment-name", config.experiment_name, "-P", f"config={SMOKE}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    yield config, env, root
+    mlflow.set_tracking_uri(None)
+
+
+def step_runs(config, step):
+    experiment = MlflowClient().get_experiment_by_name(config.experiment_name)
+    return MlflowClient().search_runs(
+        [experiment.experiment_id],
+        f"tags.`pdmflow.step` = '{step}'",
+        order_by=["attributes.start_time DESC"],
+    )
+
+
+def test_main_logs_one_parent_with_six_children_and_releases(released):
+    config, _, _ = released
+    (parent,) = step_runs(config, "main")
+    assert parent.data.tags["pdmflow.decision"] == "released"
+    assert parent.data.tags.get("mlflow.source.type") == "PROJECT"  # the run mlflow run made
+    children = MlflowClient().search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.data.tags["pdmflow.step"] for c in children) == sorted(
+        ["ingest", "features", "tune", "train", "evaluate", "promote"]
+    )
+    (evaluate,) = step_runs(config, "evaluate")
+    for metric in (
+        "auc",
+        "average_precision",
+        "precision",
+        "recall",
+        "f1",
+        "brier_score",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "onnx_max_abs_difference",
+    ):
+        assert metric in evaluate.data.metrics
+    assert evaluate.data.metrics["auc"] >= 0.8
+    artifacts = {a.path for a in MlflowClient().list_artifacts(evaluate.info.run_id, "plots")}
+    assert artifacts == {
+        f"plots/{n}"
+        for n in (
+            "roc_curve.png",
+            "precision_recall_curve.png",
+            "calibration_curve.png",
+            "confusion_matrix.png",
+        )
+    }
+    (ingest,) = step_runs(config, "ingest")
+    assert ingest.inputs.dataset_inputs[0].dataset.name == "smoke-telemetry"
+    (tune,) = step_runs(config, "tune")
+    trials = MlflowClient().search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'"
+    )
+    assert len(trials) == config.tuning.n_trials
+    assert "best_validation_auc" in tune.data.metrics
+
+
+def test_production_and_champion_score_the_same(released):
+    config, _, _ = released
+    (features_run,) = step_runs(config, "features")
+    tables, spec = read_features(f"runs:/{features_run.info.run_id}/features")
+    test = tables["test"][spec.feature_names]
+    production = mlflow.pyfunc.load_model(f"models:/{MODEL}/Production").predict(test)
+    champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(test)
+    assert list(production.columns) == ["failure_probability"]
+    assert len(production) == len(test)
+    assert production["failure_probability"].between(0, 1).all()
+    pd.testing.assert_frame_equal(production, champion)
+
+
+def test_raw_telemetry_scorer_agrees_with_the_registered_model(released):
+    config, _, _ = released
+    (ingest,) = step_runs(config, "ingest")
+    telemetry, _ = read_dataset(f"runs:/{ingest.info.run_id}/dataset")
+    scorer = FailureScorer.load(f"models:/{MODEL}/Production")
+    scored = scorer.score_telemetry(telemetry.sample(frac=1, random_state=2))  # any row order
+    assert len(scored) == telemetry["device_id"].nunique()
+    latest = build_features(telemetry, scorer.spec).groupby("device_id").tail(1)
+    direct = (
+        mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        .predict(latest[scorer.spec.feature_names])["failure_probability"]
+        .to_numpy()
+    )
+    np.testing.assert_allclose(scored["failure_probability"].to_numpy(), direct, atol=1e-6)
+    assert (scored["predicted_failure"] == (direct >= scorer.decision_threshold)).all()
+
+
+def test_a_step_runs_alone_from_a_given_input(released):
+    config, env, _ = released
+    (features_run,) = step_runs(config, "features")
+    result = mlflow_run(
+        env,
+        "-e",
+        "train",
+        "--experiment-name",
+        config.experiment_name,
+        "-P",
+        f"config={SMOKE}",
+        "-P",
+        "tune_run_id=none",
+        "-P",
+        f"features_uri=runs:/{features_run.info.run_id}/features",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    latest_train = step_runs(config, "train")[0]
+    assert latest_train.data.params["params_source"] == "config"
+    assert latest_train.data.tags.get("mlflow.parentRunId") is None
+
+
+def test_launcher_run_in_another_experiment_points_to_the_tenant_run(released):
+    config, env, _ = released
+    before = len(step_runs(config, "ingest"))
+    result = mlflow_run(env, "-e", "ingest", "-P", f"config={SMOKE}")  # no --experiment-name
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(step_runs(config, "ingest")) == before + 1
+    launcher = MlflowClient().search_runs(["0"])[0]
+    assert launcher.data.tags["pdmflow.redirected_to"] == step_runs(config, "ingest")[0].info.run_id
+
+
+def test_mlflow_models_serve_answers_invocations(released):
+    config, env, root = released
+    (features_run,) = step_runs(config, "features")
+    tables, spec = read_features(f"runs:/{features_run.info.run_id}/features")
+    rows = tables["test"][spec.feature_names].head(3)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}/Production",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "serve.log", "w"),
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
+        body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            predictions = json.loads(response.read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(30)
+    expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/Production").predict(rows)
+    served = [p["failure_probability"] for p in predictions]
+    np.testing.assert_allclose(served, expected["failure_probability"], atol=1e-6)

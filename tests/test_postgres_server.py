@@ -1,0 +1,107 @@
+"""A real `mlflow server` on a fresh PostgreSQL database; the smoke pipeline over HTTP.
+
+The server is the same command the compose file's `mlflow` service runs. The PostgreSQL URL
+comes from PDMFLOW_TEST_POSTGRES_URL (default: trust auth on 127.0.0.1:5432). With no server
+the test skips with the reason, except under CI=true, where it fails.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import SMOKE, cli, free_port, wait_for_http
+from mlflow import MlflowClient
+from sqlalchemy.engine import make_url
+
+pytestmark = pytest.mark.slow
+POSTGRES_URL = os.environ.get(
+    "PDMFLOW_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="module")
+def postgres_database():
+    """A new database for this module, dropped afterwards."""
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as error:
+        reason = f"PostgreSQL not reachable at {make_url(POSTGRES_URL)!r}: {error.orig}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"pdmflow_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def tracking_server(postgres_database, tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            postgres_database,
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout=180)
+        yield f"http://127.0.0.1:{port}", root
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def test_smoke_pipeline_over_http_on_postgres(tracking_server, monkeypatch):
+    uri, root = tracking_server
+    result = cli(
+        "main",
+        "--config",
+        str(SMOKE),
+        "--n-trials",
+        "2",
+        env={"MLFLOW_TRACKING_URI": uri},
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("pdmflow-smoke")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    steps = {
+        r.data.tags.get("pdmflow.step") for r in client.search_runs([experiment.experiment_id])
+    }
+    assert {"main", "ingest", "features", "tune", "train", "evaluate", "promote"} <= steps
+    (version,) = client.search_model_versions("name = 'pdmflow-smoke-failure'")
+    assert version.current_stage == "Production"
+    assert (
+        str(client.get_model_version_by_alias("pdmflow-smoke-failure", "champion").version) == "1"
+    )
+    # Artifacts went through the server into its artifact store, not into the client's cwd.
+    assert any((root / "artifacts").rglob("model.onnx"))

@@ -1,0 +1,61 @@
+"""The project's own files agree: entry points, environments, compose, CI and README."""
+
+import json
+import re
+import tomllib
+
+import yaml
+from conftest import REPO
+from mlflow.projects._project_spec import load_project
+
+STEPS = {"ingest", "features", "tune", "train", "evaluate", "promote", "main"}
+
+
+def test_mlproject_has_every_entry_point_with_a_config_parameter():
+    project = load_project(str(REPO))
+    assert set(project._entry_points) == STEPS
+    for name, entry_point in project._entry_points.items():
+        assert entry_point.parameters["config"].default == "configs/default.yaml", name
+        assert f"pdmflow.cli {name} " in entry_point.command
+
+
+def test_docker_and_kubernetes_run_the_same_entry_points():
+    docker = load_project(str(REPO / "mlflow_projects" / "docker"))
+    root = load_project(str(REPO))
+    assert set(docker._entry_points) == STEPS
+    assert docker.docker_env["image"] == "pdmflow:latest"
+    for name in STEPS:
+        assert (
+            docker._entry_points[name].command.replace("/app/src", "src")
+            == root._entry_points[name].command
+        )
+    kube = json.loads((REPO / "mlflow_projects/kubernetes/kubernetes_config.json").read_text())
+    template = yaml.safe_load((REPO / kube["kube-job-template-path"]).read_text())
+    assert template["kind"] == "Job"
+    container = template["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["{replaced with MLflow Project entry point command}"]
+
+
+def test_conda_env_lists_the_same_dependencies_as_pyproject():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
+    pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert sorted(pip_section) == sorted(pyproject["project"]["dependencies"])
+    assert "python=3.11" in conda["dependencies"]
+
+
+def test_compose_stack_has_postgres_mlflow_and_scheduler():
+    compose = yaml.safe_load((REPO / "docker-compose.dev.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "mlflow", "scheduler"}
+    assert "postgresql+psycopg2://" in services["mlflow"]["command"]
+    assert "--serve-artifacts" in services["mlflow"]["command"]
+    assert services["scheduler"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^make (\w+)$", readme, flags=re.M)
+    assert commands[:2] == ["run", "test"]
+    ci = (REPO / ".ci/run").read_text()
+    assert re.search(r"^make test$", ci, flags=re.M)
