@@ -97,7 +97,12 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
         )
     }
     (ingest,) = step_runs(config, "ingest")
-    assert ingest.inputs.dataset_inputs[0].dataset.name == "smoke-telemetry"
+    dataset = ingest.inputs.dataset_inputs[0].dataset
+    assert dataset.name == "smoke-telemetry" and dataset.digest
+    assert dataset.source_type == "run_artifact"
+    source = json.loads(dataset.source)
+    assert source["uri"] == f"runs:/{ingest.info.run_id}/dataset/telemetry.parquet"
+    assert source["origin"].startswith("synthetic://fleet?devices=16")
     (tune,) = step_runs(config, "tune")
     trials = MlflowClient().search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'"

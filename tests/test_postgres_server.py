@@ -105,3 +105,76 @@ def test_smoke_pipeline_over_http_on_postgres(tracking_server, monkeypatch):
     )
     # Artifacts went through the server into its artifact store, not into the client's cwd.
     assert any((root / "artifacts").rglob("model.onnx"))
+
+
+def test_sql_source_reads_tables_and_never_logs_the_password(
+    postgres_database, write_config, tmp_path
+):
+    """Ingest from PostgreSQL tables through a URL with a password; the password stays out."""
+    from pdmflow.config import load_config
+    from pdmflow.data.sources import read_source
+
+    telemetry, events = read_source(load_config(SMOKE))
+    engine = sa.create_engine(postgres_database)
+    # The tenant's own column names; schema.rename maps them onto pdmflow's.
+    telemetry.rename(columns={"device_id": "asset", "temperature": "temp_c"}).to_sql(
+        "plant_telemetry", engine, index=False
+    )
+    events.rename(columns={"device_id": "asset"}).to_sql("plant_failures", engine, index=False)
+    engine.dispose()
+
+    secret = "s3cret-pw-7f1c"  # trust auth ignores it; it must still never be logged
+    url = make_url(postgres_database).set(password=secret).render_as_string(hide_password=False)
+    config = write_config(
+        {
+            "source": {
+                "kind": "sql",
+                "url": url,
+                "telemetry_table": "plant_telemetry",
+                "events_table": "plant_failures",
+            },
+            "schema": {"rename": {"asset": "device_id", "temp_c": "temperature"}},
+        }
+    )
+    store = tmp_path / "store"
+    store.mkdir()
+    result = cli(
+        "ingest",
+        "--config",
+        str(config),
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"},
+        cwd=store,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert secret not in result.stdout + result.stderr
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("pdmflow-smoke").experiment_id])
+    assert run.data.metrics["rows"] == len(telemetry)
+    assert run.data.metrics["failures"] == len(events)
+    assert run.data.params["source"].endswith("#plant_telemetry")
+    assert "***" in run.data.params["source"]
+    for path in store.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_sql_source_refuses_a_missing_table(postgres_database, write_config, tmp_path):
+    config = write_config(
+        {
+            "source": {
+                "kind": "sql",
+                "url": postgres_database,
+                "telemetry_table": "sensors; DROP TABLE x",
+            }
+        }
+    )
+    result = cli(
+        "ingest",
+        "--config",
+        str(config),
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "telemetry table 'sensors; DROP TABLE x': not found" in result.stderr
