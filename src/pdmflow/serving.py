@@ -16,14 +16,15 @@ from mlflow.models import Model
 from pdmflow.data.validation import normalise_telemetry
 from pdmflow.features.builder import FeatureSpec, latest_features
 from pdmflow.models.classifier import OUTPUT_NAME
+from pdmflow.tracking import downloaded
 
 SPEC_PATH = "extra_files/feature_spec.json"
 
 
 def load_feature_spec(model_uri: str) -> FeatureSpec:
     """The feature spec logged inside the model (train puts it there)."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    return FeatureSpec.from_json((local / SPEC_PATH).read_text())
+    with downloaded(model_uri) as local:
+        return FeatureSpec.from_json((local / SPEC_PATH).read_text())
 
 
 class FailureScorer:
@@ -38,7 +39,9 @@ class FailureScorer:
     @classmethod
     def load(cls, model_uri: str) -> FailureScorer:
         """`models:/<name>/Production`, `models:/<name>@champion`, or any model URI."""
-        return cls(Path(mlflow.artifacts.download_artifacts(model_uri)), model_uri)
+        # Everything is read into memory here, so the downloaded copy can go.
+        with downloaded(model_uri) as local:
+            return cls(local, model_uri)
 
     def score_features(self, features: pd.DataFrame) -> np.ndarray:
         """Failure probabilities for rows that already hold the spec's feature columns."""

@@ -7,8 +7,10 @@ SQLite store (`sqlite:///mlflow.db`) in the working directory.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -72,6 +74,16 @@ def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
             )
             MlflowClient().set_tag(redirected, "pdmflow.redirected_to", run.info.run_id)
         yield run
+
+
+@contextmanager
+def downloaded(uri: str) -> Iterator[Path]:
+    """The artifacts at `uri` in a local temp dir that is removed on exit.
+
+    MLflow's own download leaves one temp dir behind per call; a daily retrain would fill /tmp.
+    """
+    with tempfile.TemporaryDirectory(prefix="pdmflow-") as tmp:
+        yield Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
 
 
 def latest_step_run(config: TenantConfig, step: str) -> Run:

@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import get_model_info
+from onnxruntime import InferenceSession
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
@@ -18,14 +19,18 @@ from pdmflow.registry import production_version
 from pdmflow.serving import load_feature_spec
 from pdmflow.steps.features import LABEL, read_dataset, read_features
 from pdmflow.steps.train import MODEL_URI_TAG
-from pdmflow.tracking import latest_step_run, step_run
+from pdmflow.tracking import downloaded, latest_step_run, step_run
 
 CHAMPION_VERSION_TAG = "pdmflow.champion_version"
 
 
+def _session(model_uri: str) -> InferenceSession:
+    with downloaded(model_uri) as local:
+        return onnx_session(mlflow.onnx.load_model(str(local)))
+
+
 def _score(model_uri: str, features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    session = onnx_session(mlflow.onnx.load_model(model_uri))
-    return onnx_predict(session, features[spec.feature_names])
+    return onnx_predict(_session(model_uri), features[spec.feature_names])
 
 
 def _champion_probability(
@@ -74,7 +79,7 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
                 "test_rows": len(test),
             }
         )
-        session = onnx_session(mlflow.onnx.load_model(model_uri))
+        session = _session(model_uri)
         probability = onnx_predict(session, test[spec.feature_names])
         metrics = classification_metrics(y_test, probability, threshold)
         metrics.update(

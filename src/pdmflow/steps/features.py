@@ -13,7 +13,7 @@ from pdmflow.data.labels import failure_within_horizon
 from pdmflow.errors import DataValidationError, StepInputError
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.features.split import assign_split, time_split
-from pdmflow.tracking import latest_step_run, step_run
+from pdmflow.tracking import downloaded, latest_step_run, step_run
 
 FEATURES_DIR = "features"
 LABEL = "failure_within_horizon"
@@ -22,10 +22,10 @@ SPLITS = ("train", "validation", "test")
 
 def read_dataset(data_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
-        local = Path(mlflow.artifacts.download_artifacts(data_uri))
-        return pd.read_parquet(local / "telemetry.parquet"), pd.read_parquet(
-            local / "events.parquet"
-        )
+        with downloaded(data_uri) as local:
+            return pd.read_parquet(local / "telemetry.parquet"), pd.read_parquet(
+                local / "events.parquet"
+            )
     except Exception as exc:
         raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
 
@@ -100,9 +100,9 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
 def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSpec]:
     """The split tables and spec logged by a features run."""
     try:
-        local = Path(mlflow.artifacts.download_artifacts(features_uri))
-        tables = {name: pd.read_parquet(local / f"{name}.parquet") for name in SPLITS}
-        spec = FeatureSpec.from_json((local / "feature_spec.json").read_text())
+        with downloaded(features_uri) as local:
+            tables = {name: pd.read_parquet(local / f"{name}.parquet") for name in SPLITS}
+            spec = FeatureSpec.from_json((local / "feature_spec.json").read_text())
     except Exception as exc:
         raise StepInputError(f"features {features_uri}: cannot be read ({exc})") from None
     return tables, spec
