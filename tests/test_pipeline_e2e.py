@@ -127,11 +127,12 @@ def test_production_and_champion_score_the_same(released):
 def test_raw_telemetry_scorer_agrees_with_the_registered_model(released):
     config, _, _ = released
     (ingest,) = step_runs(config, "ingest")
-    telemetry, _ = read_dataset(f"runs:/{ingest.info.run_id}/dataset")
+    telemetry, events = read_dataset(f"runs:/{ingest.info.run_id}/dataset")
     scorer = FailureScorer.load(f"models:/{MODEL}/Production")
-    scored = scorer.score_telemetry(telemetry.sample(frac=1, random_state=2))  # any row order
+    shuffled = telemetry.sample(frac=1, random_state=2)  # any row order
+    scored = scorer.score_telemetry(shuffled, events)
     assert len(scored) == telemetry["device_id"].nunique()
-    latest = build_features(telemetry, scorer.spec).groupby("device_id").tail(1)
+    latest = build_features(telemetry, scorer.spec, events).groupby("device_id").tail(1)
     direct = (
         mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
         .predict(latest[scorer.spec.feature_names])["failure_probability"]

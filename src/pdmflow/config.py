@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -73,18 +74,45 @@ class LabelConfig(_Strict):
     horizon_hours: float = Field(24.0, gt=0)
 
 
-class FeatureConfig(_Strict):
-    """Windows are counted in samples of each device, looking backwards only."""
+def _check_durations(values: list[str], key: str) -> None:
+    for value in values:
+        try:
+            duration = pd.Timedelta(value)
+        except ValueError:
+            raise ValueError(f"{key}: '{value}' is not a duration such as 30s, 5min, 2h") from None
+        if duration <= pd.Timedelta(0):
+            raise ValueError(f"{key}: '{value}' must be positive")
 
-    lags: list[int] = Field([1, 3, 6], min_length=1)
-    windows: list[int] = Field([3, 6, 12], min_length=1)
+
+class FeatureConfig(_Strict):
+    """Lags and windows are durations (pandas offsets: 60s, 5min, 2h), looking backwards only."""
+
+    lags: list[str] = Field(["1h", "3h", "6h"], min_length=1)
+    windows: list[str] = Field(["3h", "6h", "12h"], min_length=1)
+    rolling_statistics: list[Literal["mean", "std", "min", "max", "median", "skew", "kurt"]] = [
+        "mean",
+        "std",
+        "min",
+        "max",
+        "median",
+        "skew",
+        "kurt",
+    ]
+    differences: bool = True
+    # Pairs of continuous sensors: product, ratio and difference of each pair.
+    interactions: list[tuple[str, str]] = []
+    cross_sensor: bool = True
+    cyclical: bool = True
+    # Vibration-like sensors: dominant frequency and spectral energy of the last N readings.
+    spectral_sensors: list[str] = []
+    spectral_window: int = Field(16, ge=4)
+    time_since_failure: bool = True
+    time_since_cap_hours: float = Field(720.0, gt=0)
 
     @model_validator(mode="after")
-    def _positive(self) -> FeatureConfig:
-        if min(self.lags) < 1:
-            raise ValueError("features.lags must be >= 1")
-        if min(self.windows) < 2:
-            raise ValueError("features.windows must be >= 2")
+    def _valid_durations(self) -> FeatureConfig:
+        _check_durations(self.lags, "features.lags")
+        _check_durations(self.windows, "features.windows")
         return self
 
 
@@ -145,6 +173,20 @@ class TenantConfig(_Strict):
     data: DataConfig = DataConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _feature_sensors_exist(self) -> TenantConfig:
+        continuous = set(self.schema_.continuous_sensors)
+        named = [
+            *self.features.spectral_sensors,
+            *(s for pair in self.features.interactions for s in pair),
+        ]
+        unknown = [s for s in named if s not in continuous]
+        if unknown:
+            raise ValueError(
+                f"features name sensor '{unknown[0]}', which is not in schema.continuous_sensors"
+            )
+        return self
 
     @property
     def sensors(self) -> list[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import Model
 
-from pdmflow.data.validation import normalise_telemetry
+from pdmflow.data.validation import normalise_events, normalise_telemetry
 from pdmflow.features.builder import FeatureSpec, latest_features
 from pdmflow.models.classifier import OUTPUT_NAME
 from pdmflow.tracking import downloaded
@@ -48,8 +48,14 @@ class FailureScorer:
         predictions = self.model.predict(features[self.spec.feature_names].astype("float64"))
         return predictions[OUTPUT_NAME].to_numpy()
 
-    def score_telemetry(self, telemetry: pd.DataFrame) -> pd.DataFrame:
-        """One row per device: its latest timestamp, failure probability and alert flag."""
+    def score_telemetry(
+        self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """One row per device: its latest timestamp, failure probability and alert flag.
+
+        `events` (device, event time) are the devices' known failures; a model with the
+        hours_since_failure feature needs them.
+        """
         spec = self.spec
         clean, _, _ = normalise_telemetry(
             telemetry,
@@ -59,7 +65,11 @@ class FailureScorer:
             spec.boolean_sensors,
             "telemetry to score",
         )
-        features = latest_features(clean, spec)
+        if events is not None:
+            events = normalise_events(
+                events, spec.device_column, spec.event_time_column, "events to score"
+            )
+        features = latest_features(clean, spec, events)
         probability = self.score_features(features)
         return pd.DataFrame(
             {

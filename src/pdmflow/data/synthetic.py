@@ -76,7 +76,13 @@ def generate_fleet(
             base, spread = _KNOWN_SENSORS.get(sensor, (50.0, 2.0))
             device_base = base + rng.normal(0, spread)
             noise = rng.normal(0, spread * settings.noise, size=n_samples)
-            columns[sensor] = device_base + noise + drift[sensor] * spread * degradation
+            values = device_base + noise + drift[sensor] * spread * degradation
+            if "vibration" in sensor:
+                # A machine's own oscillation whose amplitude grows as it degrades.
+                period_samples = rng.uniform(3.0, 6.0)
+                phase = 2 * np.pi * np.arange(n_samples) / period_samples
+                values = values + spread * (1 + 3 * degradation) * np.sin(phase)
+            columns[sensor] = values
         for sensor in boolean_sensors:
             alarm_like = any(word in sensor for word in ("alarm", "fault", "warning"))
             base_rate = 0.03 if alarm_like else 0.9

@@ -147,6 +147,21 @@ def validate(
     return frame, clean_events, report
 
 
+def normalise_events(
+    events: pd.DataFrame, device: str, event_time: str, where: str
+) -> pd.DataFrame:
+    """Typed, sorted failure events (device as text, event time as naive UTC)."""
+    _require_columns(events, [device, event_time], where)
+    keep = [c for c in events.columns if c in (device, event_time, "failure_type")]
+    clean = events[keep].copy()
+    clean[device] = clean[device].astype(str)
+    if clean.empty:
+        clean[event_time] = pd.Series(dtype="datetime64[ns]")
+        return clean
+    clean[event_time] = _utc_naive(clean[event_time], f"{where}, column '{event_time}'")
+    return clean.sort_values([device, event_time]).reset_index(drop=True)
+
+
 def _validate_events(
     events: pd.DataFrame,
     config: TenantConfig,
@@ -155,20 +170,13 @@ def _validate_events(
     warnings: list[str],
 ) -> pd.DataFrame:
     schema = config.schema_
-    device, event_time = schema.device_column, schema.event_time_column
-    where = f"events {source}"
-    _require_columns(events, [device, event_time], where)
-    keep = [c for c in events.columns if c in (device, event_time, "failure_type")]
-    clean = events[keep].copy()
+    device = schema.device_column
+    clean = normalise_events(events, device, schema.event_time_column, f"events {source}")
     if clean.empty:
         warnings.append("no failure events: every label will be 0")
-        clean[event_time] = pd.Series(dtype="datetime64[ns]")
-        clean[device] = clean[device].astype(str)
         return clean
-    clean[device] = clean[device].astype(str)
-    clean[event_time] = _utc_naive(clean[event_time], f"{where}, column '{event_time}'")
     unknown = sorted(set(clean[device]) - known_devices)
     if unknown:
         warnings.append(f"events for devices without telemetry ignored: {', '.join(unknown[:5])}")
-        clean = clean[clean[device].isin(known_devices)]
-    return clean.sort_values([device, event_time]).reset_index(drop=True)
+        clean = clean[clean[device].isin(known_devices)].reset_index(drop=True)
+    return clean

@@ -31,12 +31,14 @@ def _gate(name: str, value: float | None, threshold: float, comparison: str) -> 
 
 
 def check_gates(
-    metrics: dict[str, float], gates: GateConfig, champion_auc: float | None
+    metrics: dict[str, float], gates: GateConfig, champion_auc: float | None, has_champion: bool
 ) -> list[GateResult]:
     """Each configured gate applied to the candidate's metrics.
 
     `champion_auc` is the current Production model's AUC on the same test data (None when there
-    is no Production model, in which case the champion gate passes by definition).
+    is no Production model, in which case the champion gate passes by definition). A champion
+    that could not be scored on the candidate's test data fails the gate: we cannot show the
+    candidate is not worse.
     """
     results = [
         _gate("auc", metrics.get("auc"), gates.min_auc, ">="),
@@ -50,14 +52,14 @@ def check_gates(
             "<=",
         ),
     ]
-    if champion_auc is None:
+    if not has_champion:
         results.append(GateResult("not_worse_than_champion", None, 0.0, ">=", True))
     else:
         results.append(
             _gate(
                 "not_worse_than_champion",
                 metrics.get("auc"),
-                champion_auc - gates.max_auc_regression,
+                float("inf") if champion_auc is None else champion_auc - gates.max_auc_regression,
                 ">=",
             )
         )

@@ -1,8 +1,14 @@
 """Feature families computed per device from the past only, and the spec serving reuses.
 
-Every feature at row t of a device uses that device's readings at t and before, never after.
-Windows and lags are counted in samples. The first `warmup_samples` rows of each device do not
-have a full history and are dropped (training) or refused (serving) instead of being padded.
+Every feature at reading t of a device uses that device's readings at t and before (and failure
+events at or before t), never after. Lags are time offsets (the last reading at or before
+t - lag); rolling windows are time windows (t - w, t]. A device's readings less than the longest
+lag or window after its first reading lack a full history: they are dropped in training and
+refused in serving, never padded.
+
+All windows are computed in one vectorised pass over the whole fleet: the window bounds of every
+row are found once with a binary search over a (device, time) key, and pandas' rolling kernels
+run on those bounds (`pandas.api.indexers.BaseIndexer`), so no Python loop runs per device.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from pandas.api.indexers import BaseIndexer
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import DataValidationError
 
-ROLLING_STATISTICS = ("mean", "std", "min", "max")
+ROLLING_STATISTICS = ("mean", "std", "min", "max", "median", "skew", "kurt")
+CYCLES = (("hour", 24), ("day_of_week", 7), ("month", 12))
 
 
 @dataclass(frozen=True)
@@ -26,22 +35,44 @@ class FeatureSpec:
 
     device_column: str
     time_column: str
+    event_time_column: str
     continuous_sensors: list[str]
     boolean_sensors: list[str]
-    lags: list[int]
-    windows: list[int]
+    lags: list[str]
+    windows: list[str]
+    rolling_statistics: list[str]
+    differences: bool
+    interactions: list[list[str]]
+    cross_sensor: bool
+    cyclical: bool
+    spectral_sensors: list[str]
+    spectral_window: int
+    time_since_failure: bool
+    time_since_cap_hours: float
     feature_names: list[str] = field(default_factory=list)
+    # Bumped when the meaning of a field changes; older specs cannot be rebuilt by this code.
+    format_version: int = 2
 
     @classmethod
     def from_config(cls, config: TenantConfig) -> FeatureSpec:
-        schema = config.schema_
+        schema, features = config.schema_, config.features
         spec = cls(
             device_column=schema.device_column,
             time_column=schema.time_column,
+            event_time_column=schema.event_time_column,
             continuous_sensors=list(schema.continuous_sensors),
             boolean_sensors=list(schema.boolean_sensors),
-            lags=sorted(config.features.lags),
-            windows=sorted(config.features.windows),
+            lags=sorted(features.lags, key=pd.Timedelta),
+            windows=sorted(features.windows, key=pd.Timedelta),
+            rolling_statistics=list(features.rolling_statistics),
+            differences=features.differences,
+            interactions=[list(pair) for pair in features.interactions],
+            cross_sensor=features.cross_sensor,
+            cyclical=features.cyclical,
+            spectral_sensors=list(features.spectral_sensors),
+            spectral_window=features.spectral_window,
+            time_since_failure=features.time_since_failure,
+            time_since_cap_hours=features.time_since_cap_hours,
         )
         return cls(**{**asdict(spec), "feature_names": spec._names()})
 
@@ -55,84 +86,293 @@ class FeatureSpec:
         ]
 
     @property
-    def warmup_samples(self) -> int:
-        """Readings a device needs before its first complete feature row."""
-        return max(max(self.lags), max(self.windows) - 1)
+    def history(self) -> pd.Timedelta:
+        """How far back from a reading its features look (the longest lag or window)."""
+        return max(pd.Timedelta(x) for x in [*self.lags, *self.windows])
+
+    @property
+    def min_readings(self) -> int:
+        """Readings a device needs, at least, besides `history` of time."""
+        return max(3, self.spectral_window if self.spectral_sensors else 0)
+
+    @property
+    def zscore_window(self) -> str:
+        return self.windows[-1]
 
     def _names(self) -> list[str]:
         names: list[str] = []
         for sensor in self.continuous_sensors:
             names.append(sensor)
-            names += [f"{sensor}_lag_{k}" for k in self.lags]
-            names.append(f"{sensor}_diff_1")
+            names += [f"{sensor}_lag_{lag}" for lag in self.lags]
+            if self.differences:
+                names += [f"{sensor}_diff_1", f"{sensor}_diff_2", f"{sensor}_pct_change"]
             for window in self.windows:
-                names += [f"{sensor}_roll{window}_{stat}" for stat in ROLLING_STATISTICS]
+                names += [f"{sensor}_roll_{window}_{stat}" for stat in self.rolling_statistics]
+            names.append(f"{sensor}_zscore_{self.zscore_window}")
         for sensor in self.boolean_sensors:
             names.append(sensor)
-            names += [f"{sensor}_share_on_{window}" for window in self.windows]
+            for window in self.windows:
+                names += [f"{sensor}_share_on_{window}", f"{sensor}_switches_{window}"]
+        for a, b in self.interactions:
+            names += [f"{a}_times_{b}", f"{a}_per_{b}", f"{a}_minus_{b}"]
+        if self.cross_sensor:
+            names += [
+                "cross_sensor_abs_zscore_mean",
+                "cross_sensor_abs_zscore_max",
+                "cross_sensor_zscore_std",
+            ]
+        for sensor in self.spectral_sensors:
+            names += [f"{sensor}_dominant_frequency_hz", f"{sensor}_spectral_energy"]
+        if self.cyclical:
+            for unit, _ in CYCLES:
+                names += [f"{unit}_sin", f"{unit}_cos"]
+        if self.time_since_failure:
+            names.append("hours_since_failure")
         return names
 
     def to_json(self) -> str:
         return json.dumps(
-            {
-                **asdict(self),
-                "warmup_samples": self.warmup_samples,
-                "input_columns": self.input_columns,
-            },
+            {**asdict(self), "input_columns": self.input_columns, "history": str(self.history)},
             indent=2,
         )
 
     @classmethod
     def from_json(cls, text: str) -> FeatureSpec:
         data: dict[str, Any] = json.loads(text)
-        data.pop("warmup_samples", None)
+        version = data.get("format_version", 1)
+        if version != cls.format_version:
+            raise DataValidationError(
+                f"feature spec format {version} cannot be rebuilt by this pdmflow "
+                f"(format {cls.format_version})"
+            )
         data.pop("input_columns", None)
+        data.pop("history", None)
         return cls(**data)
 
 
-def build_features(telemetry: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Feature rows (device, time, features in spec order) for every row with full history.
+class _Bounds(BaseIndexer):
+    """Precomputed [start, end) row bounds handed to pandas' rolling kernels."""
 
-    `telemetry` must be validated: sorted by device then time, no missing sensor values.
+    def get_window_bounds(
+        self, num_values=0, min_periods=None, center=None, closed=None, step=None
+    ):
+        return self.start, self.end
+
+
+class _FleetClock:
+    """Row positions in time, per device, for a frame sorted by device then time."""
+
+    def __init__(self, device: pd.Series, times: pd.Series, reach: pd.Timedelta) -> None:
+        codes = pd.factorize(device, sort=False)[0].astype(np.int64)
+        self.elapsed_ms = ((times - times.min()) // pd.Timedelta(milliseconds=1)).to_numpy(
+            dtype=np.int64
+        )
+        # Devices are laid end to end on one axis, further apart than the longest look back
+        # (`reach`), so a single binary search never crosses from one device into another.
+        spacing = int(self.elapsed_ms.max(initial=0)) + _ms(reach) + 1
+        self.key = codes * spacing + self.elapsed_ms
+        self.row = np.arange(len(codes), dtype=np.int64)
+        first = np.r_[True, codes[1:] != codes[:-1]]
+        self.device_start = np.maximum.accumulate(np.where(first, self.row, 0))
+        self.position = self.row - self.device_start
+        self.first_elapsed_ms = self.elapsed_ms[self.device_start]
+
+    def window(self, span: str) -> _Bounds:
+        """Bounds of (t - span, t] within each row's device."""
+        start = np.searchsorted(self.key, self.key - _ms(span), side="right")
+        return _Bounds(start=start.astype(np.int64), end=self.row + 1)
+
+    def as_of(self, lag: str) -> np.ndarray:
+        """Row of the last reading at or before t - lag (-1 when the device has none)."""
+        found = np.searchsorted(self.key, self.key - _ms(lag), side="right") - 1
+        return np.where(found >= self.device_start, found, -1)
+
+
+def _ms(duration: str | pd.Timedelta) -> int:
+    return int(pd.Timedelta(duration) / pd.Timedelta(milliseconds=1))
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (documented rule)."""
+    out = np.zeros_like(numerator, dtype="float64")
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def _spectral(values: np.ndarray, seconds: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dominant frequency (Hz) and spectral energy of the last n readings at every row."""
+    dominant = np.full(len(values), np.nan)
+    energy = np.full(len(values), np.nan)
+    if len(values) < n:
+        return dominant, energy
+    windows = sliding_window_view(values, n)
+    spans = seconds[n - 1 :] - seconds[: len(seconds) - n + 1]
+    chunk = 500_000  # bounds the complex FFT buffer on 10M-row fleets
+    for begin in range(0, len(windows), chunk):
+        block = windows[begin : begin + chunk]
+        power = np.abs(np.fft.rfft(block - block.mean(axis=1, keepdims=True), axis=1)) ** 2
+        rows = slice(begin + n - 1, begin + n - 1 + len(block))
+        sample_seconds = spans[begin : begin + chunk] / (n - 1)
+        peak = np.argmax(power[:, 1:], axis=1) + 1
+        dominant[rows] = _safe_divide(peak / n, sample_seconds)
+        energy[rows] = power[:, 1:].sum(axis=1) / n
+    return dominant, energy
+
+
+def _time_since_failure(
+    clock: _FleetClock,
+    device: pd.Series,
+    times: pd.Series,
+    events: pd.DataFrame | None,
+    spec: FeatureSpec,
+) -> np.ndarray:
+    """Hours since the device's last failure at or before t, capped (also when none is known)."""
+    cap = spec.time_since_cap_hours
+    result = np.full(len(times), cap)
+    if events is None or events.empty:
+        return result
+    time_values = times.to_numpy(dtype="datetime64[ns]")
+    failures = events.groupby(spec.device_column)[spec.event_time_column]
+    starts = np.flatnonzero(clock.position == 0)
+    ends = np.r_[starts[1:], len(time_values)]
+    for start, end in zip(starts, ends, strict=True):
+        name = device.iat[start]
+        if name not in failures.groups:
+            continue
+        known = np.sort(failures.get_group(name).to_numpy(dtype="datetime64[ns]"))
+        device_times = time_values[start:end]
+        found = np.searchsorted(known, device_times, side="right") - 1
+        hours = (device_times - known[np.maximum(found, 0)]) / np.timedelta64(1, "h")
+        result[start:end] = np.where(found >= 0, np.minimum(hours, cap), cap)
+    return result
+
+
+def build_features(
+    telemetry: pd.DataFrame, spec: FeatureSpec, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Feature rows (device, time, features in spec order) for every reading with full history.
+
+    `telemetry` must be validated: sorted by device then time, no missing sensor values. The
+    result keeps the telemetry's index for the rows it keeps, so labels can be joined on it.
     """
-    device = telemetry[spec.device_column]
-    # Rolling over the whole column is exact for every kept row: a kept row's window never
-    # reaches back past its own device's first reading (that is what the warm-up guarantees).
-    position = device.groupby(device, sort=False).cumcount().to_numpy()
+    device, times = telemetry[spec.device_column], telemetry[spec.time_column]
+    clock = _FleetClock(device, times, spec.history)
     columns: dict[str, np.ndarray] = {}
+    continuous = telemetry[spec.continuous_sensors].astype("float64")
+    bounds = {window: clock.window(window) for window in spec.windows}
+    rolled = {
+        window: {
+            stat: getattr(continuous.rolling(bounds[window], min_periods=1), stat)()
+            for stat in {*spec.rolling_statistics, "mean", "std"}
+        }
+        for window in spec.windows
+    }
+    zscores = {}
     for sensor in spec.continuous_sensors:
-        values = telemetry[sensor].astype("float64")
-        columns[sensor] = values.to_numpy()
-        for k in spec.lags:
-            columns[f"{sensor}_lag_{k}"] = values.shift(k).to_numpy()
-        columns[f"{sensor}_diff_1"] = values.diff(1).to_numpy()
+        values = continuous[sensor].to_numpy()
+        columns[sensor] = values
+        for lag in spec.lags:
+            columns[f"{sensor}_lag_{lag}"] = values[clock.as_of(lag)]
+        if spec.differences:
+            previous = np.r_[np.nan, values[:-1]]
+            diff_1 = values - previous
+            columns[f"{sensor}_diff_1"] = diff_1
+            columns[f"{sensor}_diff_2"] = diff_1 - np.r_[np.nan, diff_1[:-1]]
+            columns[f"{sensor}_pct_change"] = _safe_divide(diff_1, np.abs(previous))
         for window in spec.windows:
-            rolling = values.rolling(window)
-            for stat in ROLLING_STATISTICS:
-                columns[f"{sensor}_roll{window}_{stat}"] = getattr(rolling, stat)().to_numpy()
+            for stat in spec.rolling_statistics:
+                # std/skew/kurt are undefined on too few readings: 0 by rule, not NaN.
+                columns[f"{sensor}_roll_{window}_{stat}"] = (
+                    rolled[window][stat][sensor].fillna(0.0).to_numpy()
+                )
+        window = spec.zscore_window
+        zscore = _safe_divide(
+            values - rolled[window]["mean"][sensor].to_numpy(),
+            rolled[window]["std"][sensor].fillna(0.0).to_numpy(),
+        )
+        zscores[sensor] = zscore
+        columns[f"{sensor}_zscore_{window}"] = zscore
     for sensor in spec.boolean_sensors:
         values = telemetry[sensor].astype("float64")
         columns[sensor] = values.to_numpy()
+        switched = values.diff().abs().fillna(0.0)
+        switched[clock.position == 0] = 0.0
         for window in spec.windows:
-            columns[f"{sensor}_share_on_{window}"] = values.rolling(window).mean().to_numpy()
+            columns[f"{sensor}_share_on_{window}"] = (
+                values.rolling(bounds[window], min_periods=1).mean().to_numpy()
+            )
+            columns[f"{sensor}_switches_{window}"] = (
+                switched.rolling(bounds[window], min_periods=1).sum().to_numpy()
+            )
+    for a, b in spec.interactions:
+        first, second = continuous[a].to_numpy(), continuous[b].to_numpy()
+        columns[f"{a}_times_{b}"] = first * second
+        columns[f"{a}_per_{b}"] = _safe_divide(first, second)
+        columns[f"{a}_minus_{b}"] = first - second
+    if spec.cross_sensor:
+        stacked = np.column_stack(list(zscores.values()))
+        columns["cross_sensor_abs_zscore_mean"] = np.abs(stacked).mean(axis=1)
+        columns["cross_sensor_abs_zscore_max"] = np.abs(stacked).max(axis=1)
+        columns["cross_sensor_zscore_std"] = stacked.std(axis=1)
+    seconds = clock.elapsed_ms / 1000.0
+    for sensor in spec.spectral_sensors:
+        dominant, energy = _spectral(continuous[sensor].to_numpy(), seconds, spec.spectral_window)
+        columns[f"{sensor}_dominant_frequency_hz"] = dominant
+        columns[f"{sensor}_spectral_energy"] = energy
+    if spec.cyclical:
+        parts = {
+            "hour": times.dt.hour + times.dt.minute / 60,
+            "day_of_week": times.dt.dayofweek,
+            "month": times.dt.month - 1,
+        }
+        for unit, period in CYCLES:
+            angle = 2 * np.pi * parts[unit].to_numpy(dtype="float64") / period
+            columns[f"{unit}_sin"], columns[f"{unit}_cos"] = np.sin(angle), np.cos(angle)
+    if spec.time_since_failure:
+        columns["hours_since_failure"] = _time_since_failure(clock, device, times, events, spec)
 
-    keep = position >= spec.warmup_samples
-    features = pd.DataFrame({name: columns[name][keep] for name in spec.feature_names})
-    features.insert(0, spec.time_column, telemetry[spec.time_column].to_numpy()[keep])
+    history_ms = int(spec.history / pd.Timedelta(milliseconds=1))
+    keep = (clock.elapsed_ms - clock.first_elapsed_ms >= history_ms) & (
+        clock.position >= spec.min_readings - 1
+    )
+    features = pd.DataFrame(
+        {name: columns[name][keep] for name in spec.feature_names},
+        index=telemetry.index[keep],
+    )
+    features.insert(0, spec.time_column, times.to_numpy()[keep])
     features.insert(0, spec.device_column, device.to_numpy()[keep])
     return features
 
 
-def latest_features(telemetry: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """One feature row per device: the one at its latest timestamp."""
-    device = spec.device_column
-    counts = telemetry.groupby(device).size()
-    short = counts[counts <= spec.warmup_samples]
-    if not short.empty:
+def latest_features(
+    telemetry: pd.DataFrame, spec: FeatureSpec, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One feature row per device, at its latest reading; `telemetry` validated and sorted."""
+    if spec.time_since_failure and events is None:
         raise DataValidationError(
-            f"device '{short.index[0]}' has {int(short.iloc[0])} readings; scoring needs at "
-            f"least {spec.warmup_samples + 1} (the longest lag or window)"
+            "this model uses hours_since_failure: pass the failure events along with telemetry"
         )
-    recent = telemetry.groupby(device, sort=False).tail(spec.warmup_samples + 1)
-    features = build_features(recent.reset_index(drop=True), spec)
-    return features.groupby(device, sort=False).tail(1).reset_index(drop=True)
+    device, times = telemetry[spec.device_column], telemetry[spec.time_column]
+    # Only the readings the last row can see are needed: from the last one at or before
+    # (latest - history), and at least the last `min_readings` readings.
+    latest = times.groupby(device, sort=False).transform("max")
+    position_from_end = telemetry.groupby(device, sort=False).cumcount(ascending=False)
+    before_cut = times <= latest - spec.history
+    last_before_cut = before_cut & ~before_cut.groupby(device, sort=False).shift(
+        -1, fill_value=False
+    )
+    needed = (
+        (times > latest - spec.history) | last_before_cut | (position_from_end < spec.min_readings)
+    )
+    last_rows = telemetry.groupby(device, sort=False).tail(1).index
+    features = build_features(telemetry[needed], spec, events)
+    features = features[features.index.isin(last_rows)]
+    scored = set(features[spec.device_column])
+    missing = [d for d in pd.unique(device) if d not in scored]
+    if missing:
+        span = times[device == missing[0]]
+        raise DataValidationError(
+            f"device '{missing[0]}' has {len(span)} readings over {span.max() - span.min()}; "
+            f"scoring needs {spec.history} of history and at least {spec.min_readings} readings"
+        )
+    return features.reset_index(drop=True)

@@ -10,7 +10,7 @@ from mlflow.models import get_model_info
 from onnxruntime import InferenceSession
 
 from pdmflow.config import TenantConfig
-from pdmflow.errors import StepInputError
+from pdmflow.errors import PdmflowError, StepInputError
 from pdmflow.evaluation.metrics import classification_metrics, single_row_latency_ms
 from pdmflow.evaluation.plots import evaluation_figures
 from pdmflow.features.builder import FeatureSpec, build_features
@@ -45,8 +45,8 @@ def _champion_probability(
     if champion_spec.feature_names == spec.feature_names:
         return _score(champion_uri, test, champion_spec)
     features_run = mlflow.get_run(features_uri.split("/")[1])
-    telemetry, _ = read_dataset(features_run.data.params["data_uri"])
-    rebuilt = build_features(telemetry, champion_spec)
+    telemetry, events = read_dataset(features_run.data.params["data_uri"])
+    rebuilt = build_features(telemetry, champion_spec, events)
     keys = [spec.device_column, spec.time_column]
     joined = test[keys].merge(rebuilt, on=keys, how="left")
     if joined[champion_spec.feature_names].isna().any().any():
@@ -94,11 +94,17 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
         champion_report = None
         if champion is not None:
             champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
-            champion_probability = _champion_probability(champion_uri, test, spec, features_uri)
-            champion_metrics = classification_metrics(y_test, champion_probability, threshold)
-            metrics["champion_auc"] = champion_metrics["auc"]
             mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
-            champion_report = {"version": str(champion.version), **champion_metrics}
+            try:
+                champion_probability = _champion_probability(champion_uri, test, spec, features_uri)
+            except PdmflowError as error:
+                # No champion_auc: promote's champion gate fails closed, with this reason.
+                mlflow.set_tag("pdmflow.champion_not_comparable", str(error))
+                champion_report = {"version": str(champion.version), "error": str(error)}
+            else:
+                champion_metrics = classification_metrics(y_test, champion_probability, threshold)
+                metrics["champion_auc"] = champion_metrics["auc"]
+                champion_report = {"version": str(champion.version), **champion_metrics}
         mlflow.log_metrics(metrics)
         for name, figure in evaluation_figures(y_test, probability, threshold).items():
             mlflow.log_figure(figure, f"plots/{name}")

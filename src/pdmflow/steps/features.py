@@ -44,10 +44,8 @@ def label_and_split(
         schema.time_column,
         schema.event_time_column,
     )
-    features = build_features(telemetry, spec)
-    # build_features keeps rows in input order, so the label column lines up after warm-up.
-    position = telemetry.groupby(schema.device_column, sort=False).cumcount()
-    features[LABEL] = labels[position >= spec.warmup_samples].to_numpy()
+    features = build_features(telemetry, spec, events)
+    features[LABEL] = labels.loc[features.index].to_numpy()  # build_features keeps the index
     features = features.dropna(subset=[LABEL])
     split = time_split(
         features[schema.time_column],
