@@ -105,3 +105,14 @@ def test_labels_hand_computed():
 def test_redact_url_hides_password():
     assert "s3cret" not in redact_url("postgresql://user:s3cret@db:5432/plant")
     assert redact_url("postgresql://user:s3cret@db:5432/plant").startswith("postgresql://user:")
+
+
+def test_target_column_mode_keeps_the_plant_label(write_config):
+    config = load_config(write_config({"labels": {"target_column": "failure_indicator"}}))
+    telemetry, events = read_source(config)
+    assert set(telemetry["failure_indicator"].unique()) == {0, 1}
+    clean, _, report = validate(telemetry, events, config, "test")
+    assert report["label_positive_rate"] == pytest.approx(telemetry["failure_indicator"].mean())
+    telemetry.loc[3, "failure_indicator"] = 7
+    with pytest.raises(DataValidationError, match="column 'failure_indicator'.*expected 0/1"):
+        validate(telemetry, events, config, "plant.csv")

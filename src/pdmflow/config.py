@@ -72,6 +72,9 @@ class SchemaConfig(_Strict):
 
 class LabelConfig(_Strict):
     horizon_hours: float = Field(24.0, gt=0)
+    # A 0/1 column already in the telemetry (e.g. failure_indicator): when set, it is the label
+    # and failure events are optional.
+    target_column: str | None = None
 
 
 def _check_durations(values: list[str], key: str) -> None:

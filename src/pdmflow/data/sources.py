@@ -80,6 +80,8 @@ def read_source(config: TenantConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
             schema.device_column,
             schema.time_column,
             schema.event_time_column,
+            config.labels.target_column,
+            config.labels.horizon_hours,
         )
     if source.kind in ("csv", "parquet"):
         telemetry = _read_file(str(source.telemetry_path), source.kind, "telemetry")

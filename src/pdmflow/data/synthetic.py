@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pdmflow.config import SyntheticSource
+from pdmflow.data.labels import failure_within_horizon
 
 FAILURE_TYPES = ("bearing", "seal", "motor", "electrical")
 START = pd.Timestamp("2026-01-01 00:00:00")
@@ -37,8 +38,14 @@ def generate_fleet(
     device_column: str = "device_id",
     time_column: str = "timestamp",
     event_time_column: str = "event_time",
+    target_column: str | None = None,
+    horizon_hours: float = 24.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (telemetry, failure events) for a seeded fleet shaped by the given sensors."""
+    """Return (telemetry, failure events) for a seeded fleet shaped by the given sensors.
+
+    With `target_column`, the telemetry also carries a plant-style 0/1 indicator: 1 when the
+    device fails within `horizon_hours`, else 0 (also at the end, where a plant cannot know).
+    """
     rng = np.random.default_rng(settings.seed)
     step_hours = settings.sample_minutes / 60.0
     n_samples = int(settings.days * 24 / step_hours)
@@ -55,10 +62,13 @@ def generate_fleet(
         hours = np.cumsum(gaps) - gaps[0]
 
         failure_hours = []
-        t = rng.uniform(24, settings.mean_days_between_failures * 24)
+        mean_gap = settings.mean_days_between_failures * 24
+        # A repaired device runs a while before it can fail again (at most two days).
+        min_gap = min(48.0, 2 * settings.degradation_hours)
+        t = rng.uniform(min(24.0, mean_gap / 2), mean_gap)
         while t < hours[-1]:
             failure_hours.append(t)
-            t += 48 + rng.exponential(settings.mean_days_between_failures * 24)
+            t += min_gap + rng.exponential(mean_gap)
         failure_hours_arr = np.asarray(failure_hours)
 
         # Hours until the next failure (inf when none follows), then the degradation level.
@@ -101,4 +111,9 @@ def generate_fleet(
 
     telemetry = pd.concat(telemetry_parts, ignore_index=True)
     events = pd.DataFrame(event_rows, columns=[device_column, event_time_column, "failure_type"])
+    if target_column:
+        labels = failure_within_horizon(
+            telemetry, events, horizon_hours, device_column, time_column, event_time_column
+        )
+        telemetry[target_column] = labels.fillna(0.0).astype(int)
     return telemetry, events

@@ -46,15 +46,20 @@ def normalise_telemetry(
     continuous_sensors: list[str],
     boolean_sensors: list[str],
     where: str,
+    carried: list[str] | None = None,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
-    """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this)."""
+    """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this).
+
+    `carried` columns (a target, say) are required and kept row for row, but not filled.
+    """
     sensors = [*continuous_sensors, *boolean_sensors]
+    carried = carried or []
     if telemetry.empty:
         raise DataValidationError(f"{where}: the dataset is empty (0 rows)")
-    _require_columns(telemetry, [device, time, *sensors], where)
+    _require_columns(telemetry, [device, time, *sensors, *carried], where)
     warnings: list[str] = []
 
-    frame = telemetry[[device, time, *sensors]].copy()
+    frame = telemetry[[device, time, *sensors, *carried]].copy()
     frame[device] = frame[device].astype(str)
     frame[time] = _utc_naive(frame[time], f"{where}, column '{time}'")
     for sensor in continuous_sensors:
@@ -117,9 +122,24 @@ def validate(
     schema = config.schema_
     device, time = schema.device_column, schema.time_column
     where = f"telemetry {source}"
+    target = config.labels.target_column
     frame, warnings, stats = normalise_telemetry(
-        telemetry, device, time, schema.continuous_sensors, schema.boolean_sensors, where
+        telemetry,
+        device,
+        time,
+        schema.continuous_sensors,
+        schema.boolean_sensors,
+        where,
+        carried=[target] if target else None,
     )
+    if target:
+        values = pd.to_numeric(frame[target], errors="coerce")
+        if not values.dropna().isin([0, 1]).all() or values.isna().all():
+            raise DataValidationError(
+                f"{where}, column '{target}' (labels.target_column): expected 0/1 labels"
+            )
+        frame[target] = values.astype("float64")  # NaN: unlabelled, dropped from training
+        stats["label_positive_rate"] = float(values.mean())
 
     if len(frame) < config.data.min_rows:
         raise DataValidationError(

@@ -36,14 +36,17 @@ def label_and_split(
     """Pure part of the step: feature tables per split, the spec, and the split boundaries."""
     schema = config.schema_
     spec = FeatureSpec.from_config(config)
-    labels = failure_within_horizon(
-        telemetry,
-        events,
-        config.labels.horizon_hours,
-        schema.device_column,
-        schema.time_column,
-        schema.event_time_column,
-    )
+    if config.labels.target_column:
+        labels = telemetry[config.labels.target_column].astype("float64")
+    else:
+        labels = failure_within_horizon(
+            telemetry,
+            events,
+            config.labels.horizon_hours,
+            schema.device_column,
+            schema.time_column,
+            schema.event_time_column,
+        )
     features = build_features(telemetry, spec, events)
     features[LABEL] = labels.loc[features.index].to_numpy()  # build_features keeps the index
     features = features.dropna(subset=[LABEL])
@@ -81,6 +84,9 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
         telemetry, events = read_dataset(data_uri)
         tables, spec, boundaries = label_and_split(telemetry, events, config)
         mlflow.log_params(boundaries)
+        mlflow.log_param(
+            "label_source", config.labels.target_column or "failure events within the horizon"
+        )
         mlflow.log_metric("feature_count", len(spec.feature_names))
         for name, table in tables.items():
             mlflow.log_metric(f"{name}_rows", len(table))
