@@ -116,3 +116,57 @@ def test_target_column_mode_keeps_the_plant_label(write_config):
     telemetry.loc[3, "failure_indicator"] = 7
     with pytest.raises(DataValidationError, match="column 'failure_indicator'.*expected 0/1"):
         validate(telemetry, events, config, "plant.csv")
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "parquet"])
+def test_file_sources_read_the_same_data(kind, config, write_config, tmp_path):
+    telemetry, events = read_source(config)
+    paths = {}
+    for name, frame in (("telemetry", telemetry), ("events", events)):
+        path = tmp_path / f"{name}.{kind}"
+        if kind in ("json", "jsonl"):
+            frame.to_json(
+                path, orient="records", lines=kind == "jsonl", date_format="iso", date_unit="ns"
+            )
+        elif kind == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path)
+        paths[name] = str(path)
+    from_file = load_config(
+        write_config(
+            {
+                "source": {
+                    "kind": kind,
+                    "telemetry_path": paths["telemetry"],
+                    "events_path": paths["events"],
+                }
+            }
+        )
+    )
+    expected, expected_events, _ = validate(telemetry, events, config, "memory")
+    got, got_events, _ = validate(*read_source(from_file), from_file, paths["telemetry"])
+    pd.testing.assert_frame_equal(got, expected, check_exact=False)
+    pd.testing.assert_frame_equal(got_events[expected_events.columns], expected_events)
+
+
+def test_epoch_numbers_are_not_taken_for_timestamps(config):
+    telemetry, events = read_source(config)
+    telemetry["timestamp"] = telemetry["timestamp"].astype("int64") // 10**6
+    with pytest.raises(DataValidationError, match="column 'timestamp': expected date-times"):
+        validate(telemetry, events, config, "plant.json")
+
+
+def test_in_memory_frames_through_the_python_api(tracking_store, write_config):
+    import mlflow
+
+    from pdmflow.steps.ingest import run_ingest
+
+    telemetry, events = read_source(load_config(SMOKE))
+    config = load_config(write_config({"source": {"kind": "dataframe"}}))
+    uri = run_ingest(config, frames=(telemetry, events))
+    run = mlflow.get_run(uri.split("/")[1])
+    assert run.data.metrics["rows"] == len(telemetry)
+    assert run.data.params["source"] == "dataframe://in-memory"
+    with pytest.raises(DataValidationError, match="pass \\(telemetry, events\\) frames"):
+        read_source(config)

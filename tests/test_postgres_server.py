@@ -159,12 +159,13 @@ def test_sql_source_reads_tables_and_never_logs_the_password(
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_sql_source_refuses_a_missing_table(postgres_database, write_config, tmp_path):
+def test_a_hostile_identifier_is_refused_before_any_sql_runs(write_config, tmp_path):
+    # Port 1 answers nothing: had anything tried to connect, the error would say so.
     config = write_config(
         {
             "source": {
                 "kind": "sql",
-                "url": postgres_database,
+                "url": "postgresql+psycopg2://postgres@127.0.0.1:1/x",
                 "telemetry_table": "sensors; DROP TABLE x",
             }
         }
@@ -177,4 +178,112 @@ def test_sql_source_refuses_a_missing_table(postgres_database, write_config, tmp
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "telemetry table 'sensors; DROP TABLE x': not found" in result.stderr
+    assert "source.telemetry_table 'sensors; DROP TABLE x' is not a plain SQL identifier" in (
+        result.stderr
+    )
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_sql_source_refuses_a_missing_table(postgres_database, write_config, tmp_path):
+    config = write_config(
+        {"source": {"kind": "sql", "url": postgres_database, "telemetry_table": "no_such_table"}}
+    )
+    result = cli(
+        "ingest",
+        "--config",
+        str(config),
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "telemetry table 'no_such_table': not found" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def million_rows(postgres_database):
+    """A seeded table of 1,000,000 readings: 2 tenants x 50 machines x 10,000 readings."""
+    engine = sa.create_engine(postgres_database)
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE SCHEMA plant"))
+        connection.execute(sa.text("SELECT setseed(0.42)"))
+        connection.execute(
+            sa.text("""
+            CREATE TABLE plant.sensor_readings AS
+            SELECT CASE WHEN d % 2 = 0 THEN 'org_a' ELSE 'org_b' END AS tenant,
+                   'M' || lpad(d::text, 3, '0') AS machine,
+                   timestamp '2026-01-01' + s * interval '10 minutes' AS ts,
+                   70 + 2 * random() + CASE WHEN s % 3000 > 2900 THEN 5 ELSE 0 END AS temperature,
+                   0.5 + 0.05 * random() AS vibration,
+                   (random() < 0.9) AS pump_on
+            FROM generate_series(0, 99) AS d, generate_series(0, 9999) AS s
+        """)
+        )
+        connection.execute(
+            sa.text("""
+            CREATE TABLE plant.failures AS
+            SELECT CASE WHEN d % 2 = 0 THEN 'org_a' ELSE 'org_b' END AS tenant,
+                   'M' || lpad(d::text, 3, '0') AS machine,
+                   timestamp '2026-01-01' + (3000 * k) * interval '10 minutes' AS failed_at
+            FROM generate_series(0, 99) AS d, generate_series(1, 3) AS k
+        """)
+        )
+    yield engine
+    engine.dispose()
+
+
+def test_ingest_a_tenant_date_range_from_a_million_row_table(
+    million_rows, postgres_database, write_config, tmp_path
+):
+    from pdmflow.data.sources import _read_sql
+
+    engine = million_rows
+    whole = sa.select(
+        sa.Table("sensor_readings", sa.MetaData(), schema="plant", autoload_with=engine)
+    )
+    table, chunks = _read_sql(engine, whole, chunk_rows=100_000)  # server-side cursor
+    assert len(table) == 1_000_000 and chunks == 10
+    del table
+
+    devices = ["M000", "M002", "M004", "M005"]  # M005 belongs to org_b: filtered out
+    config = write_config(
+        {
+            "tenant_id": "org_a",
+            "source": {
+                "kind": "sql",
+                "url": postgres_database,
+                "telemetry_table": "plant.sensor_readings",
+                "events_table": "plant.failures",
+                "tenant_column": "tenant",
+                "devices": devices,
+                "start": "2026-01-20T00:00:00",
+                "end": "2026-02-20T00:00:00",
+                "chunk_rows": 5000,
+            },
+            "schema": {
+                "device_column": "device_id",
+                "time_column": "timestamp",
+                "event_time_column": "event_time",
+                "continuous_sensors": ["temperature", "vibration"],
+                "boolean_sensors": ["pump_on"],
+                "rename": {"machine": "device_id", "ts": "timestamp", "failed_at": "event_time"},
+            },
+        }
+    )
+    with engine.connect() as connection:
+        expected = connection.execute(
+            sa.text(
+                "SELECT count(*) FROM plant.sensor_readings WHERE tenant = 'org_a' "
+                "AND machine IN ('M000', 'M002', 'M004') "
+                "AND ts >= '2026-01-20' AND ts < '2026-02-20'"
+            )
+        ).scalar_one()
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    result = cli("ingest", "--config", str(config), env={"MLFLOW_TRACKING_URI": uri}, cwd=store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("pdmflow-smoke").experiment_id])
+    assert run.data.metrics["rows"] == expected == 3 * 31 * 144
+    assert run.data.metrics["devices"] == 3
+    assert run.data.metrics["failures"] == 3 * 3  # every failure of those machines, any date

@@ -7,6 +7,8 @@ wrong type is refused with a one-line message naming the file and the key.
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pdmflow.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "configs/default.yaml"
+SQL_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 class _Strict(BaseModel):
@@ -39,19 +42,39 @@ class SyntheticSource(_Strict):
 class SourceConfig(_Strict):
     """Where telemetry and failure events come from."""
 
-    kind: Literal["synthetic", "csv", "parquet", "sql"] = "synthetic"
+    kind: Literal["synthetic", "csv", "json", "jsonl", "parquet", "sql", "dataframe"] = "synthetic"
     synthetic: SyntheticSource = SyntheticSource()
     telemetry_path: str | None = None
     events_path: str | None = None
     # SQLAlchemy URL. Put the password in PDMFLOW_DB_PASSWORD rather than in the file;
     # it is never logged (see pdmflow.data.sources.redact_url).
     url: str | None = None
-    telemetry_table: str | None = None
+    telemetry_table: str | None = None  # [schema.]table
     events_table: str | None = None
+    # SQL filters, sent as bound parameters: rows of this tenant (tenant_column = tenant_id),
+    # these devices, readings in [start, end).
+    tenant_column: str | None = None
+    devices: list[str] = []
+    start: datetime | None = None
+    end: datetime | None = None
+    chunk_rows: int = Field(100_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _identifiers_are_plain(self) -> SourceConfig:
+        # Names end up in SQL (quoted by SQLAlchemy); anything but a plain identifier is refused
+        # here, before a connection is even opened.
+        for key in ("telemetry_table", "events_table", "tenant_column"):
+            value = getattr(self, key)
+            if value is not None and not SQL_IDENTIFIER.fullmatch(value):
+                raise ValueError(
+                    f"source.{key} {value!r} is not a plain SQL identifier ([schema.]name of "
+                    "letters, digits and underscores)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _paths_for_kind(self) -> SourceConfig:
-        if self.kind in ("csv", "parquet") and not self.telemetry_path:
+        if self.kind in ("csv", "json", "jsonl", "parquet") and not self.telemetry_path:
             raise ValueError(f"source.telemetry_path is required when source.kind is {self.kind}")
         if self.kind == "sql" and not (self.url and self.telemetry_table):
             raise ValueError("source.url and source.telemetry_table are required for kind sql")

@@ -21,12 +21,19 @@ def redact_url(url: str) -> str:
         return url
 
 
+def _apply_renames(frame: pd.DataFrame, config: TenantConfig) -> pd.DataFrame:
+    renames = {k: v for k, v in config.schema_.rename.items() if k in frame.columns}
+    return frame.rename(columns=renames)
+
+
 def describe_source(config: TenantConfig) -> str:
     """A short, secret-free description of where the data comes from."""
     source = config.source
     if source.kind == "synthetic":
         s = source.synthetic
         return f"synthetic://fleet?devices={s.n_devices}&days={s.days}&seed={s.seed}"
+    if source.kind == "dataframe":
+        return "dataframe://in-memory"
     if source.kind == "sql":
         return f"{redact_url(source.url or '')}#{source.telemetry_table}"
     return str(source.telemetry_path)
@@ -39,9 +46,14 @@ def _read_file(path_text: str, kind: str, role: str) -> pd.DataFrame:
     try:
         if kind == "csv":
             return pd.read_csv(path)
+        if kind in ("json", "jsonl"):
+            return pd.read_json(path, lines=kind == "jsonl", convert_dates=False)
         return pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types; the user needs the file and the reason
-        raise DataValidationError(f"{role} file {path}: cannot be read as {kind} ({exc})") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataValidationError(
+            f"{role} file {path}: cannot be read as {kind} ({reason})"
+        ) from None
 
 
 def _engine(url: str) -> sa.Engine:
@@ -52,24 +64,92 @@ def _engine(url: str) -> sa.Engine:
     return sa.create_engine(parsed)
 
 
-def _read_table(engine: sa.Engine, table_name: str, role: str) -> pd.DataFrame:
-    # Reflection both checks that the table exists and lets SQLAlchemy quote its name:
+def _table(engine: sa.Engine, qualified_name: str, role: str) -> sa.Table:
+    # Reflection checks that the table exists and gives SQLAlchemy the names to quote:
     # nothing from the config is ever pasted into SQL text.
+    schema, _, name = qualified_name.rpartition(".")
     try:
-        table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
+        return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=engine)
     except sa.exc.NoSuchTableError:
-        raise DataValidationError(f"{role} table '{table_name}': not found") from None
-    with engine.connect() as connection:
-        return pd.read_sql(sa.select(table), connection)
+        raise DataValidationError(f"{role} table '{qualified_name}': not found") from None
 
 
-def _apply_renames(frame: pd.DataFrame, config: TenantConfig) -> pd.DataFrame:
-    renames = {k: v for k, v in config.schema_.rename.items() if k in frame.columns}
-    return frame.rename(columns=renames)
+def _source_name(config: TenantConfig, column: str) -> str:
+    """The source's own name for a pdmflow column (undoing schema.rename)."""
+    inverse = {target: source for source, target in config.schema_.rename.items()}
+    return inverse.get(column, column)
 
 
-def read_source(config: TenantConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return raw (telemetry, events) from the tenant's source, columns renamed to pdmflow's."""
+def _filtered_select(
+    table: sa.Table, config: TenantConfig, time_column: str | None, role: str
+) -> sa.Select:
+    """SELECT of the tenant's rows; the date range applies when `time_column` is given."""
+    source = config.source
+    device = _source_name(config, config.schema_.device_column)
+    filters = [
+        (source.tenant_column, lambda c: c == config.tenant_id, source.tenant_column),
+        (device, lambda c: c.in_(source.devices), source.devices),
+    ]
+    if time_column:
+        time = _source_name(config, time_column)
+        filters += [
+            (time, lambda c: c >= source.start, source.start),
+            (time, lambda c: c < source.end, source.end),
+        ]
+    query = sa.select(table)
+    for column, condition, wanted in filters:
+        if not wanted:
+            continue
+        if column not in table.c:
+            raise DataValidationError(
+                f"{role} table '{table.fullname}': missing column '{column}' to filter on"
+            )
+        query = query.where(condition(table.c[column]))  # values are bound parameters
+    return query
+
+
+def _read_sql(engine: sa.Engine, query: sa.Select, chunk_rows: int) -> tuple[pd.DataFrame, int]:
+    """Rows of `query` read through a server-side cursor, `chunk_rows` at a time."""
+    parts: list[pd.DataFrame] = []
+    with engine.connect().execution_options(stream_results=True, max_row_buffer=chunk_rows) as c:
+        for part in pd.read_sql(query, c, chunksize=chunk_rows):
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=[col.name for col in query.selected_columns]), 0
+    return pd.concat(parts, ignore_index=True), len(parts)
+
+
+def _read_database(config: TenantConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    source, schema = config.source, config.schema_
+    engine = _engine(str(source.url))
+    try:
+        telemetry_table = _table(engine, str(source.telemetry_table), "telemetry")
+        query = _filtered_select(telemetry_table, config, schema.time_column, "telemetry")
+        telemetry, _ = _read_sql(engine, query, source.chunk_rows)
+        if source.events_table:
+            # All of the devices' failures, not only the date range: labels near the end of
+            # the range and hours_since_failure need the ones just outside it.
+            events_table = _table(engine, source.events_table, "events")
+            events, _ = _read_sql(
+                engine, _filtered_select(events_table, config, None, "events"), source.chunk_rows
+            )
+        else:
+            events = pd.DataFrame(columns=[schema.device_column, schema.event_time_column])
+    except sa.exc.OperationalError as exc:
+        message = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"
+        raise DataValidationError(f"database {redact_url(str(source.url))}: {message}") from None
+    finally:
+        engine.dispose()
+    return telemetry, events
+
+
+def read_source(
+    config: TenantConfig, frames: tuple[pd.DataFrame, pd.DataFrame | None] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return raw (telemetry, events) from the tenant's source, columns renamed to pdmflow's.
+
+    `frames` are in-memory (telemetry, events) for `source.kind: dataframe` (the Python API).
+    """
     source, schema = config.source, config.schema_
     empty_events = pd.DataFrame(columns=[schema.device_column, schema.event_time_column])
     if source.kind == "synthetic":
@@ -83,27 +163,19 @@ def read_source(config: TenantConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
             config.labels.target_column,
             config.labels.horizon_hours,
         )
-    if source.kind in ("csv", "parquet"):
+    if source.kind == "dataframe":
+        if frames is None:
+            raise DataValidationError(
+                "source.kind is dataframe: pass (telemetry, events) frames to the Python API"
+            )
+        telemetry, events = frames[0], frames[1] if frames[1] is not None else empty_events
+    elif source.kind == "sql":
+        telemetry, events = _read_database(config)
+    else:
         telemetry = _read_file(str(source.telemetry_path), source.kind, "telemetry")
         events = (
             _read_file(source.events_path, source.kind, "events")
             if source.events_path
             else empty_events
         )
-    else:
-        engine = _engine(str(source.url))
-        try:
-            telemetry = _read_table(engine, str(source.telemetry_table), "telemetry")
-            events = (
-                _read_table(engine, source.events_table, "events")
-                if source.events_table
-                else empty_events
-            )
-        except sa.exc.OperationalError as exc:
-            message = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"
-            raise DataValidationError(
-                f"database {redact_url(str(source.url))}: {message}"
-            ) from None
-        finally:
-            engine.dispose()
     return _apply_renames(telemetry, config), _apply_renames(events, config)

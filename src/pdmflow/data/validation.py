@@ -21,6 +21,9 @@ from pdmflow.errors import DataValidationError
 
 
 def _utc_naive(values: pd.Series, where: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # Epoch numbers are ambiguous (s? ms? ns?): refuse rather than guess 1970.
+        raise DataValidationError(f"{where}: expected date-times (ISO 8601), found numbers")
     try:
         parsed = pd.to_datetime(values, utc=True, format="mixed")
     except (ValueError, TypeError) as exc:

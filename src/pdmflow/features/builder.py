@@ -162,34 +162,36 @@ class _Bounds(BaseIndexer):
 class _FleetClock:
     """Row positions in time, per device, for a frame sorted by device then time."""
 
-    def __init__(self, device: pd.Series, times: pd.Series, reach: pd.Timedelta) -> None:
-        codes = pd.factorize(device, sort=False)[0].astype(np.int64)
-        self.elapsed_ms = ((times - times.min()) // pd.Timedelta(milliseconds=1)).to_numpy(
-            dtype=np.int64
-        )
-        # Devices are laid end to end on one axis, further apart than the longest look back
-        # (`reach`), so a single binary search never crosses from one device into another.
-        spacing = int(self.elapsed_ms.max(initial=0)) + _ms(reach) + 1
-        self.key = codes * spacing + self.elapsed_ms
+    def __init__(self, device: pd.Series, times: pd.Series) -> None:
+        codes = pd.factorize(device, sort=False)[0]
+        # Nanoseconds since the fleet's first reading: window edges compare exactly as pandas'.
+        self.elapsed_ns = (times - times.min()).to_numpy(dtype="timedelta64[ns]").astype(np.int64)
         self.row = np.arange(len(codes), dtype=np.int64)
-        first = np.r_[True, codes[1:] != codes[:-1]]
+        first = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.array([], bool)
         self.device_start = np.maximum.accumulate(np.where(first, self.row, 0))
         self.position = self.row - self.device_start
-        self.first_elapsed_ms = self.elapsed_ms[self.device_start]
+        self.first_elapsed_ns = self.elapsed_ns[self.device_start]
+        starts = np.flatnonzero(first)
+        self.device_ranges = list(zip(starts, np.r_[starts[1:], len(codes)], strict=True))
+
+    def _search(self, offset: str, side: str) -> np.ndarray:
+        """Per row: searchsorted(device's times, t - offset), as a row number."""
+        shift = int(pd.Timedelta(offset).value)
+        found = np.empty(len(self.row), dtype=np.int64)
+        # One binary search per device over its own readings (a loop over devices, not rows).
+        for begin, end in self.device_ranges:
+            times = self.elapsed_ns[begin:end]
+            found[begin:end] = begin + np.searchsorted(times, times - shift, side=side)
+        return found
 
     def window(self, span: str) -> _Bounds:
         """Bounds of (t - span, t] within each row's device."""
-        start = np.searchsorted(self.key, self.key - _ms(span), side="right")
-        return _Bounds(start=start.astype(np.int64), end=self.row + 1)
+        return _Bounds(start=self._search(span, "right"), end=self.row + 1)
 
     def as_of(self, lag: str) -> np.ndarray:
         """Row of the last reading at or before t - lag (-1 when the device has none)."""
-        found = np.searchsorted(self.key, self.key - _ms(lag), side="right") - 1
+        found = self._search(lag, "right") - 1
         return np.where(found >= self.device_start, found, -1)
-
-
-def _ms(duration: str | pd.Timedelta) -> int:
-    return int(pd.Timedelta(duration) / pd.Timedelta(milliseconds=1))
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -247,16 +249,64 @@ def _time_since_failure(
     return result
 
 
+def _full_history(clock: _FleetClock, spec: FeatureSpec) -> np.ndarray:
+    """Rows whose device has `history` of time and `min_readings` readings behind them."""
+    return (clock.elapsed_ns - clock.first_elapsed_ns >= spec.history.value) & (
+        clock.position >= spec.min_readings - 1
+    )
+
+
+def _device_chunks(clock: _FleetClock, rows_per_chunk: int) -> list[tuple[int, int]]:
+    """[start, end) row ranges of whole devices, about `rows_per_chunk` rows each."""
+    starts = np.flatnonzero(clock.position == 0)
+    chunks, begin = [], 0
+    for start in starts[1:]:
+        if start - begin >= rows_per_chunk:
+            chunks.append((begin, int(start)))
+            begin = int(start)
+    chunks.append((begin, len(clock.position)))
+    return chunks
+
+
 def build_features(
-    telemetry: pd.DataFrame, spec: FeatureSpec, events: pd.DataFrame | None = None
+    telemetry: pd.DataFrame,
+    spec: FeatureSpec,
+    events: pd.DataFrame | None = None,
+    rows_per_chunk: int = 200_000,
 ) -> pd.DataFrame:
     """Feature rows (device, time, features in spec order) for every reading with full history.
 
     `telemetry` must be validated: sorted by device then time, no missing sensor values. The
     result keeps the telemetry's index for the rows it keeps, so labels can be joined on it.
+    Features are float32, the precision the ONNX model computes in. Whole devices are processed
+    in chunks of about `rows_per_chunk` rows, so the working memory beyond the result stays
+    bounded however large the fleet is.
     """
     device, times = telemetry[spec.device_column], telemetry[spec.time_column]
-    clock = _FleetClock(device, times, spec.history)
+    clock = _FleetClock(device, times)
+    keep = _full_history(clock, spec)
+    values = np.empty((int(keep.sum()), len(spec.feature_names)), dtype=np.float32)
+    written = 0
+    for begin, end in _device_chunks(clock, rows_per_chunk):
+        chunk = telemetry.iloc[begin:end]
+        columns = _feature_columns(chunk, spec, events)
+        chunk_keep = keep[begin:end]
+        kept = int(chunk_keep.sum())
+        for j, name in enumerate(spec.feature_names):
+            values[written : written + kept, j] = columns[name][chunk_keep]
+        written += kept
+    features = pd.DataFrame(values, columns=spec.feature_names, index=telemetry.index[keep])
+    features.insert(0, spec.time_column, times.to_numpy()[keep])
+    features.insert(0, spec.device_column, device.to_numpy()[keep])
+    return features
+
+
+def _feature_columns(
+    telemetry: pd.DataFrame, spec: FeatureSpec, events: pd.DataFrame | None
+) -> dict[str, np.ndarray]:
+    """Every feature column (float64) for every row of whole devices."""
+    device, times = telemetry[spec.device_column], telemetry[spec.time_column]
+    clock = _FleetClock(device, times)
     columns: dict[str, np.ndarray] = {}
     continuous = telemetry[spec.continuous_sensors].astype("float64")
     bounds = {window: clock.window(window) for window in spec.windows}
@@ -314,7 +364,7 @@ def build_features(
         columns["cross_sensor_abs_zscore_mean"] = np.abs(stacked).mean(axis=1)
         columns["cross_sensor_abs_zscore_max"] = np.abs(stacked).max(axis=1)
         columns["cross_sensor_zscore_std"] = stacked.std(axis=1)
-    seconds = clock.elapsed_ms / 1000.0
+    seconds = clock.elapsed_ns / 1e9
     for sensor in spec.spectral_sensors:
         dominant, energy = _spectral(continuous[sensor].to_numpy(), seconds, spec.spectral_window)
         columns[f"{sensor}_dominant_frequency_hz"] = dominant
@@ -322,7 +372,7 @@ def build_features(
     if spec.cyclical:
         parts = {
             "hour": times.dt.hour + times.dt.minute / 60,
-            "day_of_week": times.dt.dayofweek,
+            "day_of_week": times.dt.day_of_week,
             "month": times.dt.month - 1,
         }
         for unit, period in CYCLES:
@@ -331,41 +381,25 @@ def build_features(
     if spec.time_since_failure:
         columns["hours_since_failure"] = _time_since_failure(clock, device, times, events, spec)
 
-    history_ms = int(spec.history / pd.Timedelta(milliseconds=1))
-    keep = (clock.elapsed_ms - clock.first_elapsed_ms >= history_ms) & (
-        clock.position >= spec.min_readings - 1
-    )
-    features = pd.DataFrame(
-        {name: columns[name][keep] for name in spec.feature_names},
-        index=telemetry.index[keep],
-    )
-    features.insert(0, spec.time_column, times.to_numpy()[keep])
-    features.insert(0, spec.device_column, device.to_numpy()[keep])
-    return features
+    return columns
 
 
 def latest_features(
     telemetry: pd.DataFrame, spec: FeatureSpec, events: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """One feature row per device, at its latest reading; `telemetry` validated and sorted."""
+    """One feature row per device, at its latest reading; `telemetry` validated and sorted.
+
+    Built by exactly the training code over the history given, so a device's latest row is
+    bit for bit what training computes from the same readings. Give at least `spec.history`
+    of recent readings per device; more only costs time.
+    """
     if spec.time_since_failure and events is None:
         raise DataValidationError(
             "this model uses hours_since_failure: pass the failure events along with telemetry"
         )
     device, times = telemetry[spec.device_column], telemetry[spec.time_column]
-    # Only the readings the last row can see are needed: from the last one at or before
-    # (latest - history), and at least the last `min_readings` readings.
-    latest = times.groupby(device, sort=False).transform("max")
-    position_from_end = telemetry.groupby(device, sort=False).cumcount(ascending=False)
-    before_cut = times <= latest - spec.history
-    last_before_cut = before_cut & ~before_cut.groupby(device, sort=False).shift(
-        -1, fill_value=False
-    )
-    needed = (
-        (times > latest - spec.history) | last_before_cut | (position_from_end < spec.min_readings)
-    )
     last_rows = telemetry.groupby(device, sort=False).tail(1).index
-    features = build_features(telemetry[needed], spec, events)
+    features = build_features(telemetry, spec, events)
     features = features[features.index.isin(last_rows)]
     scored = set(features[spec.device_column])
     missing = [d for d in pd.unique(device) if d not in scored]

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from pdmflow.config import TenantConfig
 from pdmflow.data.dataset_source import RunArtifactDatasetSource
@@ -16,12 +17,17 @@ from pdmflow.tracking import step_run
 DATASET_DIR = "dataset"
 
 
-def run_ingest(config: TenantConfig) -> str:
-    """Run the step; return the URI of the dataset directory for `features`."""
+def run_ingest(
+    config: TenantConfig, frames: tuple[pd.DataFrame, pd.DataFrame | None] | None = None
+) -> str:
+    """Run the step; return the URI of the dataset directory for `features`.
+
+    `frames` = (telemetry, events) in memory, for `source.kind: dataframe`.
+    """
     source = describe_source(config)
     with step_run(config, "ingest") as run:
         mlflow.log_params({"source_kind": config.source.kind, "source": source})
-        telemetry, events = read_source(config)
+        telemetry, events = read_source(config, frames)
         telemetry, events, report = validate(telemetry, events, config, source)
         mlflow.log_metrics(
             {
