@@ -7,9 +7,9 @@ import onnx
 import pandas as pd
 import pytest
 
-from pdmflow.models.classifier import (
-    OUTPUT_NAME,
-    fit_classifier,
+from pdmflow.models.lightgbm_onnx import (
+    OUTPUT_NAMES,
+    fit_model,
     onnx_max_difference,
     onnx_predict,
     onnx_session,
@@ -22,14 +22,14 @@ def fitted():
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(3000, 8)), columns=[f"f{i}" for i in range(8)])
     y = pd.Series((X["f0"] + 0.5 * X["f1"] + rng.normal(0, 0.5, 3000) > 1.2).astype(int))
-    model = fit_classifier(X, y, {"n_estimators": 60, "is_unbalance": True}, seed=1)
+    model = fit_model("classification", X, y, {"n_estimators": 60, "is_unbalance": True}, seed=1)
     return model, to_onnx(model, X.shape[1]), X
 
 
 def test_one_float_output_with_a_batch_dimension(fitted):
     _, onnx_model, X = fitted
     (output,) = onnx_model.graph.output
-    assert output.name == OUTPUT_NAME
+    assert output.name == OUTPUT_NAMES["classification"]
     assert output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == ["N"]
     probabilities = onnx_predict(onnx_session(onnx_model), X.head(7))
@@ -70,3 +70,20 @@ def test_onnx_runtime_prints_no_shape_warnings(fitted, tmp_path):
     raw_path = tmp_path / "raw.onnx"
     onnx.save(raw, raw_path)
     assert "shape" in _ort_stderr(str(raw_path)).lower()
+
+
+def test_regressor_exports_one_flat_output_that_agrees(tmp_path):
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(2000, 5)), columns=[f"f{i}" for i in range(5)])
+    y = pd.Series(np.clip(100 - 30 * X["f0"] + rng.normal(0, 5, 2000), 0, 168))
+    model = fit_model("regression", X, y, {"n_estimators": 50, "is_unbalance": True}, seed=1)
+    onnx_model = to_onnx(model, 5)
+    (output,) = onnx_model.graph.output
+    assert output.name == OUTPUT_NAMES["regression"]
+    assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == ["N"]
+    assert onnx_predict(onnx_session(onnx_model), X.head(4)).shape == (4,)
+    # Hours in the hundreds: float32 leaves about 1e-5 relative.
+    assert onnx_max_difference(model, onnx_session(onnx_model), X) <= 1e-3
+    path = tmp_path / "rul.onnx"
+    onnx.save(onnx_model, path)
+    assert _ort_stderr(str(path)).count("shape") == 0

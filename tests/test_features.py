@@ -9,7 +9,9 @@ from pdmflow.data.validation import validate
 from pdmflow.errors import DataValidationError
 from pdmflow.features.builder import FeatureSpec, build_features, latest_features
 from pdmflow.features.split import assign_split, time_split
-from pdmflow.steps.features import LABEL, label_and_split
+from pdmflow.steps.features import LABELS, label_and_split
+
+LABEL = LABELS["classification"]
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +206,7 @@ def test_chunks_of_whole_devices_change_nothing(data):
 
 
 def test_default_config_has_at_least_40_features():
-    config = load_config("configs/default.yaml")
+    config = load_config(SMOKE.parent / "default.yaml")
     assert len(FeatureSpec.from_config(config).feature_names) >= 40
 
 

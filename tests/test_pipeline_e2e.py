@@ -139,7 +139,7 @@ def test_raw_telemetry_scorer_agrees_with_the_registered_model(released):
         .to_numpy()
     )
     np.testing.assert_allclose(scored["failure_probability"].to_numpy(), direct, atol=1e-6)
-    assert (scored["predicted_failure"] == (direct >= scorer.decision_threshold)).all()
+    assert (scored["predicted_failure"] == (direct >= scorer.metadata["decision_threshold"])).all()
 
 
 def test_a_step_runs_alone_from_a_given_input(released):

@@ -98,6 +98,19 @@ class LabelConfig(_Strict):
     # A 0/1 column already in the telemetry (e.g. failure_indicator): when set, it is the label
     # and failure events are optional.
     target_column: str | None = None
+    # Remaining useful life (task: regression): hours to the next failure, capped here.
+    rul_cap_hours: float = Field(168.0, gt=0)
+    # Health status from RUL: critical below the first, warning below the second, else normal.
+    critical_hours: float = Field(10.0, gt=0)
+    warning_hours: float = Field(50.0, gt=0)
+    # A RUL prediction within this many hours of the truth is neither early nor late.
+    rul_tolerance_hours: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> LabelConfig:
+        if not self.critical_hours < self.warning_hours <= self.rul_cap_hours:
+            raise ValueError("labels: expected critical_hours < warning_hours <= rul_cap_hours")
+        return self
 
 
 def _check_durations(values: list[str], key: str) -> None:
@@ -178,6 +191,11 @@ class GateConfig(_Strict):
     max_onnx_difference: float = 1e-5
     # The candidate may be at most this much worse (AUC) than Production on the same test data.
     max_auc_regression: float = Field(0.0, ge=0)
+    # task: regression (remaining useful life): MAE bound and allowed MAE increase over Production.
+    max_mae_hours: float = Field(24.0, gt=0)
+    # float32 ONNX against float64 LightGBM, in hours (sums over hundreds of trees).
+    max_onnx_difference_hours: float = Field(0.01, gt=0)
+    max_mae_regression_hours: float = Field(0.0, ge=0)
 
 
 class DataConfig(_Strict):
@@ -186,6 +204,8 @@ class DataConfig(_Strict):
 
 class TenantConfig(_Strict):
     tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    # classification: fails within the horizon (default); regression: remaining useful life.
+    task: Literal["classification", "regression"] = "classification"
     experiment_name: str
     registered_model_name: str
     source: SourceConfig = SourceConfig()
@@ -199,6 +219,15 @@ class TenantConfig(_Strict):
     data: DataConfig = DataConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _task_has_its_labels(self) -> TenantConfig:
+        if self.task == "regression" and self.labels.target_column:
+            raise ValueError(
+                "task regression (remaining useful life) derives its label from failure "
+                "events; labels.target_column is for classification"
+            )
+        return self
 
     @model_validator(mode="after")
     def _feature_sensors_exist(self) -> TenantConfig:

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from mlflow.models import Model
 
+from pdmflow.data.labels import health_status
 from pdmflow.data.validation import normalise_events, normalise_telemetry
 from pdmflow.features.builder import FeatureSpec, latest_features
-from pdmflow.models.classifier import OUTPUT_NAME
+from pdmflow.models.lightgbm_onnx import OUTPUT_NAMES
 from pdmflow.tracking import downloaded
 
 SPEC_PATH = "extra_files/feature_spec.json"
@@ -28,13 +29,18 @@ def load_feature_spec(model_uri: str) -> FeatureSpec:
 
 
 class FailureScorer:
-    """A released failure model plus the spec and threshold it was trained with."""
+    """A released model plus the spec and decision rules it was trained with.
+
+    Classification models give `failure_probability` and `predicted_failure` (at the model's
+    decision threshold); RUL models give `remaining_useful_life_hours` and `health_status`.
+    """
 
     def __init__(self, model_path: Path, model_uri: str) -> None:
         self.model_uri = model_uri
         self.model = mlflow.pyfunc.load_model(str(model_path))
         self.spec = FeatureSpec.from_json((model_path / SPEC_PATH).read_text())
-        self.decision_threshold = float(Model.load(str(model_path)).metadata["decision_threshold"])
+        self.metadata = Model.load(str(model_path)).metadata or {}
+        self.task = self.metadata.get("task", "classification")
 
     @classmethod
     def load(cls, model_uri: str) -> FailureScorer:
@@ -44,9 +50,9 @@ class FailureScorer:
             return cls(local, model_uri)
 
     def score_features(self, features: pd.DataFrame) -> np.ndarray:
-        """Failure probabilities for rows that already hold the spec's feature columns."""
+        """Predictions for rows that already hold the spec's feature columns."""
         predictions = self.model.predict(features[self.spec.feature_names].astype("float64"))
-        return predictions[OUTPUT_NAME].to_numpy()
+        return predictions[OUTPUT_NAMES[self.task]].to_numpy()
 
     def score_telemetry(
         self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None
@@ -70,12 +76,15 @@ class FailureScorer:
                 events, spec.device_column, spec.event_time_column, "events to score"
             )
         features = latest_features(clean, spec, events)
-        probability = self.score_features(features)
-        return pd.DataFrame(
-            {
-                spec.device_column: features[spec.device_column],
-                spec.time_column: features[spec.time_column],
-                "failure_probability": probability,
-                "predicted_failure": probability >= self.decision_threshold,
-            }
-        )
+        prediction = self.score_features(features)
+        scored = features[[spec.device_column, spec.time_column]].copy()
+        scored[OUTPUT_NAMES[self.task]] = prediction
+        if self.task == "classification":
+            scored["predicted_failure"] = prediction >= float(self.metadata["decision_threshold"])
+        else:
+            scored["health_status"] = health_status(
+                pd.Series(prediction),
+                self.metadata["critical_hours"],
+                self.metadata["warning_hours"],
+            ).to_numpy()
+        return scored

@@ -31,39 +31,52 @@ def _gate(name: str, value: float | None, threshold: float, comparison: str) -> 
 
 
 def check_gates(
-    metrics: dict[str, float], gates: GateConfig, champion_auc: float | None, has_champion: bool
+    task: str, metrics: dict[str, float], gates: GateConfig, has_champion: bool
 ) -> list[GateResult]:
-    """Each configured gate applied to the candidate's metrics.
+    """Each configured gate of the task applied to the candidate's metrics.
 
-    `champion_auc` is the current Production model's AUC on the same test data (None when there
-    is no Production model, in which case the champion gate passes by definition). A champion
-    that could not be scored on the candidate's test data fails the gate: we cannot show the
-    candidate is not worse.
+    The champion gate compares with `champion_auc` / `champion_mae` in `metrics`: the current
+    Production model on the same test rows. With no Production model it passes by definition;
+    a champion that could not be scored (metric missing) fails it, since the candidate cannot
+    be shown not to be worse.
     """
-    results = [
-        _gate("auc", metrics.get("auc"), gates.min_auc, ">="),
-        _gate("precision", metrics.get("precision"), gates.min_precision, ">="),
-        _gate("recall", metrics.get("recall"), gates.min_recall, ">="),
+    if task == "classification":
+        results = [
+            _gate("auc", metrics.get("auc"), gates.min_auc, ">="),
+            _gate("precision", metrics.get("precision"), gates.min_precision, ">="),
+            _gate("recall", metrics.get("recall"), gates.min_recall, ">="),
+        ]
+        champion = metrics.get("champion_auc")
+        champion_gate = _gate(
+            "not_worse_than_champion",
+            metrics.get("auc"),
+            float("inf") if champion is None else champion - gates.max_auc_regression,
+            ">=",
+        )
+    else:
+        results = [_gate("mae", metrics.get("mae"), gates.max_mae_hours, "<=")]
+        champion = metrics.get("champion_mae")
+        champion_gate = _gate(
+            "not_worse_than_champion",
+            metrics.get("mae"),
+            float("-inf") if champion is None else champion + gates.max_mae_regression_hours,
+            "<=",
+        )
+    parity_bound = (
+        gates.max_onnx_difference if task == "classification" else gates.max_onnx_difference_hours
+    )
+    results += [
         _gate("latency_p99_ms", metrics.get("latency_p99_ms"), gates.max_latency_p99_ms, "<="),
         _gate(
             "onnx_max_abs_difference",
             metrics.get("onnx_max_abs_difference"),
-            gates.max_onnx_difference,
+            parity_bound,
             "<=",
         ),
     ]
     if not has_champion:
-        results.append(GateResult("not_worse_than_champion", None, 0.0, ">=", True))
-    else:
-        results.append(
-            _gate(
-                "not_worse_than_champion",
-                metrics.get("auc"),
-                float("inf") if champion_auc is None else champion_auc - gates.max_auc_regression,
-                ">=",
-            )
-        )
-    return results
+        champion_gate = GateResult("not_worse_than_champion", None, 0.0, ">=", True)
+    return [*results, champion_gate]
 
 
 def as_dicts(results: list[GateResult]) -> list[dict[str, object]]:

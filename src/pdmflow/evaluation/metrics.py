@@ -10,8 +10,11 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     f1_score,
+    mean_absolute_error,
+    mean_squared_error,
     precision_recall_curve,
     precision_score,
+    r2_score,
     recall_score,
     roc_auc_score,
 )
@@ -57,4 +60,28 @@ def single_row_latency_ms(
     return {
         "latency_p50_ms": float(np.percentile(timings, 50)),
         "latency_p99_ms": float(np.percentile(timings, 99)),
+    }
+
+
+def regression_metrics(
+    y_true: np.ndarray, predicted: np.ndarray, tolerance_hours: float, critical_hours: float
+) -> dict[str, float]:
+    """Remaining-useful-life metrics (hours).
+
+    early: predicted more than `tolerance_hours` below the truth (maintenance too soon);
+    late: more than `tolerance_hours` above it (the failure comes first, the costly error);
+    critical_window_accuracy: of the readings truly inside the critical window, the share the
+    model also puts inside it.
+    """
+    error = predicted - y_true
+    critical = y_true < critical_hours
+    return {
+        "mae": float(mean_absolute_error(y_true, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, predicted))),
+        "r2": float(r2_score(y_true, predicted)),
+        "early_prediction_rate": float(np.mean(error < -tolerance_hours)),
+        "late_prediction_rate": float(np.mean(error > tolerance_hours)),
+        "critical_window_accuracy": (
+            float(np.mean(predicted[critical] < critical_hours)) if critical.any() else float("nan")
+        ),
     }

@@ -47,3 +47,23 @@ def evaluation_figures(
     ax.set_title(f"Confusion matrix at threshold {threshold:.3f}")
     figures["confusion_matrix.png"] = fig
     return figures
+
+
+def regression_figures(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, Figure]:
+    """Predicted against true remaining useful life, and the residuals, keyed by file name."""
+    figures: dict[str, Figure] = {}
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y_true, predicted, s=4, alpha=0.3)
+    top = float(max(np.max(y_true), np.max(predicted)))
+    ax.plot([0, top], [0, top], color="black", linewidth=1)
+    ax.set_xlabel("true RUL (h)")
+    ax.set_ylabel("predicted RUL (h)")
+    ax.set_title("Remaining useful life (test period)")
+    figures["predicted_vs_true.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.hist(predicted - y_true, bins=50)
+    ax.set_xlabel("predicted - true (h): < 0 early, > 0 late")
+    ax.set_title("Residuals (test period)")
+    figures["residuals.png"] = fig
+    return figures

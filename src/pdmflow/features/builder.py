@@ -295,7 +295,10 @@ def build_features(
         for j, name in enumerate(spec.feature_names):
             values[written : written + kept, j] = columns[name][chunk_keep]
         written += kept
-    features = pd.DataFrame(values, columns=spec.feature_names, index=telemetry.index[keep])
+    # copy=False: pandas 3 would otherwise copy the whole table once more.
+    features = pd.DataFrame(
+        values, columns=spec.feature_names, index=telemetry.index[keep], copy=False
+    )
     features.insert(0, spec.time_column, times.to_numpy()[keep])
     features.insert(0, spec.device_column, device.to_numpy()[keep])
     return features

@@ -11,17 +11,23 @@ from onnxruntime import InferenceSession
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import PdmflowError, StepInputError
-from pdmflow.evaluation.metrics import classification_metrics, single_row_latency_ms
-from pdmflow.evaluation.plots import evaluation_figures
+from pdmflow.evaluation.metrics import (
+    classification_metrics,
+    regression_metrics,
+    single_row_latency_ms,
+)
+from pdmflow.evaluation.plots import evaluation_figures, regression_figures
 from pdmflow.features.builder import FeatureSpec, build_features
-from pdmflow.models.classifier import onnx_predict, onnx_session
+from pdmflow.models.lightgbm_onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
 from pdmflow.serving import load_feature_spec
-from pdmflow.steps.features import LABEL, read_dataset, read_features
+from pdmflow.steps.features import label_column, read_dataset, read_features
 from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
 CHAMPION_VERSION_TAG = "pdmflow.champion_version"
+# The metric the candidate must not be worse at than the champion, per task.
+CHAMPION_METRIC = {"classification": "auc", "regression": "mae"}
 
 
 def _session(model_uri: str) -> InferenceSession:
@@ -33,10 +39,10 @@ def _score(model_uri: str, features: pd.DataFrame, spec: FeatureSpec) -> np.ndar
     return onnx_predict(_session(model_uri), features[spec.feature_names])
 
 
-def _champion_probability(
+def _champion_prediction(
     champion_uri: str, test: pd.DataFrame, spec: FeatureSpec, features_uri: str
 ) -> np.ndarray:
-    """The champion's probabilities on exactly the candidate's test rows.
+    """The champion's predictions on exactly the candidate's test rows.
 
     A champion built with another feature spec gets its own features rebuilt from the same raw
     dataset, joined back on (device, time).
@@ -67,8 +73,17 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
     tables, spec = read_features(features_uri)
     test = tables["test"]
-    y_test = test[LABEL].astype(int).to_numpy()
-    threshold = float(get_model_info(model_uri).metadata["decision_threshold"])
+    y_test = test[label_column(config)].to_numpy()
+    metadata = get_model_info(model_uri).metadata or {}
+
+    def task_metrics(prediction: np.ndarray) -> dict[str, float]:
+        if config.task == "classification":
+            threshold = float(metadata["decision_threshold"])
+            return classification_metrics(y_test.astype(int), prediction, threshold)
+        labels = config.labels
+        return regression_metrics(
+            y_test, prediction, labels.rul_tolerance_hours, labels.critical_hours
+        )
 
     with step_run(config, "evaluate") as run:
         mlflow.log_params(
@@ -80,8 +95,8 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
             }
         )
         session = _session(model_uri)
-        probability = onnx_predict(session, test[spec.feature_names])
-        metrics = classification_metrics(y_test, probability, threshold)
+        prediction = onnx_predict(session, test[spec.feature_names])
+        metrics = task_metrics(prediction)
         metrics.update(
             single_row_latency_ms(
                 lambda row: onnx_predict(session, row), test[spec.feature_names].to_numpy()
@@ -96,17 +111,23 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
             champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
             mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
             try:
-                champion_probability = _champion_probability(champion_uri, test, spec, features_uri)
+                champion_prediction = _champion_prediction(champion_uri, test, spec, features_uri)
             except PdmflowError as error:
-                # No champion_auc: promote's champion gate fails closed, with this reason.
+                # No champion metric: promote's champion gate fails closed, with this reason.
                 mlflow.set_tag("pdmflow.champion_not_comparable", str(error))
                 champion_report = {"version": str(champion.version), "error": str(error)}
             else:
-                champion_metrics = classification_metrics(y_test, champion_probability, threshold)
-                metrics["champion_auc"] = champion_metrics["auc"]
+                champion_metrics = task_metrics(champion_prediction)
+                key = CHAMPION_METRIC[config.task]
+                metrics[f"champion_{key}"] = champion_metrics[key]
                 champion_report = {"version": str(champion.version), **champion_metrics}
         mlflow.log_metrics(metrics)
-        for name, figure in evaluation_figures(y_test, probability, threshold).items():
+        figures = (
+            evaluation_figures(y_test.astype(int), prediction, metrics["decision_threshold"])
+            if config.task == "classification"
+            else regression_figures(y_test, prediction)
+        )
+        for name, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{name}")
             plt.close(figure)
         mlflow.log_dict(

@@ -9,14 +9,17 @@ import mlflow
 import pandas as pd
 
 from pdmflow.config import TenantConfig
-from pdmflow.data.labels import failure_within_horizon
+from pdmflow.data.labels import failure_within_horizon, health_status, remaining_useful_life
 from pdmflow.errors import DataValidationError, StepInputError
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.features.split import assign_split, time_split
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
 FEATURES_DIR = "features"
-LABEL = "failure_within_horizon"
+LABELS = {
+    "classification": "failure_within_horizon",
+    "regression": "remaining_useful_life_hours",
+}
 SPLITS = ("train", "validation", "test")
 
 
@@ -30,40 +33,59 @@ def read_dataset(data_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
 
 
+def label_column(config: TenantConfig) -> str:
+    """The column the task learns: fails within the horizon, or remaining useful life."""
+    return LABELS[config.task]
+
+
+def _labels(telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig) -> pd.DataFrame:
+    schema, labels = config.schema_, config.labels
+    columns = (schema.device_column, schema.time_column, schema.event_time_column)
+    if config.task == "regression":
+        rul = remaining_useful_life(telemetry, events, labels.rul_cap_hours, *columns)
+        return pd.DataFrame(
+            {
+                rul.name: rul,
+                "health_status": health_status(rul, labels.critical_hours, labels.warning_hours),
+            }
+        )
+    if labels.target_column:
+        target = telemetry[labels.target_column].astype("float64")
+        return pd.DataFrame({LABELS["classification"]: target})
+    return failure_within_horizon(telemetry, events, labels.horizon_hours, *columns).to_frame()
+
+
 def label_and_split(
     telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig
 ) -> tuple[dict[str, pd.DataFrame], FeatureSpec, dict[str, str]]:
     """Pure part of the step: feature tables per split, the spec, and the split boundaries."""
     schema = config.schema_
+    label = label_column(config)
     spec = FeatureSpec.from_config(config)
-    if config.labels.target_column:
-        labels = telemetry[config.labels.target_column].astype("float64")
-    else:
-        labels = failure_within_horizon(
-            telemetry,
-            events,
-            config.labels.horizon_hours,
-            schema.device_column,
-            schema.time_column,
-            schema.event_time_column,
-        )
+    labels = _labels(telemetry, events, config)
     features = build_features(telemetry, spec, events)
-    features[LABEL] = labels.loc[features.index].to_numpy()  # build_features keeps the index
-    features = features.dropna(subset=[LABEL])
+    for column in labels.columns:  # build_features keeps the telemetry's index
+        features[column] = labels[column].loc[features.index].to_numpy()
+    features = features.dropna(subset=[label])
+    # A label looks this far ahead; that much before each boundary is purged.
+    lookahead = (
+        config.labels.horizon_hours
+        if config.task == "classification"
+        else config.labels.rul_cap_hours
+    )
     split = time_split(
         features[schema.time_column],
         config.split.validation_fraction,
         config.split.test_fraction,
-        config.labels.horizon_hours,
+        lookahead,
     )
     assigned = assign_split(features[schema.time_column], split)
     tables = {name: features[assigned == name].reset_index(drop=True) for name in SPLITS}
     for name, table in tables.items():
-        positives = int(table[LABEL].sum())
-        if positives == 0 or positives == len(table):
+        if table[label].nunique() < 2:
             raise DataValidationError(
-                f"{name} split: label '{LABEL}' has only one class ({len(table)} rows, "
-                f"{positives} positive); more data or more failures are needed"
+                f"{name} split: label '{label}' has a single value over {len(table)} rows; "
+                "more data or more failures are needed"
             )
     return tables, spec, split.as_params()
 
@@ -90,7 +112,8 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
         mlflow.log_metric("feature_count", len(spec.feature_names))
         for name, table in tables.items():
             mlflow.log_metric(f"{name}_rows", len(table))
-            mlflow.log_metric(f"{name}_positive_rate", float(table[LABEL].mean()))
+            # Positive rate (classification) or mean RUL hours (regression).
+            mlflow.log_metric(f"{name}_label_mean", float(table[label_column(config)].mean()))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / FEATURES_DIR
             out.mkdir()

@@ -36,9 +36,7 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
         )
 
     metrics = evaluation.data.metrics
-    results = check_gates(
-        metrics, config.gates, metrics.get("champion_auc"), has_champion=champion is not None
-    )
+    results = check_gates(config.task, metrics, config.gates, has_champion=champion is not None)
     passed = all(r.passed for r in results)
     failed = [r.name for r in results if not r.passed]
 

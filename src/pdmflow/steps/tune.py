@@ -11,14 +11,18 @@ import mlflow
 import optuna
 from optuna.visualization.matplotlib import plot_optimization_history
 from optuna_integration import LightGBMPruningCallback
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from pdmflow.config import TenantConfig
-from pdmflow.models.classifier import fit_classifier
-from pdmflow.steps.features import LABEL, read_features
+from pdmflow.models.lightgbm_onnx import fit_model, native_predict
+from pdmflow.steps.features import label_column, read_features
 from pdmflow.tracking import latest_step_run, step_run
 
-METRIC = "validation_auc"
+# What each task optimises on the validation period: (metric name, direction, LightGBM metric).
+OBJECTIVES = {
+    "classification": ("validation_auc", "maximize", "auc"),
+    "regression": ("validation_mae", "minimize", "l1"),
+}
 
 
 def search_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -51,8 +55,10 @@ def run_tune(
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
     tables, spec = read_features(features_uri)
     train, validation = tables["train"], tables["validation"]
-    X_train, y_train = train[spec.feature_names], train[LABEL]
-    X_valid, y_valid = validation[spec.feature_names], validation[LABEL]
+    label = label_column(config)
+    X_train, y_train = train[spec.feature_names], train[label]
+    X_valid, y_valid = validation[spec.feature_names], validation[label]
+    metric, direction, lightgbm_metric = OBJECTIVES[config.task]
 
     with step_run(config, "tune") as run:
         mlflow.log_params(
@@ -62,6 +68,7 @@ def run_tune(
                 "timeout_seconds": timeout_seconds,
                 "sampler": "TPE",
                 "pruner": "MedianPruner",
+                "objective": f"{direction} {metric}",
             }
         )
 
@@ -71,25 +78,29 @@ def run_tune(
             with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
                 mlflow.log_params(trial.params)
                 try:
-                    model = fit_classifier(
+                    model = fit_model(
+                        config.task,
                         X_train,
                         y_train,
                         params,
                         config.training.seed,
                         eval_X=X_valid.astype("float32"),
-                        eval_y=y_valid.astype(int),
-                        eval_metric="auc",
-                        callbacks=[LightGBMPruningCallback(trial, "auc")],
+                        eval_y=y_valid.astype(int if config.task == "classification" else float),
+                        eval_metric=lightgbm_metric,
+                        callbacks=[LightGBMPruningCallback(trial, lightgbm_metric)],
                     )
                 except optuna.TrialPruned as pruned:
                     mlflow.set_tag("optuna.trial_state", "PRUNED")
                     stopped: optuna.TrialPruned | None = pruned
                 else:
                     stopped = None
+                    predicted = native_predict(model, X_valid)
                     value = float(
-                        roc_auc_score(y_valid, model.predict_proba(X_valid.astype("float32"))[:, 1])
+                        roc_auc_score(y_valid, predicted)
+                        if config.task == "classification"
+                        else mean_absolute_error(y_valid, predicted)
                     )
-                    mlflow.log_metric(METRIC, value)
+                    mlflow.log_metric(metric, value)
                     mlflow.set_tag("optuna.trial_state", "COMPLETE")
             if stopped is not None:
                 raise stopped
@@ -98,7 +109,7 @@ def run_tune(
         study = optuna.create_study(
             study_name=f"{config.tenant_id}-{run.info.run_id}",
             storage=config.tuning.storage,
-            direction="maximize",
+            direction=direction,
             sampler=optuna.samplers.TPESampler(seed=config.training.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
         )
@@ -109,7 +120,7 @@ def run_tune(
         states = [t.state for t in study.trials]
         mlflow.log_metrics(
             {
-                f"best_{METRIC}": study.best_value,
+                f"best_{metric}": study.best_value,
                 "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
                 "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
             }

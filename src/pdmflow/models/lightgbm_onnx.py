@@ -1,0 +1,116 @@
+"""LightGBM models for both tasks and their ONNX export.
+
+The exported graph takes one float tensor `features` [N, n_features] (columns in the feature
+spec's order) and returns one float tensor [N]: `failure_probability` (classification) or
+`remaining_useful_life_hours` (regression). For the classifier, onnxmltools' `label` output
+(declared with a wrong static shape, which ONNX Runtime warns about) is dropped and the
+positive-class column of `probabilities` is gathered into a clean vector; the regressor's
+[N, 1] output is flattened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+from onnx import TensorProto, helper
+from onnxmltools import convert_lightgbm
+from onnxmltools.convert.common.data_types import FloatTensorType
+
+INPUT_NAME = "features"
+OUTPUT_NAMES = {
+    "classification": "failure_probability",
+    "regression": "remaining_useful_life_hours",
+}
+LightGBMModel = lgb.LGBMClassifier | lgb.LGBMRegressor
+
+
+def fit_model(
+    task: str, X: pd.DataFrame, y: pd.Series, params: dict[str, Any], seed: int, **fit_kwargs: Any
+) -> LightGBMModel:
+    """Fit LightGBM for the task; params use LightGBM's scikit-learn names."""
+    if task == "classification":
+        model: LightGBMModel = lgb.LGBMClassifier(
+            objective="binary", random_state=seed, n_jobs=2, verbose=-1, **params
+        )
+        y = y.astype(int)
+    else:
+        params = {k: v for k, v in params.items() if k != "is_unbalance"}  # binary-only
+        model = lgb.LGBMRegressor(
+            objective="regression_l1", random_state=seed, n_jobs=2, verbose=-1, **params
+        )
+    # Float32 features: the ONNX model computes in float32, so training sees the same values.
+    model.fit(X.astype(np.float32), y, **fit_kwargs)
+    return model
+
+
+def native_predict(model: LightGBMModel, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """The task's prediction from LightGBM itself: failure probability or RUL hours."""
+    values = np.asarray(X, dtype=np.float32)
+    if isinstance(model, lgb.LGBMClassifier):
+        return model.predict_proba(values)[:, 1]
+    return model.predict(values)
+
+
+def to_onnx(model: LightGBMModel, n_features: int) -> onnx.ModelProto:
+    """Convert to ONNX with a single float output of shape [N]."""
+    classification = isinstance(model, lgb.LGBMClassifier)
+    converted = convert_lightgbm(
+        model,
+        name="pdmflow_" + ("failure_classifier" if classification else "rul_regressor"),
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        zipmap=False,
+    )
+    graph = converted.graph
+    if classification:
+        source = next(o.name for o in graph.output if o.name != "label")
+        graph.initializer.append(
+            helper.make_tensor("positive_class_index", TensorProto.INT64, [], [1])
+        )
+        graph.node.append(
+            helper.make_node(
+                "Gather",
+                [source, "positive_class_index"],
+                [OUTPUT_NAMES["classification"]],
+                axis=1,
+                name="select_failure_probability",
+            )
+        )
+    else:
+        source = graph.output[0].name
+        graph.initializer.append(helper.make_tensor("flat_shape", TensorProto.INT64, [1], [-1]))
+        graph.node.append(
+            helper.make_node(
+                "Reshape", [source, "flat_shape"], [OUTPUT_NAMES["regression"]], name="flatten"
+            )
+        )
+    output = OUTPUT_NAMES["classification" if classification else "regression"]
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N"]))
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.checker.check_model(converted, full_check=True)
+    return converted
+
+
+def onnx_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def onnx_predict(session: ort.InferenceSession, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    values = np.asarray(X, dtype=np.float32)
+    return session.run(None, {INPUT_NAME: values})[0]
+
+
+def onnx_max_difference(
+    model: LightGBMModel, session: ort.InferenceSession, X: pd.DataFrame
+) -> float:
+    """Largest |ONNX Runtime - LightGBM| prediction over the rows of X."""
+    return float(np.max(np.abs(onnx_predict(session, X) - native_predict(model, X))))
