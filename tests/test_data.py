@@ -170,3 +170,38 @@ def test_in_memory_frames_through_the_python_api(tracking_store, write_config):
     assert run.data.params["source"] == "dataframe://in-memory"
     with pytest.raises(DataValidationError, match="pass \\(telemetry, events\\) frames"):
         read_source(config)
+
+
+def test_out_of_range_readings_are_missing_until_too_many(config, write_config):
+    ranged = load_config(write_config({"schema": {"value_ranges": {"temperature": [0, 120]}}}))
+    telemetry, events = read_source(ranged)
+    telemetry.loc[10, "temperature"] = 999.0  # a stuck sensor, once
+    clean, _, report = validate(telemetry, events, ranged, "plant.csv")
+    assert report["out_of_range"] == {"temperature": 1}
+    assert clean.loc[10, "temperature"] == clean.loc[9, "temperature"]  # carried forward
+    assert any("outside [0.0, 120.0]" in w for w in report["warnings"])
+    device = telemetry["device_id"] == "D0002"
+    telemetry.loc[device, "temperature"] = -5.0
+    with pytest.raises(
+        DataValidationError, match=r"device 'D0002' column 'temperature': 100% of readings outside"
+    ):
+        validate(telemetry, events, ranged, "plant.csv")
+
+
+def test_constant_sensor_is_a_warning_and_the_summary_reads_well(config):
+    from pdmflow.data.validation import summarise
+
+    telemetry, events = read_source(config)
+    telemetry["pressure"] = 101.3
+    _, _, report = validate(telemetry, events, config, "plant.csv")
+    assert "constant sensors carry no signal: pressure" in report["warnings"]
+    summary = summarise(report)
+    assert summary.startswith("source:      plant.csv\nrows:")
+    assert "warning:     constant sensors carry no signal: pressure" in summary
+
+
+def test_naive_timestamps_are_taken_as_utc(config):
+    telemetry, events = read_source(config)
+    clean, _, _ = validate(telemetry, events, config, "test")
+    assert clean["timestamp"].dt.tz is None
+    assert clean["timestamp"].min() == telemetry["timestamp"].min()

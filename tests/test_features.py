@@ -189,6 +189,13 @@ def test_cyclical_time_and_time_since_failure(hand_made):
     assert feature(features, "B", row_of(telemetry, "B", 9)[1], "hours_since_failure") == 720.0
 
 
+def test_a_gap_leaves_only_the_readings_inside_the_window(hand_made):
+    telemetry, _, _, features = hand_made
+    rows, t = row_of(telemetry, "A", 12)  # 150 min, 20 min after the previous reading
+    assert feature(features, "A", t, "temp_roll_20min_mean") == np.float32(rows.loc[12, "temp"])
+    assert feature(features, "A", t, "temp_roll_20min_std") == 0.0  # one reading: rule says 0
+
+
 def test_rows_without_full_history_are_dropped(hand_made):
     telemetry, _, spec, features = hand_made
     first = features.groupby("device_id")["timestamp"].min()

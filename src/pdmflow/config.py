@@ -91,6 +91,19 @@ class SchemaConfig(_Strict):
     boolean_sensors: list[str] = []
     # source column name -> pdmflow column name, applied right after reading.
     rename: dict[str, str] = {}
+    # Plausible [low, high] per continuous sensor: readings outside are sensor faults, treated
+    # as missing (carried forward); more than data.max_out_of_range_fraction of a device's
+    # readings out of range is an error.
+    value_ranges: dict[str, tuple[float, float]] = {}
+
+    @model_validator(mode="after")
+    def _ranges_name_sensors(self) -> SchemaConfig:
+        for sensor, (low, high) in self.value_ranges.items():
+            if sensor not in self.continuous_sensors:
+                raise ValueError(f"schema.value_ranges names '{sensor}', not a continuous sensor")
+            if not low < high:
+                raise ValueError(f"schema.value_ranges.{sensor}: expected [low, high], low < high")
+        return self
 
 
 class LabelConfig(_Strict):
@@ -200,6 +213,7 @@ class GateConfig(_Strict):
 
 class DataConfig(_Strict):
     min_rows: int = Field(1000, ge=1)
+    max_out_of_range_fraction: float = Field(0.05, ge=0, le=1)
 
 
 class TenantConfig(_Strict):

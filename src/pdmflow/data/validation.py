@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pdmflow.config import TenantConfig
@@ -50,10 +51,13 @@ def normalise_telemetry(
     boolean_sensors: list[str],
     where: str,
     carried: list[str] | None = None,
+    value_ranges: dict[str, tuple[float, float]] | None = None,
+    max_out_of_range_fraction: float = 1.0,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this).
 
     `carried` columns (a target, say) are required and kept row for row, but not filled.
+    Readings outside `value_ranges` are treated as missing.
     """
     sensors = [*continuous_sensors, *boolean_sensors]
     carried = carried or []
@@ -81,6 +85,25 @@ def normalise_telemetry(
                 f"{where}, column '{sensor}': expected booleans (true/false or 0/1)"
             )
         frame[sensor] = values.astype("float64")
+
+    out_of_range: dict[str, int] = {}
+    for sensor, (low, high) in (value_ranges or {}).items():
+        outside = (frame[sensor] < low) | (frame[sensor] > high)
+        if not outside.any():
+            continue
+        out_of_range[sensor] = int(outside.sum())
+        share = outside.groupby(frame[device]).mean()
+        if share.max() > max_out_of_range_fraction:
+            raise DataValidationError(
+                f"{where}: device '{share.idxmax()}' column '{sensor}': {share.max():.0%} of "
+                f"readings outside [{low}, {high}] (value range check; at most "
+                f"{max_out_of_range_fraction:.0%} allowed)"
+            )
+        warnings.append(
+            f"column '{sensor}': {out_of_range[sensor]} readings outside [{low}, {high}] "
+            "treated as missing"
+        )
+        frame.loc[outside, sensor] = np.nan
 
     null_fraction = {c: float(frame[c].isna().mean()) for c in sensors}
     for sensor, fraction in null_fraction.items():
@@ -113,6 +136,7 @@ def normalise_telemetry(
     stats = {
         "duplicates_dropped": int(duplicated.sum()),
         "null_fraction": null_fraction,
+        "out_of_range": out_of_range,
         "sorted_on_arrival": was_sorted,
     }
     return frame.reset_index(drop=True), warnings, stats
@@ -134,6 +158,8 @@ def validate(
         schema.boolean_sensors,
         where,
         carried=[target] if target else None,
+        value_ranges=schema.value_ranges,
+        max_out_of_range_fraction=config.data.max_out_of_range_fraction,
     )
     if target:
         values = pd.to_numeric(frame[target], errors="coerce")
@@ -203,3 +229,25 @@ def _validate_events(
         warnings.append(f"events for devices without telemetry ignored: {', '.join(unknown[:5])}")
         clean = clean[clean[device].isin(known_devices)].reset_index(drop=True)
     return clean
+
+
+def summarise(report: dict[str, Any]) -> str:
+    """The validation report as a few lines a person reads in the run's artifacts or log."""
+    lines = [
+        f"source:      {report['source']}",
+        f"rows:        {report['rows']:,} kept of {report['rows_in']:,} read "
+        f"({report['duplicates_dropped']:,} duplicates dropped)",
+        f"devices:     {report['devices']:,}; failures: {report['failures']:,}",
+        f"time:        {report['time_start']} .. {report['time_end']} (UTC)",
+    ]
+    missing = {k: v for k, v in report["null_fraction"].items() if v > 0}
+    if missing:
+        lines.append("missing:     " + ", ".join(f"{k} {v:.1%}" for k, v in missing.items()))
+    if report.get("out_of_range"):
+        lines.append(
+            "out of range: " + ", ".join(f"{k} {v:,}" for k, v in report["out_of_range"].items())
+        )
+    if "label_positive_rate" in report:
+        lines.append(f"label:       {report['label_positive_rate']:.1%} positive")
+    lines += [f"warning:     {w}" for w in report["warnings"]] or ["warnings:    none"]
+    return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.features.split import assign_split, time_split
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
+log = logging.getLogger(__name__)
 FEATURES_DIR = "features"
 LABELS = {
     "classification": "failure_within_horizon",
@@ -67,6 +69,15 @@ def label_and_split(
     for column in labels.columns:  # build_features keeps the telemetry's index
         features[column] = labels[column].loc[features.index].to_numpy()
     features = features.dropna(subset=[label])
+    short = sorted(set(telemetry[schema.device_column]) - set(features[schema.device_column]))
+    if short:
+        # Not an error: the device simply has no reading with a full history (and a label) yet.
+        log.warning(
+            "%d device(s) give no training rows (less than %s of history or no known label): %s",
+            len(short),
+            spec.history,
+            ", ".join(short[:5]),
+        )
     # A label looks this far ahead; that much before each boundary is purged.
     lookahead = (
         config.labels.horizon_hours

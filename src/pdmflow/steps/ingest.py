@@ -11,7 +11,7 @@ import pandas as pd
 from pdmflow.config import TenantConfig
 from pdmflow.data.dataset_source import RunArtifactDatasetSource
 from pdmflow.data.sources import describe_source, read_source
-from pdmflow.data.validation import validate
+from pdmflow.data.validation import summarise, validate
 from pdmflow.tracking import step_run
 
 DATASET_DIR = "dataset"
@@ -54,7 +54,7 @@ def run_ingest(
         )
         mlflow.log_input(dataset, context="ingest", tags={"origin": source})
         mlflow.log_dict(report, "validation_report.json")
+        mlflow.log_text(summarise(report), "validation_summary.txt")
         mlflow.set_tag("pdmflow.dataset_digest", dataset.digest)
-        for warning in report["warnings"]:
-            print(f"ingest warning: {warning}")
+        print(summarise(report), end="")
         return f"runs:/{run.info.run_id}/{DATASET_DIR}"
