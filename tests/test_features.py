@@ -279,3 +279,32 @@ def test_assign_split_purges_rows_whose_label_crosses_a_boundary():
     crossing = (times < split.validation_start) & (times + horizon >= split.validation_start)
     assert (assigned[crossing] == "purged").all() and crossing.sum() >= 5
     assert np.all(np.diff(times[assigned == "train"].to_numpy()) > np.timedelta64(0))
+
+
+def test_time_folds_train_on_the_past_and_validate_on_the_next_period():
+    from pdmflow.features.split import time_folds
+
+    times = pd.Series(pd.date_range("2026-01-01", periods=400, freq="h"))
+    folds = time_folds(times, 3, pd.Timedelta(hours=6))
+    assert len(folds) == 3
+    previous_end = None
+    for train_rows, valid_rows in folds:
+        assert times[train_rows].max() + pd.Timedelta(hours=6) < times[valid_rows].min()
+        if previous_end is not None:
+            assert times[valid_rows].min() > previous_end
+        previous_end = times[valid_rows].max()
+    assert len(folds[2][0]) > len(folds[0][0])  # the window expands
+    assert previous_end == times.max()
+
+
+def test_held_out_devices_are_seen_only_in_test(data, write_config):
+    from pdmflow.steps.features import holdout_devices
+
+    _, telemetry, events = data
+    config = load_config(write_config({"split": {"holdout_device_fraction": 0.25}}))
+    tables, _, params = label_and_split(telemetry, events, config)
+    held_out = holdout_devices(telemetry["device_id"], config)
+    assert len(held_out) == 4 and params["split_holdout_devices"] == ",".join(held_out)
+    assert not tables["train"]["device_id"].isin(held_out).any()
+    assert not tables["validation"]["device_id"].isin(held_out).any()
+    assert set(held_out) <= set(tables["test"]["device_id"])

@@ -171,6 +171,10 @@ class FeatureConfig(_Strict):
 class SplitConfig(_Strict):
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    # Share of devices kept out of training and validation altogether (seen only in test).
+    holdout_device_fraction: float = Field(0.0, ge=0, lt=1)
+    # Time-ordered cross-validation folds over train + validation for tuning (0: one split).
+    cv_folds: int = Field(0, ge=0, le=10)
 
 
 class TrainingConfig(_Strict):

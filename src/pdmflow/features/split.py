@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 
@@ -48,3 +49,22 @@ def assign_split(times: pd.Series, split: TimeSplit) -> pd.Series:
     crosses_test = (times < split.test_start) & (times + split.purge >= split.test_start)
     labels[crosses_validation | crosses_test] = "purged"
     return labels
+
+
+def time_folds(
+    times: pd.Series, n_folds: int, purge: pd.Timedelta
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window folds in time order: (train rows, validation rows) positions.
+
+    The time range is cut into n_folds + 1 equal periods; fold k validates on period k + 1 and
+    trains on everything before it, less the `purge` just before the validation period (labels
+    there look into it).
+    """
+    start, end = times.min(), times.max()
+    edges = [start + (end - start) * i / (n_folds + 1) for i in range(n_folds + 2)]
+    folds = []
+    for k in range(1, n_folds + 1):
+        validation = (times >= edges[k]) & (times < edges[k + 1] if k < n_folds else times <= end)
+        train = times < edges[k] - purge
+        folds.append((np.flatnonzero(train.to_numpy()), np.flatnonzero(validation.to_numpy())))
+    return folds

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from pdmflow.config import TenantConfig
@@ -91,6 +92,14 @@ def label_and_split(
         lookahead,
     )
     assigned = assign_split(features[schema.time_column], split)
+    params = split.as_params()
+    held_out = holdout_devices(features[schema.device_column], config)
+    if held_out:
+        # Unseen devices: nothing of theirs is learned from or tuned on; they meet the model in
+        # the test period only.
+        learned = assigned.isin(["train", "validation"])
+        assigned[learned & features[schema.device_column].isin(held_out)] = "held out"
+        params["split_holdout_devices"] = ",".join(held_out)[:5000]
     tables = {name: features[assigned == name].reset_index(drop=True) for name in SPLITS}
     for name, table in tables.items():
         if table[label].nunique() < 2:
@@ -98,7 +107,18 @@ def label_and_split(
                 f"{name} split: label '{label}' has a single value over {len(table)} rows; "
                 "more data or more failures are needed"
             )
-    return tables, spec, split.as_params()
+    return tables, spec, params
+
+
+def holdout_devices(devices: pd.Series, config: TenantConfig) -> list[str]:
+    """The seeded choice of devices kept out of training (split.holdout_device_fraction)."""
+    fraction = config.split.holdout_device_fraction
+    if fraction == 0:
+        return []
+    names = sorted(pd.unique(devices))
+    count = max(1, round(fraction * len(names)))
+    chosen = np.random.default_rng(config.training.seed).choice(names, size=count, replace=False)
+    return sorted(str(name) for name in chosen)
 
 
 def run_features(config: TenantConfig, data_uri: str = "latest") -> str:

@@ -1,0 +1,39 @@
+"""tune: Optuna over LightGBM, on one time split or on time-ordered CV folds."""
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from pdmflow.config import load_config
+from pdmflow.steps.features import run_features
+from pdmflow.steps.ingest import run_ingest
+from pdmflow.steps.train import run_train
+from pdmflow.steps.tune import read_best_params, run_tune
+
+
+@pytest.mark.parametrize("cv_folds", [0, 3])
+def test_study_logs_trials_best_params_and_history(tracking_store, write_config, cv_folds):
+    config = load_config(write_config({"split": {"cv_folds": cv_folds}}))
+    features_uri = run_features(config, run_ingest(config))
+    tune_run_id = run_tune(config, features_uri, n_trials=6)
+    tune_run = mlflow.get_run(tune_run_id)
+    trials = MlflowClient().search_runs(
+        [tune_run.info.experiment_id], f"tags.mlflow.parentRunId = '{tune_run_id}'"
+    )
+    assert len(trials) == 6
+    states = {t.data.tags["optuna.trial_state"] for t in trials}
+    assert states <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states
+    complete = [t for t in trials if t.data.tags["optuna.trial_state"] == "COMPLETE"]
+    best = max(t.data.metrics["validation_auc"] for t in complete)
+    assert tune_run.data.metrics["best_validation_auc"] == pytest.approx(best)
+    assert tune_run.data.params["cv_folds"] == str(cv_folds)
+    if cv_folds:
+        assert "best_cv_std" in tune_run.data.metrics
+        assert all("cv_validation_auc_std" in t.data.metrics for t in complete)
+    artifacts = {a.path for a in MlflowClient().list_artifacts(tune_run_id)}
+    assert {"best_params.json", "optimization_history.png"} <= artifacts
+    # train takes exactly these parameters
+    params = read_best_params(tune_run_id)
+    train_run = mlflow.get_run(run_train(config, features_uri, tune_run_id))
+    assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
+    assert train_run.data.params["lgbm_num_leaves"] == str(params["num_leaves"])
