@@ -54,6 +54,14 @@ def tracking_store(tmp_path, monkeypatch):
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    forget_experiment()
+
+
+def forget_experiment() -> None:
+    """mlflow.set_experiment exports the experiment id to the environment; a later
+    subprocess (`mlflow run`) would inherit an id from another test's store."""
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(name, None)
 
 
 def free_port() -> int:
@@ -79,6 +87,7 @@ def cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m pdmflow.cli ...` as a user would, in its own process."""
+    forget_experiment()
     return subprocess.run(
         [sys.executable, "-m", "pdmflow.cli", *args],
         env={**os.environ, **(env or {})},

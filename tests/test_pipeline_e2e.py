@@ -40,7 +40,8 @@ def released(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for leftover in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leftover, None)  # left by earlier in-process tests; mlflow run refuses both
     mlflow.set_tracking_uri(uri)
     config = load_config(SMOKE)
     MlflowClient().create_experiment(config.experiment_name, str(root / "artifacts"))

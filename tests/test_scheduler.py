@@ -9,7 +9,7 @@ import time
 
 import pytest
 import schedule
-from conftest import REPO, SMOKE
+from conftest import REPO, SMOKE, forget_experiment
 from mlflow import MlflowClient
 
 from pdmflow.scheduling import LOCKED_EXIT, Retrainer, RetrainSettings
@@ -18,6 +18,7 @@ SCHEDULER = str(REPO / "scheduler.py")
 
 
 def scheduler(*args, env=None, cwd=None, **kwargs):
+    forget_experiment()
     return subprocess.Popen(
         [sys.executable, SCHEDULER, *args],
         env={**os.environ, **(env or {})},

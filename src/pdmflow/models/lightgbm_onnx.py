@@ -50,7 +50,8 @@ def fit_model(
 
 def native_predict(model: LightGBMModel, X: pd.DataFrame | np.ndarray) -> np.ndarray:
     """The task's prediction from LightGBM itself: failure probability or RUL hours."""
-    values = np.asarray(X, dtype=np.float32)
+    # A frame keeps its column names, which the model was fitted with.
+    values = X.astype(np.float32) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float32)
     if isinstance(model, lgb.LGBMClassifier):
         return model.predict_proba(values)[:, 1]
     return model.predict(values)
