@@ -205,3 +205,11 @@ def test_naive_timestamps_are_taken_as_utc(config):
     clean, _, _ = validate(telemetry, events, config, "test")
     assert clean["timestamp"].dt.tz is None
     assert clean["timestamp"].min() == telemetry["timestamp"].min()
+
+
+def test_report_carries_the_label_balance(config):
+    telemetry, events = read_source(config)
+    _, _, report = validate(telemetry, events, config, "test")
+    labels = failure_within_horizon(telemetry, events, 24, "device_id", "timestamp", "event_time")
+    assert report["label_positive_rate"] == pytest.approx(labels.mean())
+    assert 0.02 < report["label_positive_rate"] < 0.5

@@ -196,6 +196,25 @@ def test_a_gap_leaves_only_the_readings_inside_the_window(hand_made):
     assert feature(features, "A", t, "temp_roll_20min_std") == 0.0  # one reading: rule says 0
 
 
+def test_hours_since_maintenance_from_a_boolean_sensor(hand_made):
+    telemetry, events, spec, _ = hand_made
+    with_maintenance = FeatureSpec(**{**spec.__dict__, "maintenance_sensor": "valve"})
+    with_maintenance = FeatureSpec(
+        **{**with_maintenance.__dict__, "feature_names": with_maintenance._names()}
+    )
+    features = build_features(telemetry, with_maintenance, events)
+    assert with_maintenance.feature_names[-1] == "hours_since_maintenance"
+    for device in ("A", "B"):
+        rows = telemetry[telemetry["device_id"] == device].reset_index(drop=True)
+        for i in (5, 9, 15):
+            t = rows.loc[i, "timestamp"]
+            on = rows[(rows["timestamp"] <= t) & (rows["valve"] > 0)]
+            expected = (t - on["timestamp"].max()).total_seconds() / 3600 if len(on) else 720.0
+            assert feature(features, device, t, "hours_since_maintenance") == pytest.approx(
+                min(expected, 720.0)
+            )
+
+
 def test_rows_without_full_history_are_dropped(hand_made):
     telemetry, _, spec, features = hand_made
     first = features.groupby("device_id")["timestamp"].min()

@@ -159,6 +159,9 @@ class FeatureConfig(_Strict):
     spectral_sensors: list[str] = []
     spectral_window: int = Field(16, ge=4)
     time_since_failure: bool = True
+    # A boolean sensor that is on during maintenance (e.g. maintenance_mode): adds the hours
+    # since it was last on, capped like time_since_failure.
+    maintenance_sensor: str | None = None
     time_since_cap_hours: float = Field(720.0, gt=0)
 
     @model_validator(mode="after")
@@ -255,6 +258,11 @@ class TenantConfig(_Strict):
             *(s for pair in self.features.interactions for s in pair),
         ]
         unknown = [s for s in named if s not in continuous]
+        maintenance = self.features.maintenance_sensor
+        if maintenance and maintenance not in self.schema_.boolean_sensors:
+            raise ValueError(
+                f"features.maintenance_sensor '{maintenance}' is not in schema.boolean_sensors"
+            )
         if unknown:
             raise ValueError(
                 f"features name sensor '{unknown[0]}', which is not in schema.continuous_sensors"

@@ -95,8 +95,11 @@ def generate_fleet(
             columns[sensor] = values
         for sensor in boolean_sensors:
             alarm_like = any(word in sensor for word in ("alarm", "fault", "warning"))
-            base_rate = 0.03 if alarm_like else 0.9
-            rate = base_rate + (0.6 if alarm_like else -0.3) * degradation
+            if "maintenance" in sensor:
+                rate = np.full(n_samples, 0.01)  # now and then, whatever the device's state
+            else:
+                base_rate = 0.03 if alarm_like else 0.9
+                rate = base_rate + (0.6 if alarm_like else -0.3) * degradation
             columns[sensor] = rng.random(n_samples) < rate
         telemetry_parts.append(pd.DataFrame(columns))
 

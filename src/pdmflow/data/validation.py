@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pdmflow.config import TenantConfig
+from pdmflow.data.labels import failure_within_horizon
 from pdmflow.errors import DataValidationError
 
 
@@ -181,6 +182,19 @@ def validate(
         warnings.append(f"constant sensors carry no signal: {', '.join(constant)}")
 
     clean_events = _validate_events(events, config, source, set(frame[device]), warnings)
+    if not target:
+        # Label balance as the default task will see it (censored rows left out).
+        labels = failure_within_horizon(
+            frame,
+            clean_events,
+            config.labels.horizon_hours,
+            device,
+            time,
+            schema.event_time_column,
+        )
+        stats["label_positive_rate"] = float(labels.mean()) if labels.notna().any() else 0.0
+        if stats["label_positive_rate"] == 0.0:
+            warnings.append("no reading is followed by a failure within the horizon")
     report = {
         "source": source,
         "rows": len(frame),

@@ -50,6 +50,7 @@ class FeatureSpec:
     time_since_failure: bool
     time_since_cap_hours: float
     feature_names: list[str] = field(default_factory=list)
+    maintenance_sensor: str | None = None
     # Bumped when the meaning of a field changes; older specs cannot be rebuilt by this code.
     format_version: int = 2
 
@@ -72,6 +73,7 @@ class FeatureSpec:
             spectral_sensors=list(features.spectral_sensors),
             spectral_window=features.spectral_window,
             time_since_failure=features.time_since_failure,
+            maintenance_sensor=features.maintenance_sensor,
             time_since_cap_hours=features.time_since_cap_hours,
         )
         return cls(**{**asdict(spec), "feature_names": spec._names()})
@@ -128,6 +130,8 @@ class FeatureSpec:
                 names += [f"{unit}_sin", f"{unit}_cos"]
         if self.time_since_failure:
             names.append("hours_since_failure")
+        if self.maintenance_sensor:
+            names.append("hours_since_maintenance")
         return names
 
     def to_json(self) -> str:
@@ -383,6 +387,15 @@ def _feature_columns(
             columns[f"{unit}_sin"], columns[f"{unit}_cos"] = np.sin(angle), np.cos(angle)
     if spec.time_since_failure:
         columns["hours_since_failure"] = _time_since_failure(clock, device, times, events, spec)
+    if spec.maintenance_sensor:
+        on = telemetry[spec.maintenance_sensor].to_numpy(dtype="float64") > 0
+        # The latest row at or before each row, within its device, where the sensor was on.
+        last_on = np.maximum.accumulate(np.where(on, clock.row, -1))
+        seen = last_on >= clock.device_start
+        hours = (clock.elapsed_ns - clock.elapsed_ns[np.maximum(last_on, 0)]) / 3.6e12
+        columns["hours_since_maintenance"] = np.where(
+            seen, np.minimum(hours, spec.time_since_cap_hours), spec.time_since_cap_hours
+        )
 
     return columns
 
