@@ -87,3 +87,25 @@ def test_regressor_exports_one_flat_output_that_agrees(tmp_path):
     path = tmp_path / "rul.onnx"
     onnx.save(onnx_model, path)
     assert _ort_stderr(str(path)).count("shape") == 0
+
+
+def test_split_between_adjacent_float32_values_survives_export():
+    """LightGBM splits at a double between two neighbouring float32 values; stored as float32
+    that threshold rounds onto one of them. The raw export flips that branch, ours does not."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    rng = np.random.default_rng(0)
+    low = np.float32(1.0)
+    high = np.nextafter(low, np.float32(2.0))
+    x = np.where(rng.random(2000) < 0.5, low, high).astype(np.float32)
+    X = pd.DataFrame({"f": x, "g": rng.normal(size=2000).astype(np.float32)})
+    y = pd.Series((x == high).astype(int))
+    model = fit_model("classification", X, y, {"n_estimators": 5, "min_child_samples": 5}, 1)
+    raw = convert_lightgbm(
+        model, initial_types=[("features", FloatTensorType([None, 2]))], zipmap=False
+    )
+    raw_probability = onnx_session(raw).run(None, {"features": X.to_numpy()})[1][:, 1]
+    native = model.predict_proba(X)[:, 1]
+    assert np.abs(raw_probability - native).max() > 0.1  # the problem is real
+    assert onnx_max_difference(model, onnx_session(to_onnx(model, 2)), X) <= 1e-6

@@ -10,6 +10,7 @@ positive-class column of `probabilities` is gathered into a clean vector; the re
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightgbm as lgb
@@ -57,11 +58,33 @@ def native_predict(model: LightGBMModel, X: pd.DataFrame | np.ndarray) -> np.nda
     return model.predict(values)
 
 
+def _float32_exact(model: LightGBMModel) -> lgb.Booster:
+    """The same trees with every split threshold moved down to a float32 value.
+
+    LightGBM splits at double thresholds; ONNX stores them as float32. Rounding a threshold up
+    onto a float32 value that occurs in the data flips that value's branch: one leaf, up to
+    1e-4 in probability. Moving it down to the largest float32 not above it keeps every
+    float32 input on the same side (no float32 lies in between), so predictions are unchanged.
+    """
+
+    def floor_to_float32(match: re.Match[str]) -> str:
+        values = np.array(match.group(1).split(" "), dtype=np.float64)
+        rounded = values.astype(np.float32)
+        up = rounded.astype(np.float64) > values
+        rounded[up] = np.nextafter(rounded[up], np.float32(-np.inf))
+        return "threshold=" + " ".join(repr(float(v)) for v in rounded)
+
+    text = model.booster_.model_to_string()
+    text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)  # byte offsets no longer hold
+    text = re.sub(r"^threshold=(.*)$", floor_to_float32, text, flags=re.M)
+    return lgb.Booster(model_str=text)
+
+
 def to_onnx(model: LightGBMModel, n_features: int) -> onnx.ModelProto:
     """Convert to ONNX with a single float output of shape [N]."""
     classification = isinstance(model, lgb.LGBMClassifier)
     converted = convert_lightgbm(
-        model,
+        _float32_exact(model),
         name="pdmflow_" + ("failure_classifier" if classification else "rul_regressor"),
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         zipmap=False,
