@@ -5,10 +5,10 @@ from conftest import SMOKE
 
 from pdmflow.config import SyntheticSource, load_config
 from pdmflow.data.labels import failure_within_horizon
-from pdmflow.data.sources import read_source, redact_url
-from pdmflow.data.synthetic import generate_fleet
+from pdmflow.data.sources import describe_source, read_source, redact_url
+from pdmflow.data.synthetic import generate_fleet, generate_process_log, generate_run_to_failure
 from pdmflow.data.validation import validate
-from pdmflow.errors import DataValidationError
+from pdmflow.errors import ConfigError, DataValidationError
 
 
 @pytest.fixture
@@ -213,3 +213,175 @@ def test_report_carries_the_label_balance(config):
     labels = failure_within_horizon(telemetry, events, 24, "device_id", "timestamp", "event_time")
     assert report["label_positive_rate"] == pytest.approx(labels.mean())
     assert 0.02 < report["label_positive_rate"] < 0.5
+
+
+# --- synthetic shapes: run-to-failure fleet and single-machine process log -------------------
+
+RUN_TO_FAILURE_SENSORS = ["temperature", "vibration", "pressure", "current", "rpm"]
+
+
+def run_to_failure_fleet(seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    settings = SyntheticSource(
+        n_devices=12, days=6, sample_minutes=60, degradation_hours=24, seed=seed,
+        run_to_failure=True,
+    )  # fmt: skip
+    return generate_run_to_failure(settings, RUN_TO_FAILURE_SENSORS, ["alarm_active"])
+
+
+def test_default_fleet_is_unchanged_bit_for_bit():
+    # Seeds in configs and tests depend on the calendar fleet staying exactly as it was.
+    sensors = ["temperature", "vibration", "pressure", "current", "rpm"]
+    telemetry, events = generate_fleet(SyntheticSource(), sensors, ["pump_on", "alarm_active"])
+    assert (len(telemetry), len(events)) == (57_600, 129)
+    assert telemetry["temperature"].sum() == pytest.approx(4050246.252106, abs=1e-5)
+    assert int(telemetry["alarm_active"].sum()) == 3944
+    assert events["event_time"].iloc[0] == pd.Timestamp("2026-01-08 19:50:08.825763710")
+    assert telemetry["timestamp"].iloc[-1] == pd.Timestamp("2026-01-30 23:31:11.698350452")
+
+
+def test_run_to_failure_devices_start_together_and_fail_once_after_their_last_reading():
+    telemetry, events = run_to_failure_fleet()
+    per_device = telemetry.groupby("device_id")["timestamp"].agg(["min", "max", "count"])
+    assert len(per_device) == 12
+    assert per_device["min"].nunique() == 1  # every device starts at the same time
+    assert events["device_id"].value_counts().eq(1).all()  # exactly one failure each
+    assert sorted(events["device_id"]) == sorted(per_device.index)
+    failure = events.set_index("device_id")["event_time"].loc[per_device.index]
+    after_last = (failure - per_device["max"]) / pd.Timedelta(minutes=60)
+    np.testing.assert_allclose(after_last, 1.0, atol=1e-6)  # one sample after the last reading
+    # Lifetimes vary around `days` (0.5x to 2x).
+    assert per_device["count"].nunique() > 6
+    assert per_device["count"].max() > 1.5 * per_device["count"].min()
+    assert 0.5 * 6 * 24 <= per_device["count"].min() and per_device["count"].max() <= 2 * 6 * 24
+
+
+def test_run_to_failure_is_seeded():
+    first, first_events = run_to_failure_fleet(seed=5)
+    second, second_events = run_to_failure_fleet(seed=5)
+    pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(first_events, second_events)
+    other, _ = run_to_failure_fleet(seed=6)
+    assert not first["temperature"].head(100).equals(other["temperature"].head(100))
+
+
+def test_run_to_failure_sensors_drift_with_wear_and_never_recover():
+    telemetry, events = run_to_failure_fleet()
+    telemetry["position"] = telemetry.groupby("device_id").cumcount()
+    telemetry["share_of_life"] = telemetry["position"] / telemetry.groupby("device_id")[
+        "position"
+    ].transform("max")
+    phase = pd.cut(telemetry["share_of_life"], [-0.01, 0.2, 0.6, 0.9, 1.0], labels=False)
+    spread = telemetry.groupby("device_id")[RUN_TO_FAILURE_SENSORS].transform(
+        lambda s: s[telemetry.loc[s.index, "share_of_life"] <= 0.2].std()
+    )
+    standardised = telemetry[RUN_TO_FAILURE_SENSORS] / spread
+    by_phase = standardised.groupby([telemetry["device_id"], phase]).mean()
+    shift = by_phase.xs(3, level=1) - by_phase.xs(0, level=1)  # end of life against the start
+    informative = [s for s in RUN_TO_FAILURE_SENSORS if (shift[s].abs() > 1.0).all()]
+    # Some sensors drift (the same way on every device); at least one carries nothing.
+    assert informative
+    assert any((shift[s].abs() < 1.0).mean() > 0.8 for s in RUN_TO_FAILURE_SENSORS)
+    for sensor in informative:
+        direction = np.sign(shift[sensor])
+        assert direction.nunique() == 1
+        # Wear accumulates: the phases move monotonically away from the start, never back.
+        path = by_phase[sensor].unstack() * direction.iloc[0]
+        assert (path.diff(axis=1).iloc[:, 1:] > -0.5).all().all()
+        assert (path[3] - path[2] > 0).mean() > 0.9  # the late phase is the fastest
+
+
+def test_run_to_failure_through_the_config(write_config):
+    config = load_config(
+        write_config(
+            {
+                "source": {
+                    "synthetic": {
+                        "run_to_failure": True, "n_devices": 10, "days": 6,
+                        "sample_minutes": 60, "seed": 3,
+                    }
+                },
+                "split": {"by": "device"},
+            }
+        )
+    )  # fmt: skip
+    telemetry, events = read_source(config)
+    assert telemetry["device_id"].nunique() == len(events) == 10
+    clean, clean_events, report = validate(telemetry, events, config, "test")
+    assert report["failures"] == 10
+    # Every reading has a known label: each device's failure follows its last reading.
+    labels = failure_within_horizon(clean, clean_events, 24, "device_id", "timestamp", "event_time")
+    assert labels.notna().all()
+    assert "synthetic://run_to_failure?" in describe_source(config)
+
+
+def test_two_synthetic_shapes_at_once_is_a_config_error(write_config):
+    config = load_config(
+        write_config({"source": {"synthetic": {"run_to_failure": True, "process_log": True}}})
+    )
+    with pytest.raises(ConfigError, match="run_to_failure and process_log"):
+        read_source(config)
+
+
+def test_process_log_hits_its_positive_rate_and_is_seeded():
+    log = generate_process_log(20_000, seed=1)
+    assert log["machine_failure"].mean() == pytest.approx(0.034, abs=0.003)
+    assert log["device_id"].nunique() == 1
+    assert log["timestamp"].diff().dropna().eq(pd.Timedelta(minutes=1)).all()
+    pd.testing.assert_frame_equal(log, generate_process_log(20_000, seed=1))
+    assert not log["torque"].equals(generate_process_log(20_000, seed=2)["torque"])
+    assert generate_process_log(20_000, seed=1, positive_rate=0.08)[
+        "machine_failure"
+    ].mean() == pytest.approx(0.08, abs=0.006)
+
+
+def test_process_log_failures_follow_the_physics():
+    log = generate_process_log(20_000, seed=4)
+    failing = log["machine_failure"] == 1
+    power = log["torque"] * log["rotational_speed"] * 2 * np.pi / 60  # W
+    # AI4I's own power band: failing rows leave it far more often than healthy ones.
+    outside_band = (power < 3500) | (power > 9000)
+    assert outside_band[failing].mean() > 5 * outside_band[~failing].mean()
+    # Heat dissipation: at low speed a small process-air temperature difference fails.
+    difference = log["process_temperature"] - log["air_temperature"]
+    slow = log["rotational_speed"] < 1380
+    assert difference[slow & failing].mean() < difference[slow & ~failing].mean() - 0.5
+    # Overstrain: worn tools under high torque.
+    strain = log["tool_wear"] * log["torque"]
+    assert strain[failing].quantile(0.75) > strain[~failing].quantile(0.9)
+    modes = set("+".join(log.loc[failing, "failure_mode"]).split("+"))
+    assert modes == {"tool_wear", "heat_dissipation", "power", "overstrain", "random"}
+    assert (log.loc[~failing, "failure_mode"] == "").all()
+
+
+def test_process_log_tool_wear_rises_and_resets_at_tool_changes():
+    wear = generate_process_log(5_000, seed=3)["tool_wear"]
+    steps = wear.diff().dropna()
+    assert set(steps[steps > 0].unique()) <= {2.0, 3.0, 5.0}
+    resets = steps < 0
+    assert resets.sum() > 30  # about one tool change per 70 runs
+    assert (wear[resets[resets].index] == 0).all()
+    assert wear.min() == 0 and 200 <= wear.max() <= 245
+
+
+def test_process_log_through_the_config(write_config):
+    process_sensors = ["air_temperature", "process_temperature", "rotational_speed", "torque",
+                       "tool_wear"]  # fmt: skip
+    overrides = {
+        "source": {"synthetic": {"process_log": True, "days": 2, "sample_minutes": 1}},
+        "schema": {"continuous_sensors": process_sensors, "boolean_sensors": []},
+        "labels": {"target_column": "machine_failure"},
+        "features": {"interactions": [["torque", "rotational_speed"]], "spectral_sensors": []},
+    }
+    config = load_config(write_config(overrides))
+    telemetry, events = read_source(config)
+    assert len(telemetry) == 2 * 24 * 60 and events.empty
+    _, _, report = validate(telemetry, events, config, "test")
+    assert report["label_positive_rate"] == pytest.approx(0.034, abs=0.01)
+    assert describe_source(config).startswith("synthetic://process_log?")
+
+    no_target = load_config(write_config({**overrides, "labels": {"target_column": None}}))
+    with pytest.raises(ConfigError, match="set labels.target_column"):
+        read_source(no_target)
+    other_schema = {**overrides, "schema": {"continuous_sensors": [*process_sensors, "pressure"]}}
+    with pytest.raises(ConfigError, match="schema names sensor 'pressure'"):
+        read_source(load_config(write_config(other_schema)))

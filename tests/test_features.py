@@ -3,13 +3,13 @@ import pandas as pd
 import pytest
 from conftest import SMOKE
 
+from pdmflow.artifacts import LABELS
 from pdmflow.config import load_config
 from pdmflow.data.sources import read_source
 from pdmflow.data.validation import validate
 from pdmflow.errors import DataValidationError
 from pdmflow.features.builder import FeatureSpec, build_features, latest_features
-from pdmflow.features.split import assign_split, time_split
-from pdmflow.steps.features import LABELS, label_and_split
+from pdmflow.features.split import assign_split, holdout_devices, label_and_split, time_split
 
 LABEL = LABELS["classification"]
 
@@ -278,7 +278,7 @@ def test_serving_refuses_a_device_with_too_little_history(data):
 
 def test_splits_are_ordered_in_time_and_purged(data):
     config, telemetry, events = data
-    tables, spec, boundaries = label_and_split(telemetry, events, config)
+    tables, spec, boundaries, _ = label_and_split(telemetry, events, config, LABEL)
     horizon = pd.Timedelta(hours=config.labels.horizon_hours)
     validation_start = pd.Timestamp(boundaries["split_validation_start"])
     test_start = pd.Timestamp(boundaries["split_test_start"])
@@ -317,11 +317,9 @@ def test_time_folds_train_on_the_past_and_validate_on_the_next_period():
 
 
 def test_held_out_devices_are_seen_only_in_test(data, write_config):
-    from pdmflow.steps.features import holdout_devices
-
     _, telemetry, events = data
     config = load_config(write_config({"split": {"holdout_device_fraction": 0.25}}))
-    tables, _, params = label_and_split(telemetry, events, config)
+    tables, _, params, _ = label_and_split(telemetry, events, config, LABEL)
     held_out = holdout_devices(telemetry["device_id"], config)
     assert len(held_out) == 4 and params["split_holdout_devices"] == ",".join(held_out)
     assert not tables["train"]["device_id"].isin(held_out).any()

@@ -14,10 +14,10 @@ import pytest
 from conftest import REPO, SMOKE, free_port, wait_for_http
 from mlflow import MlflowClient
 
+from pdmflow.artifacts import read_dataset, read_features
 from pdmflow.config import load_config
 from pdmflow.features.builder import build_features
 from pdmflow.serving import FailureScorer
-from pdmflow.steps.features import read_dataset, read_features
 
 pytestmark = pytest.mark.slow
 MODEL = "pdmflow-smoke-failure"

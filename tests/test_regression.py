@@ -6,11 +6,11 @@ import pytest
 from conftest import SMOKE
 from mlflow import MlflowClient
 
+from pdmflow.artifacts import read_dataset
 from pdmflow.config import load_config
 from pdmflow.data.labels import health_status, remaining_useful_life
 from pdmflow.errors import ConfigError, GateFailure
 from pdmflow.serving import FailureScorer
-from pdmflow.steps.features import read_dataset
 from pdmflow.steps.pipeline import run_pipeline
 
 

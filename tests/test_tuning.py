@@ -36,4 +36,5 @@ def test_study_logs_trials_best_params_and_history(tracking_store, write_config,
     params = read_best_params(tune_run_id)
     train_run = mlflow.get_run(run_train(config, features_uri, tune_run_id))
     assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
-    assert train_run.data.params["lgbm_num_leaves"] == str(params["num_leaves"])
+    assert params["family"] == "lightgbm" == train_run.data.params["family"]
+    assert train_run.data.params["lgbm_num_leaves"] == str(params["params"]["num_leaves"])

@@ -37,6 +37,17 @@ class SyntheticSource(_Strict):
     degradation_hours: float = Field(36.0, gt=0)
     noise: float = Field(1.0, ge=0)
     seed: int = 7
+    # The shape of history (at most one of the two; neither: a fleet observed side by side over
+    # calendar time). run_to_failure: every device starts at once, worn to its own degree, and
+    # runs until its single failure; `days` is the mean lifetime (each between 0.5x and 2x),
+    # `degradation_hours` the late, faster phase of wear.
+    run_to_failure: bool = False
+    # process_log: one machine's log, one reading per sample_minutes over `days`, with the
+    # milling sensors (air/process temperature, rotational speed, torque, tool wear) and a 0/1
+    # column named by labels.target_column; failures come from physics rules.
+    process_log: bool = False
+    # process_log: share of readings that are failures (AI4I 2020: 3.4 %).
+    process_log_failure_rate: float = Field(0.034, gt=0, lt=0.5)
 
 
 class SourceConfig(_Strict):
@@ -163,6 +174,12 @@ class FeatureConfig(_Strict):
     # since it was last on, capped like time_since_failure.
     maintenance_sensor: str | None = None
     time_since_cap_hours: float = Field(720.0, gt=0)
+    # Selection inside train: constant features and near-duplicates (|r| above this, keeping
+    # the first) are dropped; then, when set, only the top k by LightGBM gain are kept.
+    drop_correlated_above: float = Field(0.99, gt=0, le=1)
+    select_top_k: int | None = Field(None, ge=1)
+    # An Isolation Forest fitted on healthy training rows adds its anomaly score as a feature.
+    anomaly_score: bool = False
 
     @model_validator(mode="after")
     def _valid_durations(self) -> FeatureConfig:
@@ -172,27 +189,67 @@ class FeatureConfig(_Strict):
 
 
 class SplitConfig(_Strict):
+    # time: the fleet's calendar range is cut into periods (fleets observed side by side);
+    # device: whole devices go to train, validation and test (run-to-failure fleets).
+    by: Literal["time", "device"] = "time"
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
-    # Share of devices kept out of training and validation altogether (seen only in test).
+    # split.by time: share of devices kept out of training and validation (seen only in test).
     holdout_device_fraction: float = Field(0.0, ge=0, lt=1)
-    # Time-ordered cross-validation folds over train + validation for tuning (0: one split).
+    # Cross-validation folds over train + validation (0: one split): grouped by device for
+    # split.by device, expanding and purged for split.by time.
     cv_folds: int = Field(0, ge=0, le=10)
+    # Seeds the device hash of split.by device (a device's split never depends on the others).
+    seed: int = 0
+
+
+class ThresholdConfig(_Strict):
+    """How the decision threshold is chosen on out-of-fold (or validation) predictions."""
+
+    rule: Literal["f1", "precision_at_least", "recall_at_least", "cost"] = "f1"
+    precision: float | None = Field(None, gt=0, le=1)
+    recall: float | None = Field(None, gt=0, le=1)
+    missed_failure_cost: float | None = Field(None, gt=0)
+    false_alarm_cost: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _rule_has_its_numbers(self) -> ThresholdConfig:
+        needs = {
+            "precision_at_least": ["precision"],
+            "recall_at_least": ["recall"],
+            "cost": ["missed_failure_cost", "false_alarm_cost"],
+        }.get(self.rule, [])
+        missing = [key for key in needs if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"training.threshold.{missing[0]} is required for rule {self.rule}")
+        return self
 
 
 class TrainingConfig(_Strict):
+    # lightgbm (default) or random_forest; tuning.families lets Optuna choose instead.
+    family: Literal["lightgbm", "random_forest"] = "lightgbm"
+    # LightGBM parameters (scikit-learn names); n_estimators is a ceiling (early stopping).
     params: dict[str, Any] = {
-        "n_estimators": 200,
+        "n_estimators": 1000,
         "learning_rate": 0.05,
         "num_leaves": 31,
         "min_child_samples": 20,
         "colsample_bytree": 0.8,
         "subsample": 0.8,
         "subsample_freq": 1,
-        "is_unbalance": True,
     }
-    # null: pick the F1-maximising threshold on the validation split.
+    # Random Forest parameters (scikit-learn names), for family random_forest.
+    random_forest_params: dict[str, Any] = {}
+    # Boosting stops when the validation metric has not improved for this many rounds;
+    # params.n_estimators is the ceiling.
+    early_stopping_rounds: int = Field(50, ge=1)
+    # Calibration of probabilities, fitted on out-of-fold (or validation) predictions.
+    calibration: Literal["none", "sigmoid", "isotonic"] = "isotonic"
+    # A fixed decision threshold; null: chosen by `threshold.rule`.
     decision_threshold: float | None = Field(None, gt=0, lt=1)
+    threshold: ThresholdConfig = ThresholdConfig()
+    # task: regression: LightGBM objective for remaining useful life.
+    rul_objective: Literal["l2", "huber", "l1"] = "l1"
     seed: int = 42
 
 
@@ -201,6 +258,8 @@ class TuningConfig(_Strict):
     timeout_seconds: float = Field(600, gt=0)
     # Optuna storage URL (e.g. postgresql://...) to share a study between workers; null = memory.
     storage: str | None = None
+    # Model families Optuna chooses among; empty: training.family only.
+    families: list[Literal["lightgbm", "random_forest"]] = []
 
 
 class GateConfig(_Strict):

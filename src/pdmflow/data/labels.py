@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pdmflow.config import TenantConfig
+
 
 def failure_within_horizon(
     telemetry: pd.DataFrame,
@@ -82,3 +84,23 @@ def health_status(rul_hours: pd.Series, critical_hours: float, warning_hours: fl
         np.where(rul_hours < warning_hours, "warning", "normal"),
     )
     return pd.Series(status, index=rul_hours.index, name="health_status").where(rul_hours.notna())
+
+
+def make_labels(
+    telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig, label: str
+) -> pd.DataFrame:
+    """The task's label column `label` per telemetry row (plus health status for RUL)."""
+    schema, labels = config.schema_, config.labels
+    columns = (schema.device_column, schema.time_column, schema.event_time_column)
+    if config.task == "regression":
+        rul = remaining_useful_life(telemetry, events, labels.rul_cap_hours, *columns)
+        return pd.DataFrame(
+            {
+                label: rul,
+                "health_status": health_status(rul, labels.critical_hours, labels.warning_hours),
+            }
+        )
+    if labels.target_column:
+        return pd.DataFrame({label: telemetry[labels.target_column].astype("float64")})
+    within = failure_within_horizon(telemetry, events, labels.horizon_hours, *columns)
+    return within.rename(label).to_frame()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from pdmflow.config import TenantConfig, database_password
-from pdmflow.data.synthetic import generate_fleet
+from pdmflow.data.synthetic import generate_synthetic
 from pdmflow.errors import DataValidationError
 
 
@@ -31,7 +31,10 @@ def describe_source(config: TenantConfig) -> str:
     source = config.source
     if source.kind == "synthetic":
         s = source.synthetic
-        return f"synthetic://fleet?devices={s.n_devices}&days={s.days}&seed={s.seed}"
+        if s.process_log:
+            return f"synthetic://process_log?days={s.days}&seed={s.seed}"
+        shape = "run_to_failure" if s.run_to_failure else "fleet"
+        return f"synthetic://{shape}?devices={s.n_devices}&days={s.days}&seed={s.seed}"
     if source.kind == "dataframe":
         return "dataframe://in-memory"
     if source.kind == "sql":
@@ -153,7 +156,7 @@ def read_source(
     source, schema = config.source, config.schema_
     empty_events = pd.DataFrame(columns=[schema.device_column, schema.event_time_column])
     if source.kind == "synthetic":
-        return generate_fleet(
+        return generate_synthetic(
             source.synthetic,
             schema.continuous_sensors,
             schema.boolean_sensors,

@@ -40,25 +40,27 @@ def check_gates(
     a champion that could not be scored (metric missing) fails it, since the candidate cannot
     be shown not to be worse.
     """
+    # The champion is compared on the test rows it never learned from; the candidate on the same.
+    key = "auc" if task == "classification" else "mae"
+    candidate_value = metrics.get(f"candidate_{key}_on_champion_rows", metrics.get(key))
+    champion = metrics.get(f"champion_{key}")
     if task == "classification":
         results = [
             _gate("auc", metrics.get("auc"), gates.min_auc, ">="),
             _gate("precision", metrics.get("precision"), gates.min_precision, ">="),
             _gate("recall", metrics.get("recall"), gates.min_recall, ">="),
         ]
-        champion = metrics.get("champion_auc")
         champion_gate = _gate(
             "not_worse_than_champion",
-            metrics.get("auc"),
+            candidate_value,
             float("inf") if champion is None else champion - gates.max_auc_regression,
             ">=",
         )
     else:
         results = [_gate("mae", metrics.get("mae"), gates.max_mae_hours, "<=")]
-        champion = metrics.get("champion_mae")
         champion_gate = _gate(
             "not_worse_than_champion",
-            metrics.get("mae"),
+            candidate_value,
             float("-inf") if champion is None else champion + gates.max_mae_regression_hours,
             "<=",
         )
@@ -74,7 +76,8 @@ def check_gates(
             "<=",
         ),
     ]
-    if not has_champion:
+    # No champion, or one that learned from every test row: nothing fair to compare against.
+    if not has_champion or metrics.get("champion_comparison_rows") == 0:
         champion_gate = GateResult("not_worse_than_champion", None, 0.0, ">=", True)
     return [*results, champion_gate]
 

@@ -1,4 +1,7 @@
-"""Classification metrics and serving latency. Names are fixed: every run logs the same keys."""
+"""Classification, calibration and remaining-useful-life metrics, and serving latency.
+
+Names are fixed: every run logs the same keys.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     f1_score,
+    log_loss,
     mean_absolute_error,
     mean_squared_error,
     precision_recall_curve,
@@ -27,11 +31,63 @@ def best_f1_threshold(y_true: np.ndarray, probability: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1[:-1]))])
 
 
+# Probabilities are clipped this far from 0 and 1 before log loss, so one confident miss gives a
+# large but finite loss instead of infinity.
+LOG_LOSS_CLIP = 1e-15
+
+
+def calibration_bin_ids(probability: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """The equal-width bin (0 .. n_bins-1) on [0, 1] that each probability falls in.
+
+    Bins are closed on the right, (k/n, (k+1)/n], and the first also holds 0: the same binning as
+    `sklearn.calibration.calibration_curve`, so the ECE matches the reliability diagram's points.
+    Raises ValueError when a probability lies outside [0, 1] or n_bins < 1.
+    """
+    probability = np.asarray(probability, dtype=float)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    if probability.size and (np.nanmin(probability) < 0 or np.nanmax(probability) > 1):
+        raise ValueError(
+            "probabilities must lie in [0, 1]; got values from "
+            f"{np.nanmin(probability):.6g} to {np.nanmax(probability):.6g}"
+        )
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], probability, side="left")
+
+
+def expected_calibration_error(
+    y_true: np.ndarray, probability: np.ndarray, n_bins: int = 10
+) -> float:
+    """Expected calibration error over `n_bins` equal-width bins on [0, 1].
+
+    The sum over non-empty bins of (rows in bin / all rows) * |mean(y_true) - mean(probability)|
+    within the bin; 0 when every bin's failure rate equals its mean predicted probability.
+    Binning as in `calibration_bin_ids`.
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    probability = np.asarray(probability, dtype=float)
+    if y_true.shape != probability.shape or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(
+            "y_true and probability must be non-empty 1-D arrays of the same length; got shapes "
+            f"{y_true.shape} and {probability.shape}"
+        )
+    bins = calibration_bin_ids(probability, n_bins)
+    positives = np.bincount(bins, weights=y_true, minlength=n_bins)
+    probability_sum = np.bincount(bins, weights=probability, minlength=n_bins)
+    # |sum(y) - sum(p)| / N per bin equals (n_b / N) * |mean(y) - mean(p)|; empty bins add 0.
+    return float(np.sum(np.abs(positives - probability_sum)) / y_true.size)
+
+
 def classification_metrics(
     y_true: np.ndarray, probability: np.ndarray, threshold: float
 ) -> dict[str, float]:
-    """AUC, average precision, precision/recall/F1 at the threshold, Brier score."""
+    """AUC, average precision, precision/recall/F1 at the threshold, Brier score, ECE, log loss.
+
+    `ece` is `expected_calibration_error` with 10 bins; `log_loss` is computed on probabilities
+    clipped to [LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP].
+    """
     predicted = (probability >= threshold).astype(int)
+    clipped = np.clip(np.asarray(probability, dtype=float), LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
     return {
         "auc": float(roc_auc_score(y_true, probability)),
         "average_precision": float(average_precision_score(y_true, probability)),
@@ -39,6 +95,8 @@ def classification_metrics(
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
         "brier_score": float(brier_score_loss(y_true, probability)),
+        "ece": expected_calibration_error(y_true, probability),
+        "log_loss": float(log_loss(y_true, clipped, labels=[0, 1])),
         "positive_rate": float(np.mean(y_true)),
         "decision_threshold": float(threshold),
     }
@@ -63,6 +121,30 @@ def single_row_latency_ms(
     }
 
 
+# PHM08 / C-MAPSS scoring constants: an error of 13 units early costs as much as 10 units late.
+NASA_EARLY_SCALE = 13.0
+NASA_LATE_SCALE = 10.0
+
+
+def nasa_score(y_true: np.ndarray, predicted: np.ndarray) -> float:
+    """The PHM08 / C-MAPSS asymmetric score, summed over rows (lower is better, 0 is perfect).
+
+    With d = predicted - true per row: exp(-d/13) - 1 when d < 0 (early), exp(d/10) - 1 when
+    d >= 0 (late), so a late error costs more than an early one of the same size (Saxena et al.,
+    PHM 2008). The constants were set for engine cycles; here they apply in the label's units
+    (hours), so the score compares runs of one tenant, not published C-MAPSS results. It grows
+    exponentially and is `inf` once an error passes about 7,000 units.
+    """
+    error = np.asarray(predicted, dtype=float) - np.asarray(y_true, dtype=float)
+    early = error[error < 0]
+    late = error[error >= 0]
+    with np.errstate(over="ignore"):
+        total = np.sum(np.expm1(-early / NASA_EARLY_SCALE)) + np.sum(
+            np.expm1(late / NASA_LATE_SCALE)
+        )
+    return float(total)
+
+
 def regression_metrics(
     y_true: np.ndarray, predicted: np.ndarray, tolerance_hours: float, critical_hours: float
 ) -> dict[str, float]:
@@ -71,7 +153,8 @@ def regression_metrics(
     early: predicted more than `tolerance_hours` below the truth (maintenance too soon);
     late: more than `tolerance_hours` above it (the failure comes first, the costly error);
     critical_window_accuracy: of the readings truly inside the critical window, the share the
-    model also puts inside it.
+    model also puts inside it;
+    nasa_score: `nasa_score`, the PHM08 asymmetric score summed over rows.
     """
     error = predicted - y_true
     critical = y_true < critical_hours
@@ -84,4 +167,5 @@ def regression_metrics(
         "critical_window_accuracy": (
             float(np.mean(predicted[critical] < critical_hours)) if critical.any() else float("nan")
         ),
+        "nasa_score": nasa_score(y_true, predicted),
     }

@@ -8,12 +8,19 @@ matplotlib.use("Agg")  # no screen on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from sklearn.calibration import CalibrationDisplay  # noqa: E402
+from sklearn.calibration import CalibrationDisplay, calibration_curve  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
     RocCurveDisplay,
 )
+
+from pdmflow.evaluation.metrics import (  # noqa: E402
+    calibration_bin_ids,
+    expected_calibration_error,
+)
+
+RELIABILITY_BINS = 10
 
 
 def evaluation_figures(
@@ -67,3 +74,53 @@ def regression_figures(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, F
     ax.set_title("Residuals (test period)")
     figures["residuals.png"] = fig
     return figures
+
+
+def reliability_diagram(
+    y_true: np.ndarray,
+    probability_before: np.ndarray,
+    probability_after: np.ndarray | None = None,
+) -> Figure:
+    """Reliability diagram: before (and, if given, after) calibration on one chart.
+
+    Top: for each of 10 equal-width bins on [0, 1] that holds rows, the fraction of positives
+    against the mean predicted probability (`sklearn.calibration.calibration_curve`), one line per
+    model labelled with its ECE (`expected_calibration_error`, same bins), and the diagonal
+    "perfectly calibrated". Bottom: how many rows fall in each bin, per model.
+    """
+    y_true = np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+    series = [("before calibration", np.asarray(probability_before, dtype=float), "o", "C0")]
+    if probability_after is not None:
+        series.append(("after calibration", np.asarray(probability_after, dtype=float), "s", "C1"))
+
+    fig, (curve_ax, count_ax) = plt.subplots(
+        2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    curve_ax.plot([0, 1], [0, 1], linestyle="--", color="black", label="perfectly calibrated")
+    for name, probability, marker, color in series:
+        fraction_positive, mean_predicted = calibration_curve(
+            y_true, probability, n_bins=RELIABILITY_BINS, strategy="uniform"
+        )
+        ece = expected_calibration_error(y_true, probability, n_bins=RELIABILITY_BINS)
+        curve_ax.plot(
+            mean_predicted,
+            fraction_positive,
+            marker=marker,
+            color=color,
+            label=f"{name} (ECE {ece:.3f})",
+        )
+        # Counted with the ECE's binning, so a row exactly on an edge lands where the curve has it.
+        counts = np.bincount(
+            calibration_bin_ids(probability, RELIABILITY_BINS), minlength=RELIABILITY_BINS
+        )
+        count_ax.stairs(counts, edges, color=color, label=name)
+    curve_ax.set_xlim(0, 1)
+    curve_ax.set_ylim(0, 1)
+    curve_ax.set_ylabel("fraction of positives")
+    curve_ax.set_title("Reliability diagram")
+    curve_ax.legend(loc="upper left")
+    count_ax.set_xlabel("mean predicted probability")
+    count_ax.set_ylabel("rows per bin")
+    fig.tight_layout()
+    return fig

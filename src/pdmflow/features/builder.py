@@ -14,7 +14,7 @@ run on those bounds (`pandas.api.indexers.BaseIndexer`), so no Python loop runs 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -133,6 +133,15 @@ class FeatureSpec:
         if self.maintenance_sensor:
             names.append("hours_since_maintenance")
         return names
+
+    def with_features(self, names: list[str]) -> FeatureSpec:
+        """The same spec reading only `names` (a subset, kept in the spec's order)."""
+        known = set(self._names())
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise DataValidationError(f"feature '{unknown[0]}' is not built by this spec")
+        chosen = set(names)
+        return replace(self, feature_names=[n for n in self._names() if n in chosen])
 
     def to_json(self) -> str:
         return json.dumps(
@@ -317,13 +326,24 @@ def _feature_columns(
     columns: dict[str, np.ndarray] = {}
     continuous = telemetry[spec.continuous_sensors].astype("float64")
     bounds = {window: clock.window(window) for window in spec.windows}
+    # Only the statistics the model reads (after selection), plus the z-score window's mean
+    # and std, which z-scores and cross-sensor statistics need.
+    needed = set(spec.feature_names)
+    zscore_window = spec.zscore_window
     rolled = {
         window: {
             stat: getattr(continuous.rolling(bounds[window], min_periods=1), stat)()
-            for stat in {*spec.rolling_statistics, "mean", "std"}
+            for stat in spec.rolling_statistics
+            if any(name.endswith(f"_roll_{window}_{stat}") for name in needed)
+            or (window == zscore_window and stat in ("mean", "std"))
         }
         for window in spec.windows
     }
+    if "mean" not in rolled[zscore_window] or "std" not in rolled[zscore_window]:
+        for stat in ("mean", "std"):
+            rolled[zscore_window][stat] = getattr(
+                continuous.rolling(bounds[zscore_window], min_periods=1), stat
+            )()
     zscores = {}
     for sensor in spec.continuous_sensors:
         values = continuous[sensor].to_numpy()
@@ -338,10 +358,10 @@ def _feature_columns(
             columns[f"{sensor}_pct_change"] = _safe_divide(diff_1, np.abs(previous))
         for window in spec.windows:
             for stat in spec.rolling_statistics:
-                # std/skew/kurt are undefined on too few readings: 0 by rule, not NaN.
-                columns[f"{sensor}_roll_{window}_{stat}"] = (
-                    rolled[window][stat][sensor].fillna(0.0).to_numpy()
-                )
+                name = f"{sensor}_roll_{window}_{stat}"
+                if name in needed:
+                    # std/skew/kurt are undefined on too few readings: 0 by rule, not NaN.
+                    columns[name] = rolled[window][stat][sensor].fillna(0.0).to_numpy()
         window = spec.zscore_window
         zscore = _safe_divide(
             values - rolled[window]["mean"][sensor].to_numpy(),
@@ -373,6 +393,8 @@ def _feature_columns(
         columns["cross_sensor_zscore_std"] = stacked.std(axis=1)
     seconds = clock.elapsed_ns / 1e9
     for sensor in spec.spectral_sensors:
+        if not {f"{sensor}_dominant_frequency_hz", f"{sensor}_spectral_energy"} & needed:
+            continue
         dominant, energy = _spectral(continuous[sensor].to_numpy(), seconds, spec.spectral_window)
         columns[f"{sensor}_dominant_frequency_hz"] = dominant
         columns[f"{sensor}_spectral_energy"] = energy

@@ -1,16 +1,35 @@
-"""Split feature rows by time so that nothing from the future reaches training.
+"""Split feature rows into train, validation and test, and into cross-validation folds.
 
-The fleet's time range is cut into train, validation and test periods. Labels look ahead by the
-horizon H, so the last H of each period before a boundary is purged: a training row's label
-must not depend on failures that happen in the validation period.
+By time (fleets observed side by side over calendar time): the fleet's time range is cut into
+train, validation and test periods. Labels look ahead by the horizon H, so the last H of each
+period before a boundary is purged: a training row's label must not depend on failures that
+happen in the validation period.
+
+By device (run-to-failure fleets, where every unit starts new and runs until it fails): whole
+devices, with their whole histories, go to one split each, by a seeded hash of their id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from pdmflow.config import TenantConfig
+from pdmflow.data.labels import make_labels
+from pdmflow.errors import DataValidationError
+from pdmflow.features.builder import FeatureSpec, build_features
+
+log = logging.getLogger(__name__)
+SPLIT_NAMES = ("train", "validation", "test")
+# Below these, a split's metrics rest on too little (the split report warns).
+MIN_SPLIT_DEVICES = 10
+MIN_SPLIT_POSITIVES = 20
+MAX_POSITIVE_RATE_RATIO = 3.0
 
 
 @dataclass(frozen=True)
@@ -68,3 +87,254 @@ def time_folds(
         train = times < edges[k] - purge
         folds.append((np.flatnonzero(train.to_numpy()), np.flatnonzero(validation.to_numpy())))
     return folds
+
+
+def _device_hash(device: str, seed: int) -> float:
+    """A uniform number in [0, 1) that depends on the device id and the seed only."""
+    digest = hashlib.blake2b(f"{seed}:{device}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def device_split(
+    devices: pd.Series,
+    failing: set[str],
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, str]:
+    """Whole devices to 'train' / 'validation' / 'test', stable as the fleet grows.
+
+    Each device's place is a function of its id and the seed: a hash in [0, 1) below
+    `test_fraction` is test, below `test_fraction + validation_fraction` validation, else train.
+    Devices with a failure and devices without are treated as two strata: a stratum with at
+    least three devices but none in some split lends that split its device whose hash lies
+    nearest, so every split sees failing devices. Adding devices never moves existing ones,
+    except where that repair was needed.
+    """
+    names = sorted(str(d) for d in pd.unique(devices))
+    position = {name: _device_hash(name, seed) for name in names}
+    edges = {
+        "test": (0.0, test_fraction),
+        "validation": (test_fraction, test_fraction + validation_fraction),
+        "train": (test_fraction + validation_fraction, 1.0),
+    }
+
+    def natural(name: str) -> str:
+        u = position[name]
+        return (
+            "test"
+            if u < edges["test"][1]
+            else "validation"
+            if u < edges["validation"][1]
+            else ("train")
+        )
+
+    assignment = {name: natural(name) for name in names}
+    for stratum in ([n for n in names if n in failing], [n for n in names if n not in failing]):
+        if len(stratum) < 3:
+            continue
+        for split, (low, high) in edges.items():
+            if any(assignment[n] == split for n in stratum):
+                continue
+            counts = pd.Series([assignment[n] for n in stratum]).value_counts()
+            donors = [n for n in stratum if counts[assignment[n]] > 1]
+            nearest = min(
+                donors, key=lambda n: min(abs(position[n] - low), abs(position[n] - high))
+            )
+            assignment[nearest] = split
+    return assignment
+
+
+def device_folds(
+    devices: pd.Series, labels: pd.Series, n_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds grouped by device (no device in two folds), stratified by the label."""
+    groups = devices.astype(str).to_numpy()
+    n_groups = len(np.unique(groups))
+    if n_groups < n_folds:
+        raise DataValidationError(
+            f"split.cv_folds {n_folds}: only {n_groups} devices to share between the folds"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    y = labels.to_numpy()
+    y = y.astype(int) if set(np.unique(y)) <= {0, 1} else np.zeros(len(y), dtype=int)
+    return [(train, valid) for train, valid in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+def learning_folds(
+    learning: pd.DataFrame,
+    train_rows: int,
+    config: TenantConfig,
+    device_column: str,
+    time_column: str,
+    label: str,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, early-stopping / out-of-fold rows) positions over train + validation.
+
+    `learning` is the train table followed by the validation table. No CV: the one split
+    (train, validation). With split.cv_folds: grouped by device (split.by device) or expanding
+    in time and purged by the label's look-ahead (split.by time).
+    """
+    folds = config.split.cv_folds
+    if not folds:
+        return [(np.arange(train_rows), np.arange(train_rows, len(learning)))]
+    if config.split.by == "device":
+        return device_folds(learning[device_column], learning[label], folds, config.split.seed)
+    order = np.argsort(learning[time_column].to_numpy(), kind="stable")
+    times = learning[time_column].iloc[order].reset_index(drop=True)
+    by_time = time_folds(times, folds, pd.Timedelta(hours=label_lookahead_hours(config)))
+    return [(order[fit], order[valid]) for fit, valid in by_time]
+
+
+def label_lookahead_hours(config: TenantConfig) -> float:
+    """How far a label looks ahead: the horizon, or the RUL cap for regression."""
+    if config.task == "classification":
+        return config.labels.horizon_hours
+    return config.labels.rul_cap_hours
+
+
+def holdout_devices(devices: pd.Series, config: TenantConfig) -> list[str]:
+    """The seeded choice of devices kept out of training (split.holdout_device_fraction)."""
+    fraction = config.split.holdout_device_fraction
+    if fraction == 0:
+        return []
+    names = sorted(pd.unique(devices))
+    count = max(1, round(fraction * len(names)))
+    chosen = np.random.default_rng(config.training.seed).choice(names, size=count, replace=False)
+    return sorted(str(name) for name in chosen)
+
+
+def assign_rows(
+    features: pd.DataFrame, config: TenantConfig, label: str
+) -> tuple[pd.Series, dict[str, str], dict[str, object]]:
+    """Split name per feature row, the split's params, and what the model learns from.
+
+    The last item (logged as an artifact) lets a later evaluation tell which rows a model
+    trained on this split has seen: its devices (split.by device) or, by time, the end of
+    the period it learned from and the devices kept out.
+    """
+    schema = config.schema_
+    device, times = features[schema.device_column], features[schema.time_column]
+    split = config.split
+    if split.by == "device":
+        failing = (
+            set(device[features[label] > 0].astype(str))
+            if config.task == ("classification")
+            else set(device.astype(str))
+        )
+        names = pd.unique(device)
+        if len(names) < 3:
+            raise DataValidationError(
+                f"split.by device needs at least 3 devices with training rows, found "
+                f"{len(names)}; use split.by time for a single machine's log"
+            )
+        assignment = device_split(
+            device, failing, split.validation_fraction, split.test_fraction, split.seed
+        )
+        assigned = device.astype(str).map(assignment)
+        members = {s: sorted(d for d, a in assignment.items() if a == s) for s in SPLIT_NAMES}
+        params = {
+            "split_by": "device",
+            "split_seed": str(split.seed),
+            **{f"split_{s}_devices": str(len(members[s])) for s in SPLIT_NAMES},
+            "split_test_device_list": ",".join(members["test"])[:5000],
+        }
+        membership: dict[str, object] = {"by": "device", "devices": members}
+        return assigned, params, membership
+    boundaries = time_split(
+        times, split.validation_fraction, split.test_fraction, label_lookahead_hours(config)
+    )
+    assigned = assign_split(times, boundaries)
+    params = {"split_by": "time", **boundaries.as_params()}
+    held_out = holdout_devices(device, config)
+    if held_out:
+        # Unseen devices: nothing of theirs is learned from or tuned on; they meet the model in
+        # the test period only.
+        learned = assigned.isin(["train", "validation"])
+        assigned[learned & device.isin(held_out)] = "held out"
+        params["split_holdout_devices"] = ",".join(held_out)[:5000]
+    membership = {
+        "by": "time",
+        "learned_until": str(boundaries.test_start),
+        "held_out_devices": held_out,
+    }
+    return assigned, params, membership
+
+
+def label_and_split(
+    telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig, label: str
+) -> tuple[dict[str, pd.DataFrame], FeatureSpec, dict[str, str], dict[str, object]]:
+    """Feature tables per split, the spec, the split's params, and what training learns from."""
+    schema = config.schema_
+    spec = FeatureSpec.from_config(config)
+    labels = make_labels(telemetry, events, config, label)
+    features = build_features(telemetry, spec, events)
+    for column in labels.columns:  # build_features keeps the telemetry's index
+        features[column] = labels[column].loc[features.index].to_numpy()
+    features = features.dropna(subset=[label])
+    short = sorted(set(telemetry[schema.device_column]) - set(features[schema.device_column]))
+    if short:
+        # Not an error: the device simply has no reading with a full history (and a label) yet.
+        log.warning(
+            "%d device(s) give no training rows (less than %s of history or no known label): %s",
+            len(short),
+            spec.history,
+            ", ".join(short[:5]),
+        )
+    assigned, params, membership = assign_rows(features, config, label)
+    tables = {name: features[assigned == name].reset_index(drop=True) for name in SPLIT_NAMES}
+    for name, table in tables.items():
+        if table[label].nunique() < 2:
+            raise DataValidationError(
+                f"{name} split: label '{label}' has a single value over {len(table)} rows; "
+                "more data or more failures are needed"
+            )
+    return tables, spec, params, membership
+
+
+def split_report(
+    tables: dict[str, pd.DataFrame], config: TenantConfig, label: str
+) -> dict[str, object]:
+    """Rows, devices and positives per split, with warnings that name the setting to change."""
+    device = config.schema_.device_column
+    summary: dict[str, dict[str, float]] = {}
+    for name, table in tables.items():
+        row = {"rows": len(table), "devices": int(table[device].nunique())}
+        if config.task == "classification":
+            row["positive_rows"] = int(table[label].sum())
+            row["positive_rate"] = float(table[label].mean()) if len(table) else 0.0
+        summary[name] = row
+    warnings: list[str] = []
+    fix_size = (
+        "raise split.validation_fraction / split.test_fraction or bring more devices"
+        if config.split.by == "device"
+        else "use split.by: device for a fleet of many devices, or more history"
+    )
+    for name in ("validation", "test"):
+        row = summary[name]
+        fraction_key = f"split.{name}_fraction"
+        if row["devices"] < MIN_SPLIT_DEVICES and config.split.by == "device":
+            warnings.append(
+                f"{name} split has {row['devices']} devices (fewer than {MIN_SPLIT_DEVICES}): "
+                f"its metrics rest on few machines; raise {fraction_key} or bring more devices"
+            )
+        if config.task == "classification" and row["positive_rows"] < MIN_SPLIT_POSITIVES:
+            warnings.append(
+                f"{name} split has {row['positive_rows']} positive rows (fewer than "
+                f"{MIN_SPLIT_POSITIVES}): {name} metrics are noisy; raise {fraction_key} or "
+                f"{fix_size}"
+            )
+    if config.task == "classification":
+        train_rate, test_rate = summary["train"]["positive_rate"], summary["test"]["positive_rate"]
+        if train_rate > 0 and test_rate > MAX_POSITIVE_RATE_RATIO * train_rate:
+            fix = (
+                "use split.by: device (a time split of a run-to-failure fleet leaves only the "
+                "last readings of long-lived devices in test)"
+                if config.split.by == "time"
+                else "change split.seed or raise split.test_fraction"
+            )
+            warnings.append(
+                f"test positive rate {test_rate:.1%} is {test_rate / train_rate:.1f}x the "
+                f"training rate {train_rate:.1%} (more than {MAX_POSITIVE_RATE_RATIO}x): {fix}"
+            )
+    return {"by": config.split.by, "splits": summary, "warnings": warnings}

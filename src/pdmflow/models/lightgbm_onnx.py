@@ -30,23 +30,60 @@ OUTPUT_NAMES = {
 LightGBMModel = lgb.LGBMClassifier | lgb.LGBMRegressor
 
 
+# training.rul_objective -> LightGBM objective for remaining useful life.
+RUL_OBJECTIVES = {"l2": "regression", "huber": "huber", "l1": "regression_l1"}
+
+
 def fit_model(
-    task: str, X: pd.DataFrame, y: pd.Series, params: dict[str, Any], seed: int, **fit_kwargs: Any
+    task: str,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    params: dict[str, Any],
+    seed: int,
+    eval_set: tuple[pd.DataFrame, pd.Series | np.ndarray] | None = None,
+    early_stopping_rounds: int | None = None,
+    rul_objective: str = "l1",
+    callbacks: list[Any] | None = None,
 ) -> LightGBMModel:
-    """Fit LightGBM for the task; params use LightGBM's scikit-learn names."""
+    """Fit LightGBM for the task; params use LightGBM's scikit-learn names.
+
+    With `eval_set` and `early_stopping_rounds`, boosting stops once the evaluation loss has
+    not improved for that many rounds; `params["n_estimators"]` is then a ceiling and the model
+    keeps its best iteration (`best_iteration_`), which predictions and the ONNX export use.
+    """
     if task == "classification":
         model: LightGBMModel = lgb.LGBMClassifier(
             objective="binary", random_state=seed, n_jobs=2, verbose=-1, **params
         )
-        y = y.astype(int)
+        y = np.asarray(y).astype(int)
     else:
         params = {k: v for k, v in params.items() if k != "is_unbalance"}  # binary-only
         model = lgb.LGBMRegressor(
-            objective="regression_l1", random_state=seed, n_jobs=2, verbose=-1, **params
+            objective=RUL_OBJECTIVES[rul_objective],
+            random_state=seed,
+            n_jobs=2,
+            verbose=-1,
+            **params,
         )
+    callbacks = list(callbacks or [])
+    fit_kwargs: dict[str, Any] = {}
+    if eval_set is not None:
+        eval_X, eval_y = eval_set
+        eval_y = np.asarray(eval_y).astype(int if task == "classification" else float)
+        fit_kwargs.update(eval_X=(eval_X.astype(np.float32),), eval_y=(eval_y,))
+        if early_stopping_rounds:
+            callbacks.append(
+                lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
+            )
     # Float32 features: the ONNX model computes in float32, so training sees the same values.
-    model.fit(X.astype(np.float32), y, **fit_kwargs)
+    model.fit(X.astype(np.float32), y, callbacks=callbacks, **fit_kwargs)
     return model
+
+
+def tree_count(model: LightGBMModel) -> int:
+    """Boosting rounds the model predicts with: the best iteration after early stopping."""
+    best = getattr(model, "best_iteration_", None)
+    return int(best) if best else int(model.booster_.num_trees())
 
 
 def native_predict(model: LightGBMModel, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -74,7 +111,8 @@ def _float32_exact(model: LightGBMModel) -> lgb.Booster:
         rounded[up] = np.nextafter(rounded[up], np.float32(-np.inf))
         return "threshold=" + " ".join(repr(float(v)) for v in rounded)
 
-    text = model.booster_.model_to_string()
+    # Only the rounds the model predicts with (its best iteration after early stopping).
+    text = model.booster_.model_to_string(num_iteration=tree_count(model))
     text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)  # byte offsets no longer hold
     text = re.sub(r"^threshold=(.*)$", floor_to_float32, text, flags=re.M)
     return lgb.Booster(model_str=text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 from mlflow.models import get_model_info
 from onnxruntime import InferenceSession
 
+from pdmflow.artifacts import label_column, read_dataset, read_features, read_split_membership
 from pdmflow.config import TenantConfig
 from pdmflow.errors import PdmflowError, StepInputError
 from pdmflow.evaluation.metrics import (
@@ -21,7 +24,6 @@ from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.lightgbm_onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
 from pdmflow.serving import load_feature_spec
-from pdmflow.steps.features import label_column, read_dataset, read_features
 from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
@@ -39,16 +41,24 @@ def _score(model_uri: str, features: pd.DataFrame, spec: FeatureSpec) -> np.ndar
     return onnx_predict(_session(model_uri), features[spec.feature_names])
 
 
+def _same_definitions(a: FeatureSpec, b: FeatureSpec) -> bool:
+    """Whether two specs build every feature the same way (whatever subset each reads)."""
+    return replace(a, feature_names=[]) == replace(b, feature_names=[])
+
+
 def _champion_prediction(
     champion_uri: str, test: pd.DataFrame, spec: FeatureSpec, features_uri: str
 ) -> np.ndarray:
     """The champion's predictions on exactly the candidate's test rows.
 
-    A champion built with another feature spec gets its own features rebuilt from the same raw
-    dataset, joined back on (device, time).
+    The test table holds every feature the tenant's spec builds; a champion reading a subset of
+    them is scored from it. A champion built with another feature spec gets its own features
+    rebuilt from the same raw dataset, joined back on (device, time).
     """
     champion_spec = load_feature_spec(champion_uri)
-    if champion_spec.feature_names == spec.feature_names:
+    if _same_definitions(champion_spec, spec) and set(champion_spec.feature_names) <= set(
+        test.columns
+    ):
         return _score(champion_uri, test, champion_spec)
     features_run = mlflow.get_run(features_uri.split("/")[1])
     telemetry, events = read_dataset(features_run.data.params["data_uri"])
@@ -62,6 +72,35 @@ def _champion_prediction(
     return _score(champion_uri, joined, champion_spec)
 
 
+def unseen_by_champion(
+    champion_run_id: str, test: pd.DataFrame, spec: FeatureSpec
+) -> tuple[np.ndarray, str]:
+    """Test rows the champion never learned from, and a sentence saying how that was decided.
+
+    Judged in-sample, a champion would look better than it is and block every fair candidate,
+    so the champion comparison uses only these rows.
+    """
+    features_uri = mlflow.get_run(champion_run_id).data.tags.get("pdmflow.features_uri")
+    membership = read_split_membership(features_uri) if features_uri else None
+    device = test[spec.device_column].astype(str)
+    if membership is None:
+        return np.ones(len(test), bool), "the champion's split is not on record: every test row"
+    if membership["by"] == "device":
+        learned = {*membership["devices"]["train"], *membership["devices"]["validation"]}
+        unseen = ~device.isin(learned).to_numpy()
+        return unseen, (
+            f"{len(learned & set(device))} test device(s) the champion trained or validated "
+            f"on are left out; {int(unseen.sum())} of {len(test)} test rows compared"
+        )
+    learned_until = pd.Timestamp(membership["learned_until"])
+    held_out = set(membership["held_out_devices"])
+    unseen = ((test[spec.time_column] >= learned_until) | device.isin(held_out)).to_numpy()
+    return unseen, (
+        f"rows before {learned_until} (the champion's training period) are left out; "
+        f"{int(unseen.sum())} of {len(test)} test rows compared"
+    )
+
+
 def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     """Run the step; return the evaluate run id (promote reads its metrics and tags)."""
     if train_run_id == "latest":
@@ -72,17 +111,19 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     if not model_uri or not features_uri:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
     tables, spec = read_features(features_uri)
+    model_spec = load_feature_spec(model_uri)
     test = tables["test"]
     y_test = test[label_column(config)].to_numpy()
     metadata = get_model_info(model_uri).metadata or {}
 
-    def task_metrics(prediction: np.ndarray) -> dict[str, float]:
+    def task_metrics(prediction: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
+        truth = y_test if rows is None else y_test[rows]
         if config.task == "classification":
             threshold = float(metadata["decision_threshold"])
-            return classification_metrics(y_test.astype(int), prediction, threshold)
+            return classification_metrics(truth.astype(int), prediction, threshold)
         labels = config.labels
         return regression_metrics(
-            y_test, prediction, labels.rul_tolerance_hours, labels.critical_hours
+            truth, prediction, labels.rul_tolerance_hours, labels.critical_hours
         )
 
     with step_run(config, "evaluate") as run:
@@ -92,35 +133,21 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
                 "model_uri": model_uri,
                 "features_uri": features_uri,
                 "test_rows": len(test),
+                "family": metadata.get("family", "lightgbm"),
             }
         )
         session = _session(model_uri)
-        prediction = onnx_predict(session, test[spec.feature_names])
+        X_test = test[model_spec.feature_names]
+        prediction = onnx_predict(session, X_test)
         metrics = task_metrics(prediction)
         metrics.update(
-            single_row_latency_ms(
-                lambda row: onnx_predict(session, row), test[spec.feature_names].to_numpy()
-            )
+            single_row_latency_ms(lambda row: onnx_predict(session, row), X_test.to_numpy())
         )
         # Parity was measured where both models exist (train); carried here for the gates.
         metrics["onnx_max_abs_difference"] = train_run.data.metrics["onnx_max_abs_difference"]
-
-        champion = production_version(config.registered_model_name)
-        champion_report = None
-        if champion is not None:
-            champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
-            mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
-            try:
-                champion_prediction = _champion_prediction(champion_uri, test, spec, features_uri)
-            except PdmflowError as error:
-                # No champion metric: promote's champion gate fails closed, with this reason.
-                mlflow.set_tag("pdmflow.champion_not_comparable", str(error))
-                champion_report = {"version": str(champion.version), "error": str(error)}
-            else:
-                champion_metrics = task_metrics(champion_prediction)
-                key = CHAMPION_METRIC[config.task]
-                metrics[f"champion_{key}"] = champion_metrics[key]
-                champion_report = {"version": str(champion.version), **champion_metrics}
+        champion_report = _compare_with_champion(
+            config, test, spec, features_uri, prediction, task_metrics, metrics
+        )
         mlflow.log_metrics(metrics)
         figures = (
             evaluation_figures(y_test.astype(int), prediction, metrics["decision_threshold"])
@@ -142,3 +169,46 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
         )
         mlflow.set_tag(MODEL_URI_TAG, model_uri)
         return run.info.run_id
+
+
+def _compare_with_champion(
+    config: TenantConfig,
+    test: pd.DataFrame,
+    spec: FeatureSpec,
+    features_uri: str,
+    prediction: np.ndarray,
+    task_metrics,
+    metrics: dict[str, float],
+) -> dict[str, object] | None:
+    """Score the Production version on the test rows it never learned from; add its metric.
+
+    Adds `champion_<metric>` and `candidate_<metric>_on_champion_rows` (the same rows) to
+    `metrics`, or `champion_comparison_rows` = 0 when no fair row is left. Tags say how.
+    """
+    champion = production_version(config.registered_model_name)
+    if champion is None:
+        return None
+    champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
+    mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
+    key = CHAMPION_METRIC[config.task]
+    unseen, how = unseen_by_champion(champion.run_id, test, spec)
+    mlflow.set_tag("pdmflow.champion_rows", how)
+    label = label_column(config)
+    comparable = unseen.any() and (
+        config.task == "regression" or test[label][unseen].nunique() == 2
+    )
+    metrics["champion_comparison_rows"] = int(unseen.sum()) if comparable else 0
+    if not comparable:
+        return {"version": str(champion.version), "rows": how, "compared": False}
+    try:
+        champion_prediction = _champion_prediction(
+            champion_uri, test[unseen].reset_index(drop=True), spec, features_uri
+        )
+    except PdmflowError as error:
+        # No champion metric: promote's champion gate fails closed, with this reason.
+        mlflow.set_tag("pdmflow.champion_not_comparable", str(error))
+        return {"version": str(champion.version), "error": str(error)}
+    champion_metrics = task_metrics(champion_prediction, unseen)
+    metrics[f"champion_{key}"] = champion_metrics[key]
+    metrics[f"candidate_{key}_on_champion_rows"] = task_metrics(prediction[unseen], unseen)[key]
+    return {"version": str(champion.version), "rows": how, **champion_metrics}

@@ -8,13 +8,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from pdmflow.artifacts import DATASET_DIR
 from pdmflow.config import TenantConfig
 from pdmflow.data.dataset_source import RunArtifactDatasetSource
 from pdmflow.data.sources import describe_source, read_source
 from pdmflow.data.validation import summarise, validate
 from pdmflow.tracking import step_run
-
-DATASET_DIR = "dataset"
 
 
 def run_ingest(

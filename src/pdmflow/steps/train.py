@@ -1,30 +1,25 @@
-"""train: fit LightGBM, export ONNX, check parity with the native model, log the ONNX model."""
+"""train: select features, fit the candidate on its folds, calibrate, choose the threshold,
+export one ONNX graph, check parity with the native model, log the model."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 
+from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
-from pdmflow.evaluation.metrics import (
-    best_f1_threshold,
-    classification_metrics,
-    regression_metrics,
-)
-from pdmflow.models.lightgbm_onnx import (
-    OUTPUT_NAMES,
-    fit_model,
-    onnx_max_difference,
-    onnx_predict,
-    onnx_session,
-    to_onnx,
-)
-from pdmflow.steps.features import label_column, read_features
+from pdmflow.evaluation.plots import reliability_diagram
+from pdmflow.features.selection import select_features
+from pdmflow.features.split import learning_folds
+from pdmflow.models.lightgbm_onnx import OUTPUT_NAMES, onnx_predict, onnx_session
+from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, step_run
 
@@ -32,75 +27,128 @@ MODEL_NAME = "model"
 MODEL_URI_TAG = "pdmflow.model_uri"
 
 
-def _resolve_params(config: TenantConfig, tune_run_id: str) -> tuple[dict, str]:
-    """(LightGBM params, where they came from): a tune run, the latest one, or the config."""
+def _resolve_params(config: TenantConfig, tune_run_id: str) -> tuple[str, dict[str, Any], str]:
+    """(family, params, where they came from): a tune run, the latest one, or the config."""
+
+    def from_config() -> tuple[str, dict[str, Any], str]:
+        family = config.training.family
+        params = (
+            config.training.params if family == "lightgbm" else config.training.random_forest_params
+        )
+        return family, dict(params), "config"
+
     if tune_run_id == "none":
-        return dict(config.training.params), "config"
+        return from_config()
     if tune_run_id == "latest":
         try:
             tune_run_id = latest_step_run(config, "tune").info.run_id
         except StepInputError:
-            return dict(config.training.params), "config"
+            return from_config()
     try:
-        return read_best_params(tune_run_id), f"tune run {tune_run_id}"
+        best = read_best_params(tune_run_id)
     except Exception as exc:
         raise StepInputError(f"tune run {tune_run_id}: no best_params.json ({exc})") from None
+    return best["family"], best["params"], f"tune run {tune_run_id}"
 
 
 def run_train(
     config: TenantConfig, features_uri: str = "latest", tune_run_id: str = "latest"
 ) -> str:
     """Run the step; return the train run id (its tag pdmflow.model_uri names the model)."""
-    if features_uri == "latest":
-        features_uri = f"runs:/{latest_step_run(config, 'features').info.run_id}/features"
-    params, params_source = _resolve_params(config, tune_run_id)
+    features_uri = latest_input(config, "features", features_uri)
+    family, params, params_source = _resolve_params(config, tune_run_id)
     tables, spec = read_features(features_uri)
-    X = {name: table[spec.feature_names] for name, table in tables.items()}
     label = label_column(config)
-    y = {name: table[label].to_numpy() for name, table in tables.items()}
+    train, validation, test = tables["train"], tables["validation"], tables["test"]
 
     with step_run(config, "train") as run:
-        mlflow.log_params({"features_uri": features_uri, "params_source": params_source})
-        mlflow.log_params({f"lgbm_{k}": v for k, v in params.items()})
-        model = fit_model(config.task, X["train"], y["train"], params, config.training.seed)
-        onnx_model = to_onnx(model, len(spec.feature_names))
+        selection = select_features(train, validation, spec.feature_names, label, config)
+        model_spec = spec.with_features(selection.kept)
+        learning = pd.concat([train, validation], ignore_index=True)
+        folds = learning_folds(
+            learning, len(train), config, spec.device_column, spec.time_column, label
+        )
+        mlflow.log_params(
+            {
+                "features_uri": features_uri,
+                "params_source": params_source,
+                "family": family,
+                "cv_folds": config.split.cv_folds,
+                "validation_source": (
+                    f"out-of-fold ({len(folds)} folds)" if len(folds) > 1 else "validation split"
+                ),
+                "features_built": len(spec.feature_names),
+                "anomaly_score_feature": config.features.anomaly_score,
+            }
+        )
+        prefix = "lgbm" if family == "lightgbm" else "rf"
+        mlflow.log_params({f"{prefix}_{k}": v for k, v in params.items()})
+        candidate = fit_candidate(
+            learning, len(train), folds, model_spec.feature_names, label, config, family, params
+        )
+        onnx_model = candidate.to_onnx()
         session = onnx_session(onnx_model)
+        X_test = test[model_spec.feature_names]
+        parity = float(abs(onnx_predict(session, X_test) - candidate.predict(X_test)).max())
 
-        validation_prediction = onnx_predict(session, X["validation"])
+        report = candidate.report
+        metrics: dict[str, float] = {f"validation_{k}": v for k, v in report["metrics"].items()}
+        metrics.update(
+            feature_count=len(model_spec.feature_names),
+            features_dropped=len(selection.dropped),
+            onnx_max_abs_difference=parity,
+            out_of_fold_rows=report["out_of_fold_rows"],
+        )
+        if candidate.trees is not None:
+            metrics["trees"] = candidate.trees
         metadata: dict[str, object] = {
             "task": config.task,
             "tenant_id": config.tenant_id,
-            "feature_count": len(spec.feature_names),
+            "family": family,
+            "feature_count": len(model_spec.feature_names),
+            "anomaly_score_feature": candidate.anomaly is not None,
         }
         if config.task == "classification":
-            threshold = config.training.decision_threshold or best_f1_threshold(
-                y["validation"], validation_prediction
+            metadata["decision_threshold"] = candidate.threshold
+            metadata["calibration"] = config.training.calibration
+            metrics.update(
+                {f"validation_{k}_uncalibrated": v for k, v in report["uncalibrated"].items()}
             )
-            metadata["decision_threshold"] = threshold
-            validation_metrics = classification_metrics(
-                y["validation"], validation_prediction, threshold
+            # The threshold's rule and arguments are params; what it gives on validation, metrics.
+            threshold = report["threshold"]
+            mlflow.log_param("calibration", config.training.calibration)
+            mlflow.log_params({k: v for k, v in threshold.items() if isinstance(v, str | bool)})
+            metrics.update(
+                {
+                    f"validation_{k}": float(v)
+                    for k, v in threshold.items()
+                    if k.startswith("threshold_") and not isinstance(v, str | bool)
+                }
             )
+            mlflow.log_dict(threshold, "threshold.json")
+            if candidate.calibrator is not None:
+                mlflow.log_dict(candidate.calibrator.to_dict(), "calibration.json")
+            figure = reliability_diagram(
+                report["oof_labels"], report["oof_uncalibrated"], report["oof_probability"]
+            )
+            mlflow.log_figure(figure, "plots/reliability_diagram.png")
+            plt.close(figure)
         else:
             labels = config.labels
             metadata.update(
                 critical_hours=labels.critical_hours, warning_hours=labels.warning_hours
             )
-            validation_metrics = regression_metrics(
-                y["validation"],
-                validation_prediction,
-                labels.rul_tolerance_hours,
-                labels.critical_hours,
-            )
-        mlflow.log_metrics({f"validation_{k}": v for k, v in validation_metrics.items()})
-        mlflow.log_metric("onnx_max_abs_difference", onnx_max_difference(model, session, X["test"]))
+            mlflow.log_param("rul_objective", config.training.rul_objective)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(selection.as_dict(), "feature_selection.json")
 
-        example = X["train"].head(5).astype("float64")
+        example = X_test.head(5).astype("float64")
         signature = infer_signature(
             example, pd.DataFrame({OUTPUT_NAMES[config.task]: onnx_predict(session, example)})
         )
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "feature_spec.json"
-            spec_path.write_text(spec.to_json())
+            spec_path.write_text(model_spec.to_json())
             info = mlflow.onnx.log_model(
                 onnx_model,
                 name=MODEL_NAME,
@@ -112,4 +160,5 @@ def run_train(
             )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
         mlflow.set_tag("pdmflow.features_uri", features_uri)
+        mlflow.set_tag("pdmflow.family", family)
         return run.info.run_id

@@ -1,4 +1,5 @@
-"""tune: an Optuna TPE study over LightGBM parameters maximising validation AUC, with pruning."""
+"""tune: an Optuna TPE study over the model families' parameters, scored on the same folds
+(or the one validation split) that train uses, with early stopping and pruning between folds."""
 
 from __future__ import annotations
 
@@ -12,26 +13,34 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.visualization.matplotlib import plot_optimization_history
-from optuna_integration import LightGBMPruningCallback
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
+from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
-from pdmflow.features.split import time_folds
-from pdmflow.models.lightgbm_onnx import fit_model, native_predict
-from pdmflow.steps.features import label_column, read_features
-from pdmflow.tracking import latest_step_run, step_run
+from pdmflow.features.selection import select_features
+from pdmflow.features.split import learning_folds
+from pdmflow.models.training import fold_predictions
+from pdmflow.tracking import step_run
 
-# What each task optimises on the validation period: (metric name, direction, LightGBM metric).
+# What each task optimises on the validation rows: (metric name, direction).
 OBJECTIVES = {
-    "classification": ("validation_auc", "maximize", "auc"),
-    "regression": ("validation_mae", "minimize", "l1"),
+    "classification": ("validation_auc", "maximize"),
+    "regression": ("validation_mae", "minimize"),
 }
 
 
-def search_space(trial: optuna.Trial, task: str) -> dict[str, Any]:
-    """The brief's LightGBM parameters, in LightGBM's scikit-learn names."""
+def search_space(trial: optuna.Trial, family: str) -> dict[str, Any]:
+    """The brief's parameters per family, in the estimators' scikit-learn names."""
+    if family == "random_forest":
+        return {
+            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 500, log=True),
+            "max_depth": trial.suggest_int("rf_max_depth", 4, 24),
+            "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 50, log=True),
+            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.7, log=True),
+        }
     return {
-        "n_estimators": 300,
+        # A ceiling: every fit stops early on its validation rows.
+        "n_estimators": trial.suggest_int("n_estimators", 200, 2000, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "colsample_bytree": trial.suggest_float("feature_fraction", 0.4, 1.0),
@@ -41,8 +50,17 @@ def search_space(trial: optuna.Trial, task: str) -> dict[str, Any]:
         "reg_alpha": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
         "reg_lambda": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
         "max_depth": trial.suggest_int("max_depth", 3, 12),
-        **({"is_unbalance": True} if task == "classification" else {}),
     }
+
+
+def _families(config: TenantConfig) -> list[str]:
+    return list(config.tuning.families) or [config.training.family]
+
+
+def _choose_family(trial: optuna.Trial, families: list[str]) -> str:
+    if len(families) == 1:
+        return families[0]
+    return str(trial.suggest_categorical("family", families))
 
 
 def run_tune(
@@ -52,30 +70,25 @@ def run_tune(
     timeout_seconds: float | None = None,
 ) -> str:
     """Run the study; return the tune run id (its best_params.json is what train reads)."""
-    if features_uri == "latest":
-        features_uri = f"runs:/{latest_step_run(config, 'features').info.run_id}/features"
+    features_uri = latest_input(config, "features", features_uri)
     n_trials = n_trials or config.tuning.n_trials
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
     tables, spec = read_features(features_uri)
-    train, validation = tables["train"], tables["validation"]
     label = label_column(config)
-    X_train, y_train = train[spec.feature_names], train[label]
-    X_valid, y_valid = validation[spec.feature_names], validation[label]
-    metric, direction, lightgbm_metric = OBJECTIVES[config.task]
-    folds: list[tuple[np.ndarray, np.ndarray]] = []
-    if config.split.cv_folds:
-        both = pd.concat([train, validation]).sort_values(spec.time_column, kind="stable")
-        X_all, y_all = both[spec.feature_names], both[label]
-        lookahead = (
-            config.labels.horizon_hours
-            if config.task == "classification"
-            else config.labels.rul_cap_hours
-        )
-        folds = time_folds(
-            both[spec.time_column].reset_index(drop=True),
-            config.split.cv_folds,
-            pd.Timedelta(hours=lookahead),
-        )
+    train, validation = tables["train"], tables["validation"]
+    selection = select_features(train, validation, spec.feature_names, label, config)
+    learning = pd.concat([train, validation], ignore_index=True)
+    folds = learning_folds(
+        learning, len(train), config, spec.device_column, spec.time_column, label
+    )
+    X, y = learning[selection.kept], learning[label].to_numpy(dtype=float)
+    metric, direction = OBJECTIVES[config.task]
+    families = _families(config)
+
+    def score(y_true: np.ndarray, predicted: np.ndarray) -> float:
+        if config.task == "classification":
+            return float(roc_auc_score(y_true.astype(int), predicted))
+        return float(mean_absolute_error(y_true, predicted))
 
     with step_run(config, "tune") as run:
         mlflow.log_params(
@@ -87,63 +100,48 @@ def run_tune(
                 "pruner": "MedianPruner",
                 "objective": f"{direction} {metric}",
                 "cv_folds": config.split.cv_folds,
+                "split_by": config.split.by,
+                "families": ",".join(families),
+                "features_selected": len(selection.kept),
             }
         )
 
-        def score(model: object, X: pd.DataFrame, y: pd.Series) -> float:
-            predicted = native_predict(model, X)
-            if config.task == "classification":
-                return float(roc_auc_score(y, predicted))
-            return float(mean_absolute_error(y, predicted))
-
-        def fit(params: dict[str, Any], X: pd.DataFrame, y: pd.Series, **kwargs: Any) -> object:
-            return fit_model(config.task, X, y, params, config.training.seed, **kwargs)
-
-        def single_split(trial: optuna.Trial, params: dict[str, Any]) -> float:
-            # LightGBM reports the validation metric every iteration; hopeless trials stop early.
-            model = fit(
-                params,
-                X_train,
-                y_train,
-                eval_X=X_valid.astype("float32"),
-                eval_y=y_valid.astype(int if config.task == "classification" else float),
-                eval_metric=lightgbm_metric,
-                callbacks=[LightGBMPruningCallback(trial, lightgbm_metric)],
-            )
-            return score(model, X_valid, y_valid)
-
-        def cross_validated(trial: optuna.Trial, params: dict[str, Any]) -> float:
-            # Each fold trains on the past and validates on the next period; a trial whose
-            # running mean trails the others' is pruned between folds.
-            scores: list[float] = []
-            for step, (train_rows, valid_rows) in enumerate(folds):
-                model = fit(params, X_all.iloc[train_rows], y_all.iloc[train_rows])
-                scores.append(score(model, X_all.iloc[valid_rows], y_all.iloc[valid_rows]))
-                trial.report(float(np.mean(scores)), step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-            mlflow.log_metrics(
-                {
-                    f"cv_{metric}_std": float(np.std(scores)),
-                    f"cv_{metric}_mean": float(np.mean(scores)),
-                }
-            )
-            trial.set_user_attr("cv_std", float(np.std(scores)))
-            return float(np.mean(scores))
-
         def objective(trial: optuna.Trial) -> float:
-            params = search_space(trial, config.task)
+            family = _choose_family(trial, families)
+            params = search_space(trial, family)
+
+            def after_fold(k: int, scores: list[float]) -> None:
+                # A trial whose running mean trails the others' stops between folds.
+                trial.report(float(np.mean(scores)), k)
+                if k < len(folds) - 1 and trial.should_prune():
+                    raise optuna.TrialPruned()
+
             # Each trial is a nested run; a pruned one finishes normally, tagged as pruned.
             with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
                 mlflow.log_params(trial.params)
                 try:
-                    value = (cross_validated if folds else single_split)(trial, params)
+                    result = fold_predictions(
+                        family, config.task, X, y, folds, params, config, score, after_fold
+                    )
                 except optuna.TrialPruned as pruned:
                     mlflow.set_tag("optuna.trial_state", "PRUNED")
                     stopped: optuna.TrialPruned | None = pruned
                 else:
                     stopped = None
+                    value = float(np.mean(result.scores))
                     mlflow.log_metric(metric, value)
+                    if len(folds) > 1:
+                        mlflow.log_metrics(
+                            {
+                                f"cv_{metric}_mean": value,
+                                f"cv_{metric}_std": float(np.std(result.scores)),
+                            }
+                        )
+                    trial.set_user_attr("cv_std", float(np.std(result.scores)))
+                    if result.best_iterations:
+                        trial.set_user_attr(
+                            "best_iteration", int(np.median(result.best_iterations))
+                        )
                     mlflow.set_tag("optuna.trial_state", "COMPLETE")
             if stopped is not None:
                 raise stopped
@@ -154,20 +152,26 @@ def run_tune(
             storage=config.tuning.storage,
             direction=direction,
             sampler=optuna.samplers.TPESampler(seed=config.training.seed),
-            # Steps are boosting rounds on one split, folds under cross-validation.
-            pruner=optuna.pruners.MedianPruner(
-                n_startup_trials=5, n_warmup_steps=1 if folds else 20
-            ),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
         )
         study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
 
-        best = search_space(optuna.trial.FixedTrial(study.best_params), config.task)
+        fixed = optuna.trial.FixedTrial(study.best_params)
+        family = _choose_family(fixed, families)
+        best = {"family": family, "params": search_space(fixed, family)}
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
+        mlflow.log_param("best_family", family)
         states = [t.state for t in study.trials]
+        best_attrs = study.best_trial.user_attrs
         mlflow.log_metrics(
             {
                 f"best_{metric}": study.best_value,
-                **({"best_cv_std": study.best_trial.user_attrs["cv_std"]} if folds else {}),
+                **({"best_cv_std": best_attrs["cv_std"]} if len(folds) > 1 else {}),
+                **(
+                    {"best_iteration": best_attrs["best_iteration"]}
+                    if "best_iteration" in best_attrs
+                    else {}
+                ),
                 "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
                 "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
             }
@@ -182,4 +186,8 @@ def run_tune(
 
 
 def read_best_params(tune_run_id: str) -> dict[str, Any]:
-    return json.loads(mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json"))
+    """{"family": ..., "params": {...}} chosen by a tune run."""
+    best = json.loads(mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json"))
+    if "family" not in best:  # written before families existed: LightGBM parameters
+        best = {"family": "lightgbm", "params": best}
+    return best

@@ -1,0 +1,75 @@
+"""The catalog of step outputs: where each step writes its artifacts and how the next reads them.
+
+Steps hand each other `runs:/<run id>/<dir>` URIs; this module is the one place that knows the
+file names inside those directories.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from pdmflow.config import TenantConfig
+from pdmflow.errors import StepInputError
+from pdmflow.features.builder import FeatureSpec
+from pdmflow.tracking import downloaded, latest_step_run
+
+DATASET_DIR = "dataset"
+FEATURES_DIR = "features"
+SPLITS = ("train", "validation", "test")
+# The column each task learns.
+LABELS = {
+    "classification": "failure_within_horizon",
+    "regression": "remaining_useful_life_hours",
+}
+SPLIT_MEMBERSHIP = "split_membership.json"
+
+
+def label_column(config: TenantConfig) -> str:
+    """The column the task learns: fails within the horizon, or remaining useful life."""
+    return LABELS[config.task]
+
+
+def read_dataset(data_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(telemetry, events) logged by an ingest run."""
+    try:
+        with downloaded(data_uri) as local:
+            return pd.read_parquet(local / "telemetry.parquet"), pd.read_parquet(
+                local / "events.parquet"
+            )
+    except Exception as exc:
+        raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
+
+
+def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSpec]:
+    """The split tables and spec logged by a features run."""
+    try:
+        with downloaded(features_uri) as local:
+            tables = {name: pd.read_parquet(local / f"{name}.parquet") for name in SPLITS}
+            spec = FeatureSpec.from_json((local / "feature_spec.json").read_text())
+    except Exception as exc:
+        raise StepInputError(f"features {features_uri}: cannot be read ({exc})") from None
+    return tables, spec
+
+
+def read_split_membership(features_uri: str) -> dict[str, Any] | None:
+    """What a features run learned from (devices or time boundaries), or None when not logged."""
+    try:
+        with downloaded(features_uri) as local:
+            path = local / SPLIT_MEMBERSHIP
+            return json.loads(path.read_text()) if path.is_file() else None
+    except Exception:
+        return None
+
+
+# The directory of each step's output that the next step reads.
+OUTPUT_DIRS = {"ingest": DATASET_DIR, "features": FEATURES_DIR}
+
+
+def latest_input(config: TenantConfig, step: str, uri: str) -> str:
+    """`uri` as given, or for 'latest' the output of the newest finished `step` run."""
+    if uri != "latest":
+        return uri
+    return f"runs:/{latest_step_run(config, step).info.run_id}/{OUTPUT_DIRS[step]}"

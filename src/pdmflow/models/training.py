@@ -1,0 +1,262 @@
+"""Fit a candidate model: folds with early stopping, out-of-fold predictions, the final fit,
+an optional anomaly-score feature, calibration and the decision threshold.
+
+Pure functions over frames: the train and tune steps call them and log what they return.
+A `Candidate` is what gets released: one native `predict` and one ONNX graph computing the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+
+from pdmflow.config import TenantConfig
+from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
+from pdmflow.evaluation.thresholds import describe_threshold
+from pdmflow.models import anomaly as anomaly_model
+from pdmflow.models import lightgbm_onnx as lightgbm
+from pdmflow.models import random_forest
+from pdmflow.models.calibration import Calibrator
+from pdmflow.models.onnx import compose
+
+ANOMALY_FEATURE = "anomaly_score"
+FAMILIES = ("lightgbm", "random_forest")
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+def fit_family(
+    family: str,
+    task: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: dict[str, Any],
+    config: TenantConfig,
+    eval_set: tuple[pd.DataFrame, np.ndarray] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """One fitted estimator of `family`; LightGBM stops early on `eval_set` when given."""
+    seed = config.training.seed
+    if family == "random_forest":
+        return random_forest.fit(task, X, y, params, seed)
+    return lightgbm.fit_model(
+        task,
+        X,
+        y,
+        params,
+        seed,
+        eval_set=eval_set,
+        early_stopping_rounds=config.training.early_stopping_rounds if eval_set else None,
+        rul_objective=config.training.rul_objective,
+        callbacks=callbacks,
+    )
+
+
+def predict_family(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """Failure probability (or RUL hours) from the estimator itself, float64."""
+    if isinstance(model, lightgbm.LightGBMModel):
+        return np.asarray(lightgbm.native_predict(model, X), dtype=np.float64)
+    return np.asarray(random_forest.predict(model, X), dtype=np.float64)
+
+
+def family_to_onnx(model: Any, n_features: int) -> onnx.ModelProto:
+    if isinstance(model, lightgbm.LightGBMModel):
+        return lightgbm.to_onnx(model, n_features)
+    return random_forest.to_onnx(model, n_features)
+
+
+@dataclass
+class FoldResult:
+    """Out-of-fold predictions (NaN where a row was never validated) and per-fold facts."""
+
+    predictions: np.ndarray
+    best_iterations: list[int]
+    scores: list[float]
+    models: list[Any]
+
+
+def fold_predictions(
+    family: str,
+    task: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    folds: Folds,
+    params: dict[str, Any],
+    config: TenantConfig,
+    score: Callable[[np.ndarray, np.ndarray], float],
+    after_fold: Callable[[int, list[float]], None] | None = None,
+    callbacks: list[Any] | None = None,
+) -> FoldResult:
+    """Fit on each fold's fit rows, stop early and predict on its validation rows.
+
+    `after_fold(k, scores so far)` runs after each fold (tuning prunes there).
+    """
+    predictions = np.full(len(X), np.nan)
+    best_iterations, scores, models = [], [], []
+    for k, (fit_rows, valid_rows) in enumerate(folds):
+        X_valid, y_valid = X.iloc[valid_rows], y[valid_rows]
+        model = fit_family(
+            family,
+            task,
+            X.iloc[fit_rows],
+            y[fit_rows],
+            params,
+            config,
+            eval_set=(X_valid, y_valid),
+            callbacks=callbacks,
+        )
+        models.append(model)
+        predicted = predict_family(model, X_valid)
+        predictions[valid_rows] = predicted
+        if family == "lightgbm":
+            best_iterations.append(lightgbm.tree_count(model))
+        scores.append(score(y_valid, predicted))
+        if after_fold is not None:
+            after_fold(k, scores)
+    return FoldResult(predictions, best_iterations, scores, models)
+
+
+def healthy_rows(y: np.ndarray, config: TenantConfig) -> np.ndarray:
+    """Rows far from any failure: label 0, or RUL at its cap."""
+    if config.task == "classification":
+        return y == 0
+    return y >= config.labels.rul_cap_hours
+
+
+@dataclass
+class Candidate:
+    """A fitted model as it is released: anomaly feature, estimator, calibration, threshold."""
+
+    family: str
+    task: str
+    feature_names: list[str]  # the model's input columns, in order
+    estimator: Any
+    params: dict[str, Any]
+    anomaly: onnx.ModelProto | None = None
+    calibrator: Calibrator | None = None
+    threshold: float | None = None
+    trees: int | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def estimator_input(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The estimator's columns: the input features, plus the anomaly score when used."""
+        X = X[self.feature_names]
+        if self.anomaly is None:
+            return X
+        scores = anomaly_model.anomaly_scores(self.anomaly, X)
+        return X.assign(**{ANOMALY_FEATURE: scores})
+
+    def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
+        return predict_family(self.estimator, self.estimator_input(X))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The released prediction, natively: calibrated probability or RUL hours."""
+        predicted = self.predict_uncalibrated(X)
+        return self.calibrator.transform(predicted) if self.calibrator else predicted
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """One graph, input `features` [N, len(feature_names)], computing `predict`."""
+        n = len(self.feature_names)
+        estimator = family_to_onnx(self.estimator, n + (self.anomaly is not None))
+        return compose(estimator, n, anomaly=self.anomaly, calibrator=self.calibrator)
+
+
+def fit_candidate(
+    learning: pd.DataFrame,
+    train_rows: int,
+    folds: Folds,
+    feature_names: list[str],
+    label: str,
+    config: TenantConfig,
+    family: str,
+    params: dict[str, Any],
+) -> Candidate:
+    """Fit the released model on `learning` (the train table, then the validation table).
+
+    With one fold (train -> validation) the fold's model is kept: it stopped early on the
+    validation rows, which also fit the calibration and choose the threshold. With k folds,
+    the out-of-fold predictions do that, and the final model is refitted on every learning row
+    with the folds' median best iteration.
+    """
+    task = config.task
+    y = learning[label].to_numpy(dtype=float)
+    X = learning[feature_names]
+    anomaly = None
+    if config.features.anomaly_score:
+        train_y = y[:train_rows]
+        healthy = X.iloc[:train_rows][healthy_rows(train_y, config)]
+        forest = anomaly_model.fit_isolation_forest(healthy, config.training.seed)
+        anomaly = anomaly_model.anomaly_onnx(forest, len(feature_names))
+        X = X.assign(**{ANOMALY_FEATURE: anomaly_model.anomaly_scores(anomaly, X)})
+
+    result = fold_predictions(family, task, X, y, folds, params, config, score=lambda a, b: 0.0)
+    final_params = dict(params)
+    if len(folds) == 1:
+        estimator = result.models[0]
+    else:
+        if result.best_iterations:
+            final_params["n_estimators"] = max(1, int(np.median(result.best_iterations)))
+        estimator = fit_family(family, task, X, y, final_params, config)
+    trees = lightgbm.tree_count(estimator) if family == "lightgbm" else None
+
+    validated = ~np.isnan(result.predictions)
+    oof_y, oof_raw = y[validated], result.predictions[validated]
+    candidate = Candidate(
+        family=family,
+        task=task,
+        feature_names=list(feature_names),
+        estimator=estimator,
+        params=final_params,
+        anomaly=anomaly,
+        trees=trees,
+    )
+    report: dict[str, Any] = {
+        "out_of_fold_rows": int(validated.sum()),
+        "fold_best_iterations": result.best_iterations,
+    }
+    if task == "classification":
+        oof_y = oof_y.astype(int)
+        method = config.training.calibration
+        if method != "none":
+            candidate.calibrator = Calibrator(method).fit(oof_raw, oof_y)
+            oof_probability = candidate.calibrator.transform(oof_raw)
+        else:
+            oof_probability = oof_raw
+        rule = config.training.threshold
+        if config.training.decision_threshold is not None:
+            chosen = {
+                "threshold_rule": "fixed",
+                "decision_threshold": float(config.training.decision_threshold),
+            }
+        else:
+            chosen = describe_threshold(
+                oof_y,
+                oof_probability,
+                rule.rule,
+                precision=rule.precision,
+                recall=rule.recall,
+                missed_failure_cost=rule.missed_failure_cost,
+                false_alarm_cost=rule.false_alarm_cost,
+            )
+        candidate.threshold = float(chosen["decision_threshold"])
+        before = classification_metrics(oof_y, oof_raw, candidate.threshold)
+        after = classification_metrics(oof_y, oof_probability, candidate.threshold)
+        report.update(
+            threshold=chosen,
+            metrics=after,
+            uncalibrated={"brier_score": before["brier_score"], "ece": before["ece"]},
+            oof_labels=oof_y,
+            oof_uncalibrated=oof_raw,
+            oof_probability=oof_probability,
+        )
+    else:
+        labels = config.labels
+        report["metrics"] = regression_metrics(
+            oof_y, oof_raw, labels.rul_tolerance_hours, labels.critical_hours
+        )
+    candidate.report = report
+    return candidate
