@@ -46,21 +46,21 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from pdmflow.artifacts import label_column, read_dataset, read_features
 from pdmflow.config import TenantConfig, load_config
 from pdmflow.data.sources import read_source
 from pdmflow.errors import GateFailure
-from pdmflow.evaluation.metrics import classification_metrics
+from pdmflow.evaluation.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    nasa_score,
+)
 from pdmflow.steps.evaluate import run_evaluate
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import run_tune
-
-try:  # the step-output catalog (pdmflow.artifacts) is moving out of steps/features.py
-    from pdmflow.artifacts import label_column, read_dataset, read_features
-except ImportError:  # pragma: no cover - older layout
-    from pdmflow.steps.features import label_column, read_dataset, read_features
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_WINDOWS = (5, 10, 20)  # readings
@@ -100,30 +100,6 @@ DATA_SETS = (
         {"n_devices": 30, "days": 6},
     ),
 )
-
-
-def expected_calibration_error(
-    y_true: np.ndarray, probability: np.ndarray, n_bins: int = 10
-) -> float:
-    """ECE over equal-width bins: sum over bins of (rows in bin / rows) * |rate - mean prob|."""
-    try:  # pdmflow's own, when it has one: the same definition on both sides of the table
-        from pdmflow.evaluation.metrics import expected_calibration_error as pdmflow_ece
-
-        return float(pdmflow_ece(y_true, probability, n_bins))
-    except ImportError:
-        bins = np.minimum((np.asarray(probability) * n_bins).astype(int), n_bins - 1)
-        positives = np.bincount(bins, weights=y_true, minlength=n_bins)
-        probabilities = np.bincount(bins, weights=probability, minlength=n_bins)
-        return float(np.abs(positives - probabilities).sum() / len(y_true))
-
-
-def nasa_score(y_true: np.ndarray, predicted: np.ndarray) -> float:
-    """PHM08 score summed over rows: exp(-d/13) - 1 early (d < 0), exp(d/10) - 1 late."""
-    error = np.asarray(predicted, dtype=float) - np.asarray(y_true, dtype=float)
-    with np.errstate(over="ignore"):
-        return float(
-            np.expm1(-error[error < 0] / 13.0).sum() + np.expm1(error[error >= 0] / 10.0).sum()
-        )
 
 
 def regression_scores(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -182,7 +158,9 @@ class PipelineResult:
     seconds: float
 
 
-def run_pdmflow(config: TenantConfig, frames: tuple[pd.DataFrame, pd.DataFrame], trials: int):
+def run_pdmflow(
+    config: TenantConfig, frames: tuple[pd.DataFrame, pd.DataFrame], trials: int | None
+) -> PipelineResult:
     """The six steps in order, as `main` runs them; the evaluate run's metrics and the verdict."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the steps' summaries are progress, not table
@@ -206,13 +184,6 @@ def run_pdmflow(config: TenantConfig, frames: tuple[pd.DataFrame, pd.DataFrame],
         released=released,
         seconds=time.perf_counter() - start,
     )
-
-
-def pdmflow_test_prediction(model_uri: str, test: pd.DataFrame, feature_names: list[str]):
-    """The released artifact's predictions on the test rows (for metrics pdmflow did not log)."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    prediction = model.predict(test[feature_names].astype("float32"))
-    return np.asarray(prediction.iloc[:, 0] if hasattr(prediction, "iloc") else prediction)
 
 
 def baseline_features(
@@ -271,7 +242,7 @@ def run_baseline(
     return y_test, regressor.predict(X_test)
 
 
-def benchmark(data_set: DataSet, trials: int, quick: bool) -> list[dict[str, Any]]:
+def benchmark(data_set: DataSet, trials: int | None, quick: bool) -> list[dict[str, Any]]:
     """Both models' rows of the table for one data set."""
     config = load_config(data_set.config_path)
     if quick:
@@ -281,25 +252,12 @@ def benchmark(data_set: DataSet, trials: int, quick: bool) -> list[dict[str, Any
     print(f"{data_set.name}: {len(frames[0]):,} readings, pdmflow ...", file=sys.stderr)
     with fresh_tracking_store():
         result = run_pdmflow(config, frames, trials)
-        tables, spec = read_features(result.features_uri)
+        tables, _ = read_features(result.features_uri)
         telemetry, _ = read_dataset(result.data_uri)  # validated, exactly what pdmflow used
         label = label_column(config)
-        y_test = tables["test"][label].to_numpy()
         regression = config.task == "regression"
         wanted = REGRESSION_COLUMNS if regression else CLASSIFICATION_COLUMNS
-        ours = {key: result.metrics.get(key) for key in wanted.values()}
-        missing = [key for key, value in ours.items() if value is None]
-        if missing:
-            print(f"  computing {', '.join(missing)} (not logged by evaluate)", file=sys.stderr)
-            prediction = pdmflow_test_prediction(
-                result.model_uri, tables["test"], spec.feature_names
-            )
-            computed = (
-                regression_scores(y_test, prediction)
-                if regression
-                else {"ece": expected_calibration_error(y_test.astype(int), prediction)}
-            )
-            ours.update({key: computed[key] for key in missing if key in computed})
+        ours = {key: result.metrics[key] for key in wanted.values()}
         print(f"  pdmflow done in {result.seconds:.0f} s; baseline ...", file=sys.stderr)
         y_true, baseline_prediction = run_baseline(config, telemetry, tables)
     if regression:
@@ -345,8 +303,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 cells.append(f"{value:,.0f}")
             elif key in ("mae", "rmse"):
                 cells.append(f"{value:.2f}")
-            else:
-                cells.append(f"{value:.3f}")
+            else:  # four places: the models often differ in the third
+                cells.append(f"{value:.4f}")
         released = row.get("released")
         if isinstance(released, str):
             cells.append(released)
@@ -368,7 +326,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [d.name for d in DATA_SETS]
     parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(names)}")
-    parser.add_argument("--trials", type=int, default=10, help="Optuna trials per tune step")
+    parser.add_argument(
+        "--trials", type=int, default=None, help="Optuna trials per tune step (default: config)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small data sets and at most 3 trials (a smoke check)"
     )
@@ -377,7 +337,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         parser.error(f"--only: unknown data set {unknown[0]!r} (expected {', '.join(names)})")
-    trials = min(args.trials, 3) if args.quick else args.trials
+    trials = min(args.trials or 3, 3) if args.quick else args.trials
     quiet()
     rows: list[dict[str, Any]] = []
     for data_set in DATA_SETS:
@@ -398,7 +358,7 @@ def main() -> None:
             )
     size = "quick (small data)" if args.quick else "full"
     print(
-        f"pdmflow quality vs plain LightGBM   {size}   Optuna trials: {trials}   "
+        f"pdmflow quality vs plain LightGBM   {size}   Optuna trials: {trials or 'config'}   "
         f"python {sys.version.split()[0]}   lightgbm {lgb.__version__}"
     )
     print(format_table(rows))

@@ -7,14 +7,8 @@ import onnx
 import pandas as pd
 import pytest
 
-from pdmflow.models.lightgbm_onnx import (
-    OUTPUT_NAMES,
-    fit_model,
-    onnx_max_difference,
-    onnx_predict,
-    onnx_session,
-    to_onnx,
-)
+from pdmflow.models.lightgbm import fit_model, onnx_max_difference, to_onnx
+from pdmflow.models.onnx import OUTPUT_NAMES, onnx_predict, onnx_session
 
 
 @pytest.fixture(scope="module")

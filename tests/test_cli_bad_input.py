@@ -106,3 +106,33 @@ def test_csv_source_runs_the_pipeline(tmp_path, write_config, store_env, smoke_f
     assert result.returncode == 0, result.stderr
     assert "released pdmflow-smoke-failure version 1" in result.stdout
     assert registered_versions(tmp_path) == [("pdmflow-smoke-failure", 1)]
+
+
+def test_threshold_rule_without_its_number(tmp_path, write_config, store_env):
+    path = write_config({"training": {"threshold": {"rule": "precision_at_least"}}})
+    result = cli("main", "--config", str(path), env=store_env, cwd=tmp_path)
+    assert_clean_failure(
+        result, tmp_path, "training.threshold.precision is required for rule precision_at_least"
+    )
+
+
+def test_device_split_of_a_single_machine(tmp_path, write_config, store_env, smoke_frames):
+    telemetry, events = smoke_frames
+    one = telemetry[telemetry["device_id"] == telemetry["device_id"].iloc[0]]
+    one.to_csv(tmp_path / "machine.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    path = write_config(
+        {
+            "source": {
+                "kind": "csv",
+                "telemetry_path": str(tmp_path / "machine.csv"),
+                "events_path": str(tmp_path / "events.csv"),
+            },
+            "data": {"min_rows": 100},
+            "split": {"by": "device"},
+        }
+    )
+    result = cli("main", "--config", str(path), env=store_env, cwd=tmp_path)
+    assert_clean_failure(
+        result, tmp_path, "split.by device needs at least 3 devices", "use split.by time"
+    )

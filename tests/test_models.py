@@ -10,17 +10,17 @@ import onnx
 import pandas as pd
 import pytest
 
+from pdmflow.errors import ConfigError
 from pdmflow.models import anomaly, random_forest
 from pdmflow.models.calibration import Calibrator
-from pdmflow.models.lightgbm_onnx import (
+from pdmflow.models.lightgbm import fit_model, native_predict, to_onnx
+from pdmflow.models.onnx import (
     OUTPUT_NAMES,
-    fit_model,
-    native_predict,
+    compose,
+    float32_exact_forest,
     onnx_predict,
     onnx_session,
-    to_onnx,
 )
-from pdmflow.models.onnx import compose, float32_exact_forest
 
 N_FEATURES = 6
 
@@ -100,7 +100,7 @@ def test_forest_defaults_can_be_overridden_with_sklearn_names(data):
     assert (small.min_samples_leaf, small.max_features, small.n_jobs) == (5, "sqrt", 2)
     regressor = random_forest.fit("regression", X, rul, {"n_estimators": 5}, seed=0)
     assert regressor.min_samples_leaf == 5
-    with pytest.raises(ValueError, match="num_leaves"):
+    with pytest.raises(ConfigError, match="training.random_forest_params: unknown num_leaves"):
         random_forest.fit("classification", X, failure, {"num_leaves": 31}, seed=0)
 
 

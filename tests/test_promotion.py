@@ -88,3 +88,36 @@ def test_promote_refuses_an_evaluation_against_a_stale_champion(tracking_store):
     run_pipeline(config, n_trials=2)  # version 2 is now Production
     with pytest.raises(Exception, match="Production is now 2: run evaluate again"):
         run_promote(config, stale)
+
+
+def test_champion_is_compared_only_on_devices_it_never_learned_from(tracking_store, write_config):
+    from pdmflow.artifacts import read_features, read_split_membership
+    from pdmflow.steps.features import run_features
+
+    relaxed = {"min_auc": 0.5, "min_precision": 0.0, "min_recall": 0.0}
+    split = {"by": "device", "test_fraction": 0.3, "cv_folds": 0}
+    first = load_config(write_config({"split": split, "gates": relaxed}, name="first.yaml"))
+    assert run_pipeline(first, n_trials=1) == "1"
+    champion_features = mlflow.get_run(versions(MlflowClient())["1"].run_id).data.tags[
+        "pdmflow.features_uri"
+    ]
+    learned = read_split_membership(champion_features)["devices"]
+    champion_learned = {*learned["train"], *learned["validation"]}
+
+    # Another split seed: some of the new test devices are ones the champion learned from.
+    reseeded = load_config(
+        write_config({"split": {**split, "seed": 5}, "gates": relaxed}, name="second.yaml")
+    )
+    features_uri = run_features(reseeded, "latest")
+    evaluate_run = mlflow.get_run(run_evaluate(reseeded, run_train(reseeded, features_uri, "none")))
+    test = read_features(features_uri)[0]["test"]
+    seen = set(test["device_id"]) & champion_learned
+    assert seen and set(test["device_id"]) - champion_learned  # both kinds are present
+    unseen_rows = int((~test["device_id"].isin(champion_learned)).sum())
+    metrics = evaluate_run.data.metrics
+    assert metrics["champion_comparison_rows"] == unseen_rows < len(test)
+    assert "candidate_auc_on_champion_rows" in metrics and "champion_auc" in metrics
+    how = evaluate_run.data.tags["pdmflow.champion_rows"]
+    assert how.startswith(f"{len(seen)} test device(s) the champion trained or validated on")
+    report = mlflow.artifacts.load_dict(f"runs:/{evaluate_run.info.run_id}/evaluation_report.json")
+    assert report["champion"]["rows"] == how

@@ -12,13 +12,8 @@ from pdmflow.data.sources import read_source
 from pdmflow.data.validation import validate
 from pdmflow.features.builder import FeatureSpec, build_features, latest_features
 from pdmflow.features.selection import drop_constant_and_duplicates, select_features
-from pdmflow.models.lightgbm_onnx import (
-    fit_model,
-    onnx_max_difference,
-    onnx_session,
-    to_onnx,
-    tree_count,
-)
+from pdmflow.models.lightgbm import fit_model, onnx_max_difference, to_onnx, tree_count
+from pdmflow.models.onnx import onnx_session
 
 
 def _onnx_trees(model: onnx.ModelProto) -> int:

@@ -38,3 +38,25 @@ def test_study_logs_trials_best_params_and_history(tracking_store, write_config,
     assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
     assert params["family"] == "lightgbm" == train_run.data.params["family"]
     assert train_run.data.params["lgbm_num_leaves"] == str(params["params"]["num_leaves"])
+
+
+def test_optuna_chooses_among_families_and_train_follows(tracking_store, write_config):
+    families = ["lightgbm", "random_forest"]
+    config = load_config(write_config({"tuning": {"families": families, "timeout_seconds": 900}}))
+    features_uri = run_features(config, run_ingest(config))
+    tune_run_id = run_tune(config, features_uri, n_trials=3)
+    trials = MlflowClient().search_runs(
+        [mlflow.get_run(tune_run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{tune_run_id}'",
+    )
+    assert len(trials) == 3
+    assert {t.data.params["family"] for t in trials} <= set(families)
+    # Each family's own search space: LightGBM's leaves, the forest's leaf size.
+    for trial in trials:
+        own = "num_leaves" if trial.data.params["family"] == "lightgbm" else "rf_min_samples_leaf"
+        assert own in trial.data.params
+    best = read_best_params(tune_run_id)
+    assert mlflow.get_run(tune_run_id).data.params["best_family"] == best["family"]
+    train_run = mlflow.get_run(run_train(config, features_uri, tune_run_id))
+    assert train_run.data.params["family"] == best["family"]
+    assert train_run.data.tags["pdmflow.family"] == best["family"]

@@ -198,7 +198,7 @@ class SplitConfig(_Strict):
     holdout_device_fraction: float = Field(0.0, ge=0, lt=1)
     # Cross-validation folds over train + validation (0: one split): grouped by device for
     # split.by device, expanding and purged for split.by time.
-    cv_folds: int = Field(0, ge=0, le=10)
+    cv_folds: int = Field(3, ge=0, le=10)
     # Seeds the device hash of split.by device (a device's split never depends on the others).
     seed: int = 0
 
@@ -243,13 +243,18 @@ class TrainingConfig(_Strict):
     # Boosting stops when the validation metric has not improved for this many rounds;
     # params.n_estimators is the ceiling.
     early_stopping_rounds: int = Field(50, ge=1)
+    # The released model is refitted on train + validation with the early-stopped number of
+    # rounds (scaled by the rows it sees); false: the model fitted on the train rows is kept.
+    refit: bool = True
     # Calibration of probabilities, fitted on out-of-fold (or validation) predictions.
-    calibration: Literal["none", "sigmoid", "isotonic"] = "isotonic"
+    # sigmoid keeps the ranking (AUC) exactly; isotonic bends freely but needs more positives.
+    calibration: Literal["none", "sigmoid", "isotonic"] = "sigmoid"
     # A fixed decision threshold; null: chosen by `threshold.rule`.
     decision_threshold: float | None = Field(None, gt=0, lt=1)
     threshold: ThresholdConfig = ThresholdConfig()
-    # task: regression: LightGBM objective for remaining useful life.
-    rul_objective: Literal["l2", "huber", "l1"] = "l1"
+    # task: regression: LightGBM objective for remaining useful life. l2 weighs the large
+    # (late) errors that RMSE and the NASA score punish; l1 aims at the median (lowest MAE).
+    rul_objective: Literal["l2", "huber", "l1"] = "l2"
     seed: int = 42
 
 

@@ -16,7 +16,7 @@ from mlflow.models import Model
 from pdmflow.data.labels import health_status
 from pdmflow.data.validation import normalise_events, normalise_telemetry
 from pdmflow.features.builder import FeatureSpec, latest_features
-from pdmflow.models.lightgbm_onnx import OUTPUT_NAMES
+from pdmflow.models.onnx import OUTPUT_NAMES
 from pdmflow.tracking import downloaded
 
 SPEC_PATH = "extra_files/feature_spec.json"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pdmflow.config import TenantConfig
-from pdmflow.models import lightgbm_onnx as lightgbm
+from pdmflow.models import lightgbm
 
 # Correlations are estimated on at most this many rows (a seeded sample).
 CORRELATION_SAMPLE_ROWS = 50_000

@@ -14,11 +14,12 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import IsolationForest
 
-from pdmflow.models.lightgbm_onnx import INPUT_NAME, onnx_session
 from pdmflow.models.onnx import (
     ANOMALY_OUTPUT,
+    INPUT_NAME,
     TARGET_OPSET,
     float32_exact_forest,
+    onnx_session,
     set_single_output,
 )
 

@@ -20,8 +20,7 @@ from onnx import TensorProto, helper
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from pdmflow.models.lightgbm_onnx import OUTPUT_NAMES
-from pdmflow.models.onnx import rename_value, with_default_opset
+from pdmflow.models.onnx import OUTPUT_NAMES, rename_value, with_default_opset
 
 METHODS = ("sigmoid", "isotonic")
 LOGIT_START, LOGIT_STOP, KNOT_COUNT = -12.0, 12.0, 481  # knots 0.05 apart in logit space

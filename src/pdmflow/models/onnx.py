@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+import pandas as pd
 from onnx import TensorProto, helper, version_converter
-
-from pdmflow.models.lightgbm_onnx import INPUT_NAME, OUTPUT_NAMES
 
 if TYPE_CHECKING:  # calibration imports this module; only the type is needed here
     from pdmflow.models.calibration import Calibrator
@@ -28,6 +28,24 @@ if TYPE_CHECKING:  # calibration imports this module; only the type is needed he
 # runs on every onnxruntime the project allows (>= 1.18).
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 ANOMALY_OUTPUT = "anomaly_score"
+INPUT_NAME = "features"
+OUTPUT_NAMES = {
+    "classification": "failure_probability",
+    "regression": "remaining_useful_life_hours",
+}
+
+
+def onnx_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def onnx_predict(session: ort.InferenceSession, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    values = np.asarray(X, dtype=np.float32)
+    return session.run(None, {INPUT_NAME: values})[0]
 
 
 def float32_exact_forest(forest: Any) -> Any:

@@ -16,8 +16,14 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from pdmflow.models.lightgbm_onnx import INPUT_NAME, OUTPUT_NAMES
-from pdmflow.models.onnx import TARGET_OPSET, float32_exact_forest, set_single_output
+from pdmflow.errors import ConfigError
+from pdmflow.models.onnx import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    TARGET_OPSET,
+    float32_exact_forest,
+    set_single_output,
+)
 
 RandomForestModel = RandomForestClassifier | RandomForestRegressor
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -56,9 +62,9 @@ def fit(
         settings.pop("class_weight")  # classifier-only
     unknown = sorted(set(settings) - set(model.get_params()))
     if unknown:
-        raise ValueError(
-            f"random forest params: unknown {unknown}; expected scikit-learn "
-            f"{type(model).__name__} parameter names"
+        raise ConfigError(
+            f"training.random_forest_params: unknown {', '.join(unknown)}; expected "
+            f"scikit-learn {type(model).__name__} parameter names"
         )
     model.set_params(**settings)
     # Float32 features: the ONNX model computes in float32, so training sees the same values.

@@ -19,8 +19,7 @@ from pdmflow.config import TenantConfig
 from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
 from pdmflow.evaluation.thresholds import describe_threshold
 from pdmflow.models import anomaly as anomaly_model
-from pdmflow.models import lightgbm_onnx as lightgbm
-from pdmflow.models import random_forest
+from pdmflow.models import lightgbm, random_forest
 from pdmflow.models.calibration import Calibrator
 from pdmflow.models.onnx import compose
 
@@ -177,10 +176,10 @@ def fit_candidate(
 ) -> Candidate:
     """Fit the released model on `learning` (the train table, then the validation table).
 
-    With one fold (train -> validation) the fold's model is kept: it stopped early on the
-    validation rows, which also fit the calibration and choose the threshold. With k folds,
-    the out-of-fold predictions do that, and the final model is refitted on every learning row
-    with the folds' median best iteration.
+    The out-of-fold predictions (the validation rows, with one fold) fit the calibration and
+    choose the threshold. The released model is then refitted on every learning row with the
+    folds' median best iteration, scaled by the rows it sees (training.refit); without refit
+    and with one fold, the fold's own model (trained on the train rows) is released.
     """
     task = config.task
     y = learning[label].to_numpy(dtype=float)
@@ -195,11 +194,17 @@ def fit_candidate(
 
     result = fold_predictions(family, task, X, y, folds, params, config, score=lambda a, b: 0.0)
     final_params = dict(params)
-    if len(folds) == 1:
+    if len(folds) == 1 and not config.training.refit:
         estimator = result.models[0]
     else:
         if result.best_iterations:
-            final_params["n_estimators"] = max(1, int(np.median(result.best_iterations)))
+            # Rounds grow with the rows they fit: scale each fold's best iteration by the
+            # share of rows the final fit sees.
+            scaled = [
+                best * len(X) / len(fit_rows)
+                for best, (fit_rows, _) in zip(result.best_iterations, folds, strict=True)
+            ]
+            final_params["n_estimators"] = max(1, int(round(float(np.median(scaled)))))
         estimator = fit_family(family, task, X, y, final_params, config)
     trees = lightgbm.tree_count(estimator) if family == "lightgbm" else None
 

@@ -21,7 +21,7 @@ from pdmflow.evaluation.metrics import (
 )
 from pdmflow.evaluation.plots import evaluation_figures, regression_figures
 from pdmflow.features.builder import FeatureSpec, build_features
-from pdmflow.models.lightgbm_onnx import onnx_predict, onnx_session
+from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
 from pdmflow.serving import load_feature_spec
 from pdmflow.steps.train import MODEL_URI_TAG

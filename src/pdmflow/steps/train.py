@@ -18,7 +18,7 @@ from pdmflow.errors import StepInputError
 from pdmflow.evaluation.plots import reliability_diagram
 from pdmflow.features.selection import select_features
 from pdmflow.features.split import learning_folds
-from pdmflow.models.lightgbm_onnx import OUTPUT_NAMES, onnx_predict, onnx_session
+from pdmflow.models.onnx import OUTPUT_NAMES, onnx_predict, onnx_session
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, step_run

@@ -33,10 +33,10 @@ def search_space(trial: optuna.Trial, family: str) -> dict[str, Any]:
     """The brief's parameters per family, in the estimators' scikit-learn names."""
     if family == "random_forest":
         return {
-            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 500, log=True),
+            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 400, log=True),
             "max_depth": trial.suggest_int("rf_max_depth", 4, 24),
             "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 50, log=True),
-            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.7, log=True),
+            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.5, log=True),
         }
     return {
         # A ceiling: every fit stops early on its validation rows.

@@ -1,4 +1,4 @@
-"""LightGBM models for both tasks and their ONNX export.
+"""LightGBM for both tasks: fit with early stopping, predict, export to ONNX.
 
 The exported graph takes one float tensor `features` [N, n_features] (columns in the feature
 spec's order) and returns one float tensor [N]: `failure_probability` (classification) or
@@ -22,11 +22,8 @@ from onnx import TensorProto, helper
 from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-INPUT_NAME = "features"
-OUTPUT_NAMES = {
-    "classification": "failure_probability",
-    "regression": "remaining_useful_life_hours",
-}
+from pdmflow.models.onnx import INPUT_NAME, OUTPUT_NAMES, onnx_predict
+
 LightGBMModel = lgb.LGBMClassifier | lgb.LGBMRegressor
 
 
@@ -156,19 +153,6 @@ def to_onnx(model: LightGBMModel, n_features: int) -> onnx.ModelProto:
     graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     onnx.checker.check_model(converted, full_check=True)
     return converted
-
-
-def onnx_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-
-
-def onnx_predict(session: ort.InferenceSession, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-    values = np.asarray(X, dtype=np.float32)
-    return session.run(None, {INPUT_NAME: values})[0]
 
 
 def onnx_max_difference(
