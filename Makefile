@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
 PYTEST_ARGS ?=
 
-.PHONY: run test ui lint bench clean
+.PHONY: run test ui lint bench quality clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pipeline.py --config $(CONFIG)
+
+quality: $(BIN)/.installed
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts .pdmflow

@@ -5,7 +5,8 @@ import pytest
 from pdmflow.config import load_config
 from pdmflow.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "bench" / "configs").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -43,3 +44,12 @@ def test_missing_file():
 def test_file_source_needs_a_path(write_config):
     with pytest.raises(ConfigError, match="source.telemetry_path is required"):
         load_config(write_config({"source": {"kind": "csv"}}))
+
+
+def test_refit_false_needs_a_single_validation_split(write_config):
+    path = write_config({"training": {"refit": False}, "split": {"cv_folds": 3}})
+    with pytest.raises(ConfigError, match="training.refit: false .* split.cv_folds: 0"):
+        load_config(path)
+    assert not load_config(
+        write_config({"training": {"refit": False}, "split": {"cv_folds": 0}})
+    ).training.refit

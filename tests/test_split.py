@@ -131,3 +131,20 @@ def test_split_report_warns_with_numbers_and_names_the_setting(smoke_data, write
     tables["validation"] = table("a", 200, 12)
     warnings = split_report(tables, time_config, LABEL)["warnings"]
     assert any("validation split has 12 positive rows (fewer than 20)" in w for w in warnings)
+
+
+def test_a_fold_without_failures_is_an_error_naming_the_setting(write_config):
+    from pdmflow.errors import DataValidationError
+
+    config = load_config(write_config({"split": {"cv_folds": 3}}))
+    times = pd.Series(pd.date_range("2026-01-01", periods=400, freq="h"))
+    # Failures only in the last tenth: the early folds have nothing to learn from.
+    labels = (np.arange(400) >= 360).astype(float)
+    learning = pd.DataFrame({"device_id": "a", "timestamp": times, LABEL: labels})
+    with pytest.raises(DataValidationError, match=r"split.cv_folds 3: fold 1 has only one label"):
+        learning_folds(learning, 340, config, "device_id", "timestamp", LABEL)
+    config = load_config(write_config({"split": {"cv_folds": 0}}))
+    ((fit_rows, valid_rows),) = learning_folds(
+        learning, 340, config, "device_id", "timestamp", LABEL
+    )
+    assert list(fit_rows) == list(range(340)) and list(valid_rows) == list(range(340, 400))

@@ -315,6 +315,15 @@ class TenantConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _refit_with_folds(self) -> TenantConfig:
+        if not self.training.refit and self.split.cv_folds:
+            raise ValueError(
+                "training.refit: false keeps the model fitted on the train rows, which exists "
+                "only with one validation split: set split.cv_folds: 0 as well"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _feature_sensors_exist(self) -> TenantConfig:
         continuous = set(self.schema_.continuous_sensors)
         named = [

@@ -179,11 +179,28 @@ def learning_folds(
     if not folds:
         return [(np.arange(train_rows), np.arange(train_rows, len(learning)))]
     if config.split.by == "device":
-        return device_folds(learning[device_column], learning[label], folds, config.split.seed)
-    order = np.argsort(learning[time_column].to_numpy(), kind="stable")
-    times = learning[time_column].iloc[order].reset_index(drop=True)
-    by_time = time_folds(times, folds, pd.Timedelta(hours=label_lookahead_hours(config)))
-    return [(order[fit], order[valid]) for fit, valid in by_time]
+        result = device_folds(learning[device_column], learning[label], folds, config.split.seed)
+    else:
+        order = np.argsort(learning[time_column].to_numpy(), kind="stable")
+        times = learning[time_column].iloc[order].reset_index(drop=True)
+        by_time = time_folds(times, folds, pd.Timedelta(hours=label_lookahead_hours(config)))
+        result = [(order[fit], order[valid]) for fit, valid in by_time]
+    if config.task == "classification":
+        _check_fold_classes(result, learning[label].to_numpy(), folds)
+    return result
+
+
+def _check_fold_classes(
+    folds: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, n_folds: int
+) -> None:
+    """Every fold must fit on, and validate on, both healthy and failing rows."""
+    for k, (fit_rows, valid_rows) in enumerate(folds, start=1):
+        for rows, role in ((fit_rows, "fit on"), (valid_rows, "validate on")):
+            if len(np.unique(labels[rows])) < 2:
+                raise DataValidationError(
+                    f"split.cv_folds {n_folds}: fold {k} has only one label value to {role} "
+                    f"({len(rows)} rows); use fewer folds or split.cv_folds: 0, or more history"
+                )
 
 
 def label_lookahead_hours(config: TenantConfig) -> float:

@@ -99,6 +99,9 @@ def to_onnx(model: RandomForestModel, n_features: int) -> onnx.ModelProto:
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         options={id(exact): {"zipmap": False}} if classification else None,
         target_opset=TARGET_OPSET,
+        # skl2onnx's identity-removal pass takes most of the conversion time on deep forests;
+        # ONNX Runtime drops identity nodes itself when it builds the session.
+        model_optim=False,
     )
     graph = converted.graph
     _sum_trees_in_double(graph)

@@ -16,6 +16,7 @@ import onnx
 import pandas as pd
 
 from pdmflow.config import TenantConfig
+from pdmflow.errors import DataValidationError
 from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
 from pdmflow.evaluation.thresholds import describe_threshold
 from pdmflow.models import anomaly as anomaly_model
@@ -126,6 +127,43 @@ def healthy_rows(y: np.ndarray, config: TenantConfig) -> np.ndarray:
     return y >= config.labels.rul_cap_hours
 
 
+# Healthy training rows are scored by forests that did not see them (cross-fitting).
+ANOMALY_CROSS_FIT_FOLDS = 5
+
+
+def anomaly_feature(
+    X: pd.DataFrame, y: np.ndarray, train_rows: int, config: TenantConfig
+) -> tuple[onnx.ModelProto, np.ndarray]:
+    """The Isolation Forest graph that serving runs, and the anomaly score of every row.
+
+    The forest is fitted on the healthy rows of the train table only. Scored by that forest,
+    those very rows would look more normal than any row it never saw, and the model would
+    learn the difference; so each healthy training row gets the score of a forest fitted on
+    the other healthy rows (5 folds), and every other row the released forest's score.
+    """
+    seed = config.training.seed
+    healthy = np.flatnonzero(healthy_rows(y[:train_rows], config))
+    if len(healthy) < 2 * ANOMALY_CROSS_FIT_FOLDS:
+        raise DataValidationError(
+            f"features.anomaly_score: {len(healthy)} healthy training rows (label 0, or RUL "
+            f"at labels.rul_cap_hours) to fit the Isolation Forest on; need at least "
+            f"{2 * ANOMALY_CROSS_FIT_FOLDS}"
+        )
+    forest = anomaly_model.fit_isolation_forest(X.iloc[healthy], seed)
+    graph = anomaly_model.anomaly_onnx(forest, X.shape[1])
+    scores = anomaly_model.anomaly_scores(graph, X)
+    chunks = np.array_split(
+        np.random.default_rng(seed).permutation(healthy), ANOMALY_CROSS_FIT_FOLDS
+    )
+    for k, held in enumerate(chunks):
+        others = np.setdiff1d(healthy, held)
+        fold_forest = anomaly_model.fit_isolation_forest(X.iloc[others], seed + k + 1)
+        # Training-only values, never served: the forest's own score is enough here.
+        held_rows = X.iloc[held].to_numpy(np.float32)
+        scores[held] = -fold_forest.score_samples(held_rows).astype(np.float32)
+    return graph, scores
+
+
 @dataclass
 class Candidate:
     """A fitted model as it is released: anomaly feature, estimator, calibration, threshold."""
@@ -186,11 +224,8 @@ def fit_candidate(
     X = learning[feature_names]
     anomaly = None
     if config.features.anomaly_score:
-        train_y = y[:train_rows]
-        healthy = X.iloc[:train_rows][healthy_rows(train_y, config)]
-        forest = anomaly_model.fit_isolation_forest(healthy, config.training.seed)
-        anomaly = anomaly_model.anomaly_onnx(forest, len(feature_names))
-        X = X.assign(**{ANOMALY_FEATURE: anomaly_model.anomaly_scores(anomaly, X)})
+        anomaly, scores = anomaly_feature(X, y, train_rows, config)
+        X = X.assign(**{ANOMALY_FEATURE: scores})
 
     result = fold_predictions(family, task, X, y, folds, params, config, score=lambda a, b: 0.0)
     final_params = dict(params)
@@ -204,7 +239,8 @@ def fit_candidate(
                 best * len(X) / len(fit_rows)
                 for best, (fit_rows, _) in zip(result.best_iterations, folds, strict=True)
             ]
-            final_params["n_estimators"] = max(1, int(round(float(np.median(scaled)))))
+            ceiling = int(params.get("n_estimators", 100))
+            final_params["n_estimators"] = max(1, min(ceiling, round(float(np.median(scaled)))))
         estimator = fit_family(family, task, X, y, final_params, config)
     trees = lightgbm.tree_count(estimator) if family == "lightgbm" else None
 
