@@ -42,6 +42,24 @@ _KNOWN_SENSORS: dict[str, tuple[float, float]] = {
 }
 
 
+def _oscillation(rng: np.random.Generator, spread: float, level: np.ndarray) -> np.ndarray:
+    """A machine's own oscillation whose amplitude grows with its degradation `level`."""
+    period_samples = rng.uniform(3.0, 6.0)
+    phase = 2 * np.pi * np.arange(len(level)) / period_samples
+    return spread * (1 + 3 * level) * np.sin(phase)
+
+
+def _boolean_readings(rng: np.random.Generator, sensor: str, level: np.ndarray) -> np.ndarray:
+    """On/off readings: alarm-like sensors fire more, others stay on less, as `level` rises."""
+    if "maintenance" in sensor:
+        rate = np.full(len(level), 0.01)  # now and then, whatever the device's state
+    elif any(word in sensor for word in ("alarm", "fault", "warning")):
+        rate = 0.03 + 0.6 * level
+    else:
+        rate = 0.9 - 0.3 * level
+    return rng.random(len(level)) < rate
+
+
 def generate_fleet(
     settings: SyntheticSource,
     continuous_sensors: list[str],
@@ -99,19 +117,10 @@ def generate_fleet(
             noise = rng.normal(0, spread * settings.noise, size=n_samples)
             values = device_base + noise + drift[sensor] * spread * degradation
             if "vibration" in sensor:
-                # A machine's own oscillation whose amplitude grows as it degrades.
-                period_samples = rng.uniform(3.0, 6.0)
-                phase = 2 * np.pi * np.arange(n_samples) / period_samples
-                values = values + spread * (1 + 3 * degradation) * np.sin(phase)
+                values = values + _oscillation(rng, spread, degradation)
             columns[sensor] = values
         for sensor in boolean_sensors:
-            alarm_like = any(word in sensor for word in ("alarm", "fault", "warning"))
-            if "maintenance" in sensor:
-                rate = np.full(n_samples, 0.01)  # now and then, whatever the device's state
-            else:
-                base_rate = 0.03 if alarm_like else 0.9
-                rate = base_rate + (0.6 if alarm_like else -0.3) * degradation
-            columns[sensor] = rng.random(n_samples) < rate
+            columns[sensor] = _boolean_readings(rng, sensor, degradation)
         telemetry_parts.append(pd.DataFrame(columns))
 
         for failure_hour in failure_hours_arr:
@@ -224,17 +233,10 @@ def generate_run_to_failure(
             noise = rng.normal(0, spread * settings.noise, size=n_samples)
             values = device_base + noise + drift[index] * spread * wear ** curvature[index]
             if "vibration" in sensor:
-                period_samples = rng.uniform(3.0, 6.0)
-                phase = 2 * np.pi * np.arange(n_samples) / period_samples
-                values = values + spread * (1 + 3 * wear * informative[index]) * np.sin(phase)
+                values = values + _oscillation(rng, spread, wear * informative[index])
             columns[sensor] = values
         for sensor in boolean_sensors:
-            alarm_like = any(word in sensor for word in ("alarm", "fault", "warning"))
-            if "maintenance" in sensor:
-                rate = np.full(n_samples, 0.01)
-            else:
-                rate = (0.03 + 0.6 * late) if alarm_like else (0.9 - 0.3 * late)
-            columns[sensor] = rng.random(n_samples) < rate
+            columns[sensor] = _boolean_readings(rng, sensor, late)
         telemetry_parts.append(pd.DataFrame(columns))
         event_rows.append(
             {

@@ -139,25 +139,17 @@ def _choose(
 
 
 def choose_threshold(
-    y_true: np.ndarray,
-    probability: np.ndarray,
-    rule: str = "f1",
-    *,
-    precision: float | None = None,
-    recall: float | None = None,
-    missed_failure_cost: float | None = None,
-    false_alarm_cost: float | None = None,
+    y_true: np.ndarray, probability: np.ndarray, rule: str = "f1", **arguments: float | None
 ) -> float:
     """The decision threshold the rule picks on these rows (one of the given probabilities).
 
+    `arguments` are the rule's: precision, recall, missed_failure_cost, false_alarm_cost.
     Rules and tie-breaking as in the module docstring; a precision or recall floor that no
     threshold meets falls back to the F1 threshold (`describe_threshold` reports it).
     Raises ValueError for an unknown rule, a missing or out-of-range argument the rule needs
     (naming it as `training.threshold.<name>`), mismatched inputs, or no failing row.
     """
-    curve = _curve(y_true, probability)
-    index, _ = _choose(curve, rule, precision, recall, missed_failure_cost, false_alarm_cost)
-    return float(curve.thresholds[index])
+    return float(describe_threshold(y_true, probability, rule, **arguments)["decision_threshold"])
 
 
 def describe_threshold(
