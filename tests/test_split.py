@@ -148,3 +148,30 @@ def test_a_fold_without_failures_is_an_error_naming_the_setting(write_config):
         learning, 340, config, "device_id", "timestamp", LABEL
     )
     assert list(fit_rows) == list(range(340)) and list(valid_rows) == list(range(340, 400))
+
+
+def test_run_to_failure_fleet_wants_a_device_split(write_config):
+    """A time split of a run-to-failure fleet leaves only the last readings of long-lived units
+    in test (the report says so and names split.by); a device split holds out whole units."""
+    fleet = {
+        "source": {
+            "synthetic": {
+                "run_to_failure": True, "n_devices": 40, "days": 5, "sample_minutes": 60,
+                "degradation_hours": 24, "seed": 3,
+            }
+        },
+        "features": {"lags": ["1h", "3h"], "windows": ["3h", "6h"], "time_since_failure": False},
+        "labels": {"horizon_hours": 12},
+    }  # fmt: skip
+    reports = {}
+    for by in ("time", "device"):
+        config = load_config(write_config({**fleet, "split": {"by": by}}, name=f"{by}.yaml"))
+        telemetry, events = read_source(config)
+        telemetry, events, _ = validate(telemetry, events, config, "test")
+        tables, _, _, _ = label_and_split(telemetry, events, config, LABEL)
+        reports[by] = split_report(tables, config, LABEL)
+    rate_warning = "training rate"
+    assert any(rate_warning in w and "split.by: device" in w for w in reports["time"]["warnings"])
+    assert not any(rate_warning in w for w in reports["device"]["warnings"])
+    device_splits = reports["device"]["splits"]
+    assert all(device_splits[name]["positive_rows"] > 0 for name in device_splits)
