@@ -355,3 +355,18 @@ def split_report(
                 f"training rate {train_rate:.1%} (more than {MAX_POSITIVE_RATE_RATIO}x): {fix}"
             )
     return {"by": config.split.by, "splits": summary, "warnings": warnings}
+
+
+def describe_split(report: dict[str, object]) -> str:
+    """The split report as lines a person reads in the step's output."""
+    lines = []
+    for name, row in report["splits"].items():
+        line = (
+            f"split by {report['by']}: {name:<10} {row['devices']:>5,} devices "
+            f"{row['rows']:>9,} rows"
+        )
+        if "positive_rate" in row:
+            line += f"  {row['positive_rate']:.1%} positive"
+        lines.append(line)
+    lines += [f"split warning: {warning}" for warning in report["warnings"]]
+    return "\n".join(lines) + "\n"

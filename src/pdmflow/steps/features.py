@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from pathlib import Path
 
@@ -17,10 +16,8 @@ from pdmflow.artifacts import (
     read_dataset,
 )
 from pdmflow.config import TenantConfig
-from pdmflow.features.split import label_and_split, split_report
+from pdmflow.features.split import describe_split, label_and_split, split_report
 from pdmflow.tracking import step_run
-
-log = logging.getLogger(__name__)
 
 
 def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
@@ -50,9 +47,7 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
         report = split_report(tables, config, label)
         mlflow.log_metric("split_warnings", len(report["warnings"]))
         mlflow.log_dict(report, "split_report.json")
-        for warning in report["warnings"]:
-            log.warning("split: %s", warning)
-            print(f"split warning: {warning}")
+        print(describe_split(report), end="")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / FEATURES_DIR
             out.mkdir()
