@@ -56,11 +56,11 @@ def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSp
 
 def read_split_membership(features_uri: str) -> dict[str, Any] | None:
     """What a features run learned from (devices or time boundaries), or None when not logged."""
+    # Only this small file: the directory also holds every split table.
     try:
-        with downloaded(features_uri) as local:
-            path = local / SPLIT_MEMBERSHIP
-            return json.loads(path.read_text()) if path.is_file() else None
-    except Exception:
+        with downloaded(f"{features_uri}/{SPLIT_MEMBERSHIP}") as path:
+            return json.loads(path.read_text())
+    except Exception:  # not logged (a features run from before split records)
         return None
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from pdmflow.config import TenantConfig
+from pdmflow.features.builder import FeatureSpec
+from pdmflow.features.split import learning_folds
 from pdmflow.models import lightgbm
 
 # Correlations are estimated on at most this many rows (a seeded sample).
@@ -92,3 +94,24 @@ def select_features(
             dropped[kept[i]] = f"gain rank {rank} of {len(kept)} (select_top_k {k})"
         kept = [name for name in kept if name in top]
     return Selection(kept, dropped)
+
+
+@dataclass(frozen=True)
+class LearningSet:
+    """What tune and train learn from: the selection, train + validation rows, their folds."""
+
+    selection: Selection
+    rows: pd.DataFrame  # the train table, then the validation table
+    train_rows: int
+    folds: list[tuple[np.ndarray, np.ndarray]]
+
+
+def learning_set(
+    tables: dict[str, pd.DataFrame], spec: FeatureSpec, label: str, config: TenantConfig
+) -> LearningSet:
+    """The same selection, rows and folds for tune and train (test rows play no part)."""
+    train, validation = tables["train"], tables["validation"]
+    selection = select_features(train, validation, spec.feature_names, label, config)
+    rows = pd.concat([train, validation], ignore_index=True)
+    folds = learning_folds(rows, len(train), config, spec.device_column, spec.time_column, label)
+    return LearningSet(selection, rows, len(train), folds)

@@ -23,7 +23,7 @@ from pdmflow.evaluation.plots import evaluation_figures, regression_figures
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
-from pdmflow.serving import load_feature_spec
+from pdmflow.serving import SPEC_PATH
 from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
@@ -32,13 +32,11 @@ CHAMPION_VERSION_TAG = "pdmflow.champion_version"
 CHAMPION_METRIC = {"classification": "auc", "regression": "mae"}
 
 
-def _session(model_uri: str) -> InferenceSession:
+def _load(model_uri: str) -> tuple[InferenceSession, FeatureSpec]:
+    """The model's ONNX session and the feature spec logged with it, from one download."""
     with downloaded(model_uri) as local:
-        return onnx_session(mlflow.onnx.load_model(str(local)))
-
-
-def _score(model_uri: str, features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    return onnx_predict(_session(model_uri), features[spec.feature_names])
+        spec = FeatureSpec.from_json((local / SPEC_PATH).read_text())
+        return onnx_session(mlflow.onnx.load_model(str(local))), spec
 
 
 def _same_definitions(a: FeatureSpec, b: FeatureSpec) -> bool:
@@ -55,11 +53,11 @@ def _champion_prediction(
     them is scored from it. A champion built with another feature spec gets its own features
     rebuilt from the same raw dataset, joined back on (device, time).
     """
-    champion_spec = load_feature_spec(champion_uri)
+    session, champion_spec = _load(champion_uri)
     if _same_definitions(champion_spec, spec) and set(champion_spec.feature_names) <= set(
         test.columns
     ):
-        return _score(champion_uri, test, champion_spec)
+        return onnx_predict(session, test[champion_spec.feature_names])
     features_run = mlflow.get_run(features_uri.split("/")[1])
     telemetry, events = read_dataset(features_run.data.params["data_uri"])
     rebuilt = build_features(telemetry, champion_spec, events)
@@ -69,7 +67,7 @@ def _champion_prediction(
         raise StepInputError(
             f"champion {champion_uri}: its features cannot be rebuilt for every test row"
         )
-    return _score(champion_uri, joined, champion_spec)
+    return onnx_predict(session, joined[champion_spec.feature_names])
 
 
 def unseen_by_champion(
@@ -111,7 +109,7 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     if not model_uri or not features_uri:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
     tables, spec = read_features(features_uri)
-    model_spec = load_feature_spec(model_uri)
+    session, model_spec = _load(model_uri)
     test = tables["test"]
     y_test = test[label_column(config)].to_numpy()
     metadata = get_model_info(model_uri).metadata or {}
@@ -136,7 +134,6 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
                 "family": metadata.get("family", "lightgbm"),
             }
         )
-        session = _session(model_uri)
         X_test = test[model_spec.feature_names]
         prediction = onnx_predict(session, X_test)
         metrics = task_metrics(prediction)

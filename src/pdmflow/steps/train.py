@@ -16,8 +16,7 @@ from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.evaluation.plots import reliability_diagram
-from pdmflow.features.selection import select_features
-from pdmflow.features.split import learning_folds
+from pdmflow.features.selection import learning_set
 from pdmflow.models.onnx import OUTPUT_NAMES, onnx_predict, onnx_session
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
@@ -59,15 +58,12 @@ def run_train(
     family, params, params_source = _resolve_params(config, tune_run_id)
     tables, spec = read_features(features_uri)
     label = label_column(config)
-    train, validation, test = tables["train"], tables["validation"], tables["test"]
+    test = tables["test"]
 
     with step_run(config, "train") as run:
-        selection = select_features(train, validation, spec.feature_names, label, config)
+        learning = learning_set(tables, spec, label, config)
+        selection, folds = learning.selection, learning.folds
         model_spec = spec.with_features(selection.kept)
-        learning = pd.concat([train, validation], ignore_index=True)
-        folds = learning_folds(
-            learning, len(train), config, spec.device_column, spec.time_column, label
-        )
         mlflow.log_params(
             {
                 "features_uri": features_uri,
@@ -84,7 +80,14 @@ def run_train(
         prefix = "lgbm" if family == "lightgbm" else "rf"
         mlflow.log_params({f"{prefix}_{k}": v for k, v in params.items()})
         candidate = fit_candidate(
-            learning, len(train), folds, model_spec.feature_names, label, config, family, params
+            learning.rows,
+            learning.train_rows,
+            folds,
+            model_spec.feature_names,
+            label,
+            config,
+            family,
+            params,
         )
         onnx_model = candidate.to_onnx()
         session = onnx_session(onnx_model)

@@ -11,14 +11,12 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import optuna
-import pandas as pd
 from optuna.visualization.matplotlib import plot_optimization_history
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
-from pdmflow.features.selection import select_features
-from pdmflow.features.split import learning_folds
+from pdmflow.features.selection import learning_set
 from pdmflow.models.training import fold_predictions
 from pdmflow.tracking import step_run
 
@@ -75,13 +73,9 @@ def run_tune(
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
     tables, spec = read_features(features_uri)
     label = label_column(config)
-    train, validation = tables["train"], tables["validation"]
-    selection = select_features(train, validation, spec.feature_names, label, config)
-    learning = pd.concat([train, validation], ignore_index=True)
-    folds = learning_folds(
-        learning, len(train), config, spec.device_column, spec.time_column, label
-    )
-    X, y = learning[selection.kept], learning[label].to_numpy(dtype=float)
+    learning = learning_set(tables, spec, label, config)
+    selection, folds = learning.selection, learning.folds
+    X, y = learning.rows[selection.kept], learning.rows[label].to_numpy(dtype=float)
     metric, direction = OBJECTIVES[config.task]
     families = _families(config)
 
