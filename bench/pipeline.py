@@ -2,6 +2,9 @@
 
 Each step runs as its own process, as `mlflow run . -e <step>` would run it, chained through
 "latest" into a fresh SQLite store in a temp dir; peak memory is that process's max RSS.
+The evaluate step is also timed without its robustness check (`evaluation.robustness: false`)
+and, once a Production version exists, with the champion's bootstrap comparison: the table's
+`evaluate (...)` rows.
 
     python bench/pipeline.py [--config configs/default.yaml] [--n-trials N]
 """
@@ -15,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("ingest", "features", "tune", "train", "evaluate", "promote")
@@ -49,18 +54,36 @@ def main() -> None:
             "PYTHONPATH": str(REPO / "src"),
         }
         env.pop("MLFLOW_RUN_ID", None)
+        no_robustness = Path(store) / "no_robustness.yaml"
+        variant = yaml.safe_load(config.read_text())
+        variant["evaluation"] = {**variant.get("evaluation", {}), "robustness": False}
+        variant["gates"] = {**variant.get("gates", {}), "max_robustness_auc_drop": None}
+        no_robustness.write_text(yaml.safe_dump(variant))
         rows = []
         for step in STEPS:
             extra = ["--n-trials", str(args.n_trials)] if step == "tune" and args.n_trials else []
-            rows.append((step, *run_step(step, config, extra, env, store)))
+            if step == "evaluate":
+                seconds, peak = run_step(step, no_robustness, extra, env, store)
+                rows.append(("evaluate (no robustness, no champion)", seconds, peak, False))
+            rows.append((step, *run_step(step, config, extra, env, store), True))
+        # Production exists now: evaluate compares with it (paired bootstrap by device).
+        for name, path in (
+            ("evaluate (robustness + champion bootstrap)", config),
+            ("evaluate (champion bootstrap, no robustness)", no_robustness),
+        ):
+            rows.append((name, *run_step("evaluate", path, [], env, store), False))
     shown = config.relative_to(REPO) if config.is_relative_to(REPO) else config
     print(f"config: {shown}   python {sys.version.split()[0]}   cores: {os.cpu_count()}")
-    print(f"| {'step':<9} | {'wall s':>7} | {'peak RSS MiB':>12} |")
-    print(f"|{'-' * 11}|{'-' * 9}|{'-' * 14}|")
-    for step, seconds, peak in rows:
-        print(f"| {step:<9} | {seconds:7.1f} | {peak:12.0f} |")
-    total = sum(r[1] for r in rows)
-    print(f"| {'total':<9} | {total:7.1f} | {max(r[2] for r in rows):12.0f} |")
+    width = max(len(r[0]) for r in rows)
+    print(f"| {'step':<{width}} | {'wall s':>7} | {'peak RSS MiB':>12} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 9}|{'-' * 14}|")
+    for step, seconds, peak, _ in rows:
+        print(f"| {step:<{width}} | {seconds:7.1f} | {peak:12.0f} |")
+    chain = [r for r in rows if r[3]]
+    total = sum(r[1] for r in chain)
+    print(
+        f"| {'total (the six steps)':<{width}} | {total:7.1f} | {max(r[2] for r in chain):12.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from pdmflow.artifacts import read_dataset, read_features
 from pdmflow.config import load_config
+from pdmflow.evaluation.catalog import evaluate_metric_names
 from pdmflow.features.builder import build_features
 from pdmflow.serving import FailureScorer
 
@@ -74,18 +75,9 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
         ["ingest", "features", "tune", "train", "evaluate", "promote"]
     )
     (evaluate,) = step_runs(config, "evaluate")
-    for metric in (
-        "auc",
-        "average_precision",
-        "precision",
-        "recall",
-        "f1",
-        "brier_score",
-        "latency_p50_ms",
-        "latency_p99_ms",
-        "onnx_max_abs_difference",
-    ):
-        assert metric in evaluate.data.metrics
+    # Every metric the gates may name (gates.require) is logged, and nothing unlisted.
+    logged = set(evaluate.data.metrics)
+    assert logged == evaluate_metric_names("classification", champion=False, cv=False)
     assert evaluate.data.metrics["auc"] >= 0.8
     artifacts = {a.path for a in MlflowClient().list_artifacts(evaluate.info.run_id, "plots")}
     assert artifacts == {
@@ -95,8 +87,33 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
             "precision_recall_curve.png",
             "calibration_curve.png",
             "confusion_matrix.png",
+            "score_distribution.png",
+            "shap_summary.png",
+            "shap_importance_bar.png",
         )
     }
+    top = {a.path for a in MlflowClient().list_artifacts(evaluate.info.run_id)}
+    assert {"shap_importance.json", "per_device_metrics.csv", "robustness.json"} <= top
+    assert evaluate.data.tags["pdmflow.robustness_worst"]
+
+    # The parent tells the story: the evaluate metrics, the headline figures, decision, note.
+    for name, value in evaluate.data.metrics.items():
+        assert parent.data.metrics[name] == value
+    for name in ("rows", "devices", "feature_count", "tune_best_validation_auc", "gates_passed"):
+        assert name in parent.data.metrics
+    assert parent.data.metrics["gates_passed"] == 1
+    assert parent.data.tags["pdmflow.registered_version"] == "1"
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Released**: version 1 of `{MODEL}` is in Production")
+    for child in children:
+        assert child.info.run_id in note
+    (train,) = step_runs(config, "train")
+    assert "plots/gain_importance.png" in {
+        a.path for a in MlflowClient().list_artifacts(train.info.run_id, "plots")
+    }
+    (promote,) = step_runs(config, "promote")
+    card = mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/model_card.md")
+    assert card == MlflowClient().get_model_version(MODEL, "1").description
     (ingest,) = step_runs(config, "ingest")
     dataset = ingest.inputs.dataset_inputs[0].dataset
     assert dataset.name == "smoke-telemetry" and dataset.digest

@@ -42,6 +42,8 @@ def test_conda_env_lists_the_same_dependencies_as_pyproject():
     pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
     assert sorted(pip_section) == sorted(pyproject["project"]["dependencies"])
     assert "python=3.11" in conda["dependencies"]
+    # No needless cap: Python 3.12 and 3.13 users must be able to install.
+    assert pyproject["project"]["requires-python"] == ">=3.11"
 
 
 def test_compose_stack_has_postgres_mlflow_and_scheduler():

@@ -31,7 +31,12 @@ def test_passing_candidate_replaces_the_champion(tracking_store):
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "2"
     assert by_version["2"].tags["gates_passed"] == "true"
     assert "pass" in by_version["2"].tags["gate.not_worse_than_champion"]
-    assert by_version["2"].description.startswith("Released: every gate passed")
+    card = by_version["2"].description
+    assert card.startswith(f"# {MODEL} version 2\n\n**Released** to Production: every gate passed")
+    for section in ("## Data", "## Features and model", "## Gates", "## Robustness"):
+        assert section in card
+    # Same models, same rows: the bootstrap interval of the AUC difference sits around 0.
+    assert "Champion comparison: AUC " in card and "Production version 1" in card
 
     # One parent per pipeline with the six steps as children.
     experiment = client.get_experiment_by_name(config.experiment_name)
@@ -55,7 +60,10 @@ def test_candidate_failing_a_gate_is_registered_but_not_released(tracking_store,
     assert rejected.current_stage == "None"
     assert rejected.tags["gates_passed"] == "false"
     assert "FAIL" in rejected.tags["gate.auc"] and "pass" in rejected.tags["gate.recall"]
-    assert rejected.description.startswith("Not released: failed auc, precision")
+    assert rejected.description.startswith(
+        f"# {MODEL} version 2\n\n**Not released**: failed auc, precision"
+    )
+    assert "## Known limitations" in rejected.description
     assert versions(client)["1"].current_stage == "Production"
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "1"
 
@@ -66,7 +74,12 @@ def test_candidate_worse_than_the_champion_is_not_released(tracking_store, write
         write_config(
             {
                 "training": {"params": {"n_estimators": 2, "num_leaves": 2, "is_unbalance": True}},
-                "gates": {"min_auc": 0.5, "min_precision": 0.0, "min_recall": 0.0},
+                "gates": {
+                    "min_auc": 0.5,
+                    "min_precision": 0.0,
+                    "min_recall": 0.0,
+                    "max_robustness_auc_drop": None,
+                },
             }
         )
     )
@@ -94,7 +107,12 @@ def test_champion_is_compared_only_on_devices_it_never_learned_from(tracking_sto
     from pdmflow.artifacts import read_features, read_split_membership
     from pdmflow.steps.features import run_features
 
-    relaxed = {"min_auc": 0.5, "min_precision": 0.0, "min_recall": 0.0}
+    relaxed = {
+        "min_auc": 0.5,
+        "min_precision": 0.0,
+        "min_recall": 0.0,
+        "max_robustness_auc_drop": None,
+    }
     split = {"by": "device", "test_fraction": 0.3, "cv_folds": 0}
     first = load_config(write_config({"split": split, "gates": relaxed}, name="first.yaml"))
     assert run_pipeline(first, n_trials=1) == "1"

@@ -77,7 +77,14 @@ def test_rul_model_runs_end_to_end_as_a_second_registered_model(tracking_store, 
         assert metric in evaluate.data.metrics
     assert evaluate.data.metrics["mae"] <= 15
     plots = {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")}
-    assert plots == {"plots/predicted_vs_true.png", "plots/residuals.png"}
+    assert plots == {
+        "plots/predicted_vs_true.png",
+        "plots/residuals.png",
+        "plots/shap_summary.png",
+        "plots/shap_importance_bar.png",
+    }
+    assert "robustness_worst_mae_increase" in evaluate.data.metrics
+    assert {"mae_rul_critical", "mae_rul_warning", "mae_rul_normal"} <= set(evaluate.data.metrics)
 
     (ingest,) = client.search_runs([experiment.experiment_id], "tags.`pdmflow.step` = 'ingest'")
     telemetry, events = read_dataset(f"runs:/{ingest.info.run_id}/dataset")

@@ -35,7 +35,12 @@ def test_early_stopping_keeps_the_best_iteration_and_onnx_has_that_many_trees(no
     X, y, X_valid, y_valid = noisy_task
     params = {"n_estimators": 1000, "learning_rate": 0.1, "num_leaves": 31}
     model = fit_model(
-        "classification", X, y, params, seed=0, eval_set=(X_valid, y_valid),
+        "classification",
+        X,
+        y,
+        params,
+        seed=0,
+        eval_set=(X_valid, y_valid),
         early_stopping_rounds=20,
     )
     best = model.best_iteration_

@@ -17,8 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pdmflow.errors import ConfigError
+from pdmflow.evaluation.catalog import evaluate_metric_names
 
 DEFAULT_CONFIG_PATH = "configs/default.yaml"
+# A gate rule in gates.require: a comparison and a number.
+GATE_RULE = re.compile(r"\s*(>=|<=|>|<)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*")
 SQL_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
@@ -280,6 +283,39 @@ class GateConfig(_Strict):
     # float32 ONNX against float64 LightGBM, in hours (sums over hundreds of trees).
     max_onnx_difference_hours: float = Field(0.01, gt=0)
     max_mae_regression_hours: float = Field(0.0, ge=0)
+    # standard: the gates above. strict (classification): also AUC >= 0.85, precision at
+    # probability >= 0.7 >= 0.80, ECE < 0.10 and CV AUC std < 0.05 (needs split.cv_folds >= 2).
+    profile: Literal["standard", "strict"] = "standard"
+    # The candidate's worst AUC drop under sensor noise or one dead sensor (evaluation.robustness);
+    # null: not gated.
+    max_robustness_auc_drop: float | None = Field(0.05, ge=0)
+    # The champion gate passes when the bootstrap interval's lower bound of (candidate - champion)
+    # AUC is >= -max_auc_regression; this asks for a lower bound > 0 (a significant improvement).
+    require_better_than_champion: bool = False
+    # Any metric the evaluate run logs, gated by name: {lead_time_median_hours: ">= 6"}.
+    require: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _required_gates_parse(self) -> GateConfig:
+        for metric, rule in self.require.items():
+            if not GATE_RULE.fullmatch(rule):
+                raise ValueError(
+                    f"gates.require.{metric}: expected a comparison such as '>= 0.8' or "
+                    f"'< 0.1', got {rule!r}"
+                )
+        return self
+
+
+class EvaluationConfig(_Strict):
+    # Score the candidate again with sensor noise and with each continuous sensor dead.
+    robustness: bool = True
+    # Gaussian noise levels, as fractions of each sensor's standard deviation.
+    noise_levels: list[float] = Field([0.05, 0.10], min_length=1)
+    # Paired device-block bootstrap of the champion comparison.
+    bootstrap_resamples: int = Field(1000, ge=1000)
+    # Test rows SHAP explains (a seeded sample when the test set is larger).
+    shap_rows: int = Field(2000, ge=10)
+    seed: int = 0
 
 
 class DataConfig(_Strict):
@@ -301,6 +337,7 @@ class TenantConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     tuning: TuningConfig = TuningConfig()
     gates: GateConfig = GateConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     data: DataConfig = DataConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -342,6 +379,33 @@ class TenantConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _gates_measurable(self) -> TenantConfig:
+        gates = self.gates
+        if gates.profile == "strict":
+            if self.task != "classification":
+                raise ValueError(
+                    "gates.profile strict is for task classification; for remaining useful "
+                    "life gate gates.max_mae_hours or gates.require"
+                )
+            if self.split.cv_folds < 2:
+                raise ValueError(
+                    "gates.profile strict gates the CV AUC spread: set split.cv_folds to 2 or more"
+                )
+        if gates.max_robustness_auc_drop is not None and not self.evaluation.robustness:
+            raise ValueError(
+                "gates.max_robustness_auc_drop needs evaluation.robustness: true "
+                "(or set the gate to null)"
+            )
+        known = evaluate_metric_names(self.task, robustness=self.evaluation.robustness)
+        unknown = sorted(set(gates.require) - known)
+        if unknown:
+            raise ValueError(
+                f"gates.require.{unknown[0]}: no evaluate metric of that name for task "
+                f"{self.task} (e.g. {', '.join(sorted(known)[:6])}, ...; README lists them)"
+            )
+        return self
+
     @property
     def sensors(self) -> list[str]:
         return [*self.schema_.continuous_sensors, *self.schema_.boolean_sensors]
@@ -353,6 +417,9 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown key '{key}'"
     if error["type"] == "missing":
         return f"missing required key '{key}'"
+    if error["type"] == "value_error" and key == "<top level>":
+        # A check across keys: its message names them, the input is the whole file.
+        return str(error["ctx"]["error"])
     return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
 
 

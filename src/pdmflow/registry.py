@@ -34,6 +34,10 @@ def register(name: str, model_uri: str, tags: dict[str, str], description: str) 
     return version
 
 
+def update_description(name: str, version: str, description: str) -> None:
+    MlflowClient().update_model_version(name, version, description=description)
+
+
 def release(name: str, version: str) -> None:
     """None -> Staging -> Production, archive the old Production, point `champion` here."""
     client = MlflowClient()

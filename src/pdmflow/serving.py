@@ -2,6 +2,7 @@
 
 scorer = FailureScorer.load("models:/pdmflow-default-failure/Production")
 scorer.score_telemetry(raw_telemetry)  # one probability per device, at its latest reading
+scorer.score_telemetry(raw_telemetry, explain=3)  # ... with each device's top three reasons
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from mlflow.models import Model
 
 from pdmflow.data.labels import health_status
 from pdmflow.data.validation import normalise_events, normalise_telemetry
+from pdmflow.errors import PdmflowError
+from pdmflow.evaluation.explain import Explainer, top_features
 from pdmflow.features.builder import FeatureSpec, latest_features
 from pdmflow.models.onnx import OUTPUT_NAMES
 from pdmflow.tracking import downloaded
@@ -33,6 +36,7 @@ class FailureScorer:
 
     Classification models give `failure_probability` and `predicted_failure` (at the model's
     decision threshold); RUL models give `remaining_useful_life_hours` and `health_status`.
+    `explainer` is the model's SHAP explainer, None for models released without one.
     """
 
     def __init__(self, model_path: Path, model_uri: str) -> None:
@@ -41,6 +45,7 @@ class FailureScorer:
         self.spec = FeatureSpec.from_json((model_path / SPEC_PATH).read_text())
         self.metadata = Model.load(str(model_path)).metadata or {}
         self.task = self.metadata.get("task", "classification")
+        self.explainer = Explainer.load_from_model_dir(model_path)
 
     @classmethod
     def load(cls, model_uri: str) -> FailureScorer:
@@ -55,13 +60,23 @@ class FailureScorer:
         return predictions[OUTPUT_NAMES[self.task]].to_numpy()
 
     def score_telemetry(
-        self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None
+        self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None, explain: int = 0
     ) -> pd.DataFrame:
         """One row per device: its latest timestamp, failure probability and alert flag.
 
         `events` (device, event time) are the devices' known failures; a model with the
         hours_since_failure feature needs them.
+
+        With `explain=k`, each device's k largest SHAP contributions follow, by |contribution|:
+        `reason_1_feature`, `reason_1_value`, `reason_1_contribution`, ..., `reason_k_...`
+        (the feature, its value at the device's latest reading, and its SHAP value on the
+        model's margin scale before calibration: log-odds for LightGBM classifiers, the
+        forest's failure vote for Random Forest classifiers, hours for RUL models).
         """
+        if explain < 0:
+            raise ValueError(f"explain: the number of reasons per device, got {explain}")
+        if explain:
+            self._require_explainer()  # before any work
         spec = self.spec
         clean, _, _ = normalise_telemetry(
             telemetry,
@@ -87,4 +102,26 @@ class FailureScorer:
                 self.metadata["critical_hours"],
                 self.metadata["warning_hours"],
             ).to_numpy()
+        if explain:
+            scored = pd.concat([scored, self.reasons(features, explain)], axis=1)
         return scored
+
+    def _require_explainer(self) -> Explainer:
+        if self.explainer is None:
+            raise PdmflowError(
+                f"model {self.model_uri} carries no SHAP explainer (released before "
+                f"explanations existed): retrain it, or score with explain=0"
+            )
+        return self.explainer
+
+    def reasons(self, features: pd.DataFrame, k: int) -> pd.DataFrame:
+        """The `reason_<i>_feature/value/contribution` columns (i = 1..k) for feature rows,
+        on their index; missing (None/NaN) past the model's number of inputs."""
+        tops = top_features(self._require_explainer().explain(features), k)
+        columns: dict[str, list[object]] = {}
+        for i in range(k):
+            picked = [row[i] if i < len(row) else (None, np.nan, np.nan) for row in tops]
+            columns[f"reason_{i + 1}_feature"] = [name for name, _, _ in picked]
+            columns[f"reason_{i + 1}_value"] = [value for _, value, _ in picked]
+            columns[f"reason_{i + 1}_contribution"] = [c for _, _, c in picked]
+        return pd.DataFrame(columns, index=features.index)

@@ -1,10 +1,27 @@
-"""Release gates: a pure decision over evaluation results, no recomputation."""
+"""Release gates: a pure decision over evaluation results, no recomputation.
+
+A tenant's gates are the standard ones of its task (the brief's defaults, each bound from
+`gates:`), the strict profile's extra ones when `gates.profile: strict`, the robustness gate,
+the champion gates, and any logged metric named in `gates.require`.
+"""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import asdict, dataclass
 
-from pdmflow.config import GateConfig
+from pdmflow.config import GATE_RULE, GateConfig
+from pdmflow.evaluation.catalog import CHAMPION_KEY
+
+COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+# gates.profile strict (classification): the brief's stricter profile, on top of the standard.
+STRICT = (
+    ("auc", ">=", 0.85),
+    ("precision_at_0_7", ">=", 0.80),
+    ("ece", "<", 0.10),
+    ("cv_auc_std", "<", 0.05),
+)
 
 
 @dataclass(frozen=True)
@@ -12,7 +29,7 @@ class GateResult:
     name: str
     value: float | None
     threshold: float
-    comparison: str  # ">=" or "<="
+    comparison: str  # ">=", "<=", ">" or "<"
     passed: bool
 
     def describe(self) -> str:
@@ -24,49 +41,61 @@ class GateResult:
 
 
 def _gate(name: str, value: float | None, threshold: float, comparison: str) -> GateResult:
-    if value is None:
-        return GateResult(name, None, threshold, comparison, False)
-    passed = value >= threshold if comparison == ">=" else value <= threshold
+    # A missing metric (or NaN) fails: what was not measured cannot be shown to pass.
+    if value is None or value != value:
+        return GateResult(name, None, float(threshold), comparison, False)
+    passed = COMPARISONS[comparison](value, threshold)
     return GateResult(name, float(value), float(threshold), comparison, bool(passed))
+
+
+def _no_champion(name: str) -> GateResult:
+    return GateResult(name, None, 0.0, ">=", True)
+
+
+def _champion_gates(
+    task: str, metrics: dict[str, float], gates: GateConfig, has_champion: bool
+) -> list[GateResult]:
+    """not_worse_than_champion (and require_better_than_champion) on the bootstrap interval.
+
+    The interval is of (candidate - champion) on the test rows the champion never learned from,
+    resampled by device. Classification: its lower bound must be >= -max_auc_regression (and > 0
+    to be better). Regression (MAE, lower is better): its upper bound must be
+    <= max_mae_regression_hours (and < 0 to be better). With no champion, or one that learned
+    from every test row, there is nothing fair to compare against: both pass, and say so.
+    """
+    names = ["not_worse_than_champion"]
+    if gates.require_better_than_champion:
+        names.append("require_better_than_champion")
+    if not has_champion or metrics.get("champion_comparison_rows") == 0:
+        return [_no_champion(name) for name in names]
+    key = CHAMPION_KEY[task]
+    low = metrics.get(f"champion_{key}_difference_low")
+    high = metrics.get(f"champion_{key}_difference_high")
+    if task == "classification":
+        results = [_gate(names[0], low, 0.0 - gates.max_auc_regression, ">=")]
+        better = (low, 0.0, ">")
+    else:
+        results = [_gate(names[0], high, gates.max_mae_regression_hours, "<=")]
+        better = (high, 0.0, "<")
+    if gates.require_better_than_champion:
+        results.append(_gate(names[1], *better))
+    return results
 
 
 def check_gates(
     task: str, metrics: dict[str, float], gates: GateConfig, has_champion: bool
 ) -> list[GateResult]:
-    """Each configured gate of the task applied to the candidate's metrics.
-
-    The champion gate compares with `champion_auc` / `champion_mae` in `metrics`: the current
-    Production model on the same test rows. With no Production model it passes by definition;
-    a champion that could not be scored (metric missing) fails it, since the candidate cannot
-    be shown not to be worse.
-    """
-    # The champion is compared on the test rows it never learned from; the candidate on the same.
-    key = "auc" if task == "classification" else "mae"
-    candidate_value = metrics.get(f"candidate_{key}_on_champion_rows", metrics.get(key))
-    champion = metrics.get(f"champion_{key}")
+    """Each configured gate of the task applied to the candidate's evaluate metrics."""
     if task == "classification":
         results = [
             _gate("auc", metrics.get("auc"), gates.min_auc, ">="),
             _gate("precision", metrics.get("precision"), gates.min_precision, ">="),
             _gate("recall", metrics.get("recall"), gates.min_recall, ">="),
         ]
-        champion_gate = _gate(
-            "not_worse_than_champion",
-            candidate_value,
-            float("inf") if champion is None else champion - gates.max_auc_regression,
-            ">=",
-        )
+        parity_bound = gates.max_onnx_difference
     else:
         results = [_gate("mae", metrics.get("mae"), gates.max_mae_hours, "<=")]
-        champion_gate = _gate(
-            "not_worse_than_champion",
-            candidate_value,
-            float("-inf") if champion is None else champion + gates.max_mae_regression_hours,
-            "<=",
-        )
-    parity_bound = (
-        gates.max_onnx_difference if task == "classification" else gates.max_onnx_difference_hours
-    )
+        parity_bound = gates.max_onnx_difference_hours
     results += [
         _gate("latency_p99_ms", metrics.get("latency_p99_ms"), gates.max_latency_p99_ms, "<="),
         _gate(
@@ -76,10 +105,25 @@ def check_gates(
             "<=",
         ),
     ]
-    # No champion, or one that learned from every test row: nothing fair to compare against.
-    if not has_champion or metrics.get("champion_comparison_rows") == 0:
-        champion_gate = GateResult("not_worse_than_champion", None, 0.0, ">=", True)
-    return [*results, champion_gate]
+    if gates.profile == "strict":
+        results += [
+            _gate(f"strict.{metric}", metrics.get(metric), bound, comparison)
+            for metric, comparison, bound in STRICT
+        ]
+    if task == "classification" and gates.max_robustness_auc_drop is not None:
+        results.append(
+            _gate(
+                "robustness_worst_auc_drop",
+                metrics.get("robustness_worst_auc_drop"),
+                gates.max_robustness_auc_drop,
+                "<=",
+            )
+        )
+    for metric, rule in gates.require.items():
+        match = GATE_RULE.fullmatch(rule)
+        assert match is not None  # the config validated it
+        results.append(_gate(f"require.{metric}", metrics.get(metric), float(match[2]), match[1]))
+    return [*results, *_champion_gates(task, metrics, gates, has_champion)]
 
 
 def as_dicts(results: list[GateResult]) -> list[dict[str, object]]:

@@ -5,11 +5,13 @@ Names are fixed: every run logs the same keys.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import (
+    accuracy_score,
     average_precision_score,
     brier_score_loss,
     f1_score,
@@ -78,27 +80,97 @@ def expected_calibration_error(
     return float(np.sum(np.abs(positives - probability_sum)) / y_true.size)
 
 
+# Fixed operating points logged by every classification run (see `classification_metrics`).
+FIXED_ALERT_THRESHOLD = 0.7
+RECALL_FLOOR = 0.7
+PRECISION_FLOOR = 0.8
+TOP_SCORE_PERCENT = 5
+
+
+def precision_at_recall(y_true: np.ndarray, probability: np.ndarray, floor: float) -> float:
+    """Highest precision among the precision-recall curve's operating points with recall >= floor.
+
+    The points are `sklearn.metrics.precision_recall_curve`'s (one per distinct score, alerting
+    at probability >= that score). Recall 1 is always reached at the lowest score, so a value
+    exists whenever there is a failing row.
+    """
+    precision, recall, _ = precision_recall_curve(y_true, probability)
+    return float(np.max(precision[recall >= floor]))
+
+
+def recall_at_precision(y_true: np.ndarray, probability: np.ndarray, floor: float) -> float:
+    """Highest recall among the precision-recall curve's operating points with precision >= floor.
+
+    0.0 when no operating point reaches the floor (the curve's closing point, precision 1 at
+    recall 0, is what remains then).
+    """
+    precision, recall, _ = precision_recall_curve(y_true, probability)
+    return float(np.max(recall[precision >= floor]))
+
+
+def precision_at_top_percent(
+    y_true: np.ndarray, probability: np.ndarray, percent: int = TOP_SCORE_PERCENT
+) -> float:
+    """Share of failing rows among the k = ceil(N * percent / 100) rows with the highest scores.
+
+    k is computed in integers (no float rounding: 60 rows at 5 % is 3, not 4), at least 1 for a
+    non-empty input. Scores tied at the cut are taken in row order (a stable sort), so exactly k
+    rows are counted.
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    probability = np.asarray(probability, dtype=float)
+    k = -(-y_true.size * percent // 100)
+    if k == 0:
+        return float("nan")
+    top = np.argsort(-probability, kind="stable")[:k]
+    return float(np.mean(y_true[top]))
+
+
 def classification_metrics(
     y_true: np.ndarray, probability: np.ndarray, threshold: float
 ) -> dict[str, float]:
-    """AUC, average precision, precision/recall/F1 at the threshold, Brier score, ECE, log loss.
+    """Ranking, operating-point and calibration metrics of a failure classifier (fixed keys).
 
-    `ece` is `expected_calibration_error` with 10 bins; `log_loss` is computed on probabilities
-    clipped to [LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP].
+    At the run's decision threshold (alert when probability >= `threshold`): `precision`,
+    `recall`, `f1` (0 when undefined) and `accuracy` (share of rows classified correctly).
+    Threshold-free: `auc` (ROC), `average_precision`, `brier_score`; `ece` is
+    `expected_calibration_error` with 10 bins; `log_loss` is computed on probabilities clipped to
+    [LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP]. `positive_rate` is the share of failing rows and
+    `decision_threshold` the threshold itself.
+
+    Fixed operating points, the same for every run so runs compare whatever threshold each chose:
+    - `precision_at_0_7`, `recall_at_0_7`, `f1_at_0_7`: alerting at probability >= 0.7
+      (FIXED_ALERT_THRESHOLD);
+    - `precision_at_recall_0_7`: the highest precision among the precision-recall curve's
+      operating points with recall >= 0.7 (`precision_at_recall`);
+    - `recall_at_precision_0_8`: the highest recall among those with precision >= 0.8, 0.0 if
+      none (`recall_at_precision`);
+    - `precision_at_top_5pct`: the share of failing rows among the ceil(5 % of N) highest-scored
+      rows (`precision_at_top_percent`).
     """
+    y_true = np.asarray(y_true)
+    probability = np.asarray(probability, dtype=float)
     predicted = (probability >= threshold).astype(int)
-    clipped = np.clip(np.asarray(probability, dtype=float), LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
+    fixed = (probability >= FIXED_ALERT_THRESHOLD).astype(int)
+    clipped = np.clip(probability, LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
     return {
         "auc": float(roc_auc_score(y_true, probability)),
         "average_precision": float(average_precision_score(y_true, probability)),
         "precision": float(precision_score(y_true, predicted, zero_division=0)),
         "recall": float(recall_score(y_true, predicted, zero_division=0)),
         "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(y_true, predicted)),
         "brier_score": float(brier_score_loss(y_true, probability)),
         "ece": expected_calibration_error(y_true, probability),
         "log_loss": float(log_loss(y_true, clipped, labels=[0, 1])),
         "positive_rate": float(np.mean(y_true)),
         "decision_threshold": float(threshold),
+        "precision_at_0_7": float(precision_score(y_true, fixed, zero_division=0)),
+        "recall_at_0_7": float(recall_score(y_true, fixed, zero_division=0)),
+        "f1_at_0_7": float(f1_score(y_true, fixed, zero_division=0)),
+        "precision_at_recall_0_7": precision_at_recall(y_true, probability, RECALL_FLOOR),
+        "recall_at_precision_0_8": recall_at_precision(y_true, probability, PRECISION_FLOOR),
+        "precision_at_top_5pct": precision_at_top_percent(y_true, probability, TOP_SCORE_PERCENT),
     }
 
 
@@ -169,3 +241,41 @@ def regression_metrics(
         ),
         "nasa_score": nasa_score(y_true, predicted),
     }
+
+
+def rul_bucket_errors(
+    y_true: np.ndarray,
+    predicted: np.ndarray,
+    critical_hours: float = 10.0,
+    warning_hours: float = 50.0,
+) -> dict[str, float]:
+    """Mean absolute RUL error (hours) within buckets of the *true* remaining useful life.
+
+    `critical`: true RUL < critical_hours; `warning`: critical_hours <= true < warning_hours;
+    `normal`: true >= warning_hours (the same bands as the health status). Keys
+    `mae_rul_critical`, `mae_rul_warning`, `mae_rul_normal` (NaN for an empty bucket) and
+    `rows_rul_critical`, `rows_rul_warning`, `rows_rul_normal` (row counts).
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    if y_true.shape != predicted.shape:
+        raise ValueError(
+            f"y_true and predicted must have the same shape; got {y_true.shape} and "
+            f"{predicted.shape}"
+        )
+    if critical_hours > warning_hours:
+        raise ValueError(
+            f"critical_hours ({critical_hours}) must not exceed warning_hours ({warning_hours})"
+        )
+    error = np.abs(predicted - y_true)
+    buckets = {
+        "critical": y_true < critical_hours,
+        "warning": (y_true >= critical_hours) & (y_true < warning_hours),
+        "normal": y_true >= warning_hours,
+    }
+    result: dict[str, float] = {}
+    for name, mask in buckets.items():
+        rows = int(mask.sum())
+        result[f"mae_rul_{name}"] = float(np.mean(error[mask])) if rows else math.nan
+        result[f"rows_rul_{name}"] = rows
+    return result

@@ -124,3 +124,32 @@ def reliability_diagram(
     count_ax.set_ylabel("rows per bin")
     fig.tight_layout()
     return fig
+
+
+SCORE_BINS = 50
+
+
+def score_distribution(y_true: np.ndarray, probability: np.ndarray, threshold: float) -> Figure:
+    """Histograms of the predicted probability per class, overlaid, with the decision threshold.
+
+    50 equal-width bins on [0, 1]; counts on a log scale, so the few failing rows stay visible
+    next to the many healthy ones. Each histogram's legend entry gives its row count; a dashed
+    vertical line marks `threshold` (rows at or right of it alert).
+    """
+    y_true = np.asarray(y_true)
+    probability = np.asarray(probability, dtype=float)
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for value, name, color in ((0, "healthy", "C0"), (1, "fails within horizon", "C3")):
+        scores = probability[y_true == value]
+        ax.hist(
+            scores, bins=edges, alpha=0.5, color=color, log=True, label=f"{name} (n={scores.size})"
+        )
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("predicted probability of failure within the horizon")
+    ax.set_ylabel("rows (log scale)")
+    ax.set_title("Score distribution by class (test period)")
+    ax.legend(loc="upper center")
+    fig.tight_layout()
+    return fig

@@ -101,38 +101,61 @@ class FeatureSpec:
     def zscore_window(self) -> str:
         return self.windows[-1]
 
-    def _names(self) -> list[str]:
-        names: list[str] = []
+    def _families(self) -> list[tuple[str, str]]:
+        """(family, feature name) for every feature the spec can build, in the spec's order."""
+        named: list[tuple[str, str]] = []
+
+        def add(family: str, *names: str) -> None:
+            named.extend((family, name) for name in names)
+
         for sensor in self.continuous_sensors:
-            names.append(sensor)
-            names += [f"{sensor}_lag_{lag}" for lag in self.lags]
+            add("raw value", sensor)
+            add("lag", *(f"{sensor}_lag_{lag}" for lag in self.lags))
             if self.differences:
-                names += [f"{sensor}_diff_1", f"{sensor}_diff_2", f"{sensor}_pct_change"]
+                add("difference", f"{sensor}_diff_1", f"{sensor}_diff_2", f"{sensor}_pct_change")
             for window in self.windows:
-                names += [f"{sensor}_roll_{window}_{stat}" for stat in self.rolling_statistics]
-            names.append(f"{sensor}_zscore_{self.zscore_window}")
+                add(
+                    "rolling statistic",
+                    *(f"{sensor}_roll_{window}_{stat}" for stat in self.rolling_statistics),
+                )
+            add("rolling z-score", f"{sensor}_zscore_{self.zscore_window}")
         for sensor in self.boolean_sensors:
-            names.append(sensor)
+            add("raw value", sensor)
             for window in self.windows:
-                names += [f"{sensor}_share_on_{window}", f"{sensor}_switches_{window}"]
+                add(
+                    "boolean activity", f"{sensor}_share_on_{window}", f"{sensor}_switches_{window}"
+                )
         for a, b in self.interactions:
-            names += [f"{a}_times_{b}", f"{a}_per_{b}", f"{a}_minus_{b}"]
+            add("interaction", f"{a}_times_{b}", f"{a}_per_{b}", f"{a}_minus_{b}")
         if self.cross_sensor:
-            names += [
+            add(
+                "cross-sensor",
                 "cross_sensor_abs_zscore_mean",
                 "cross_sensor_abs_zscore_max",
                 "cross_sensor_zscore_std",
-            ]
+            )
         for sensor in self.spectral_sensors:
-            names += [f"{sensor}_dominant_frequency_hz", f"{sensor}_spectral_energy"]
+            add("spectral", f"{sensor}_dominant_frequency_hz", f"{sensor}_spectral_energy")
         if self.cyclical:
             for unit, _ in CYCLES:
-                names += [f"{unit}_sin", f"{unit}_cos"]
+                add("cyclical time", f"{unit}_sin", f"{unit}_cos")
         if self.time_since_failure:
-            names.append("hours_since_failure")
+            add("time since failure", "hours_since_failure")
         if self.maintenance_sensor:
-            names.append("hours_since_maintenance")
-        return names
+            add("time since maintenance", "hours_since_maintenance")
+        return named
+
+    def _names(self) -> list[str]:
+        return [name for _, name in self._families()]
+
+    def families(self) -> dict[str, int]:
+        """How many of the spec's features each family holds (lag, rolling statistic, ...)."""
+        kept = set(self.feature_names)
+        counts: dict[str, int] = {}
+        for family, name in self._families():
+            if name in kept:
+                counts[family] = counts.get(family, 0) + 1
+        return counts
 
     def with_features(self, names: list[str]) -> FeatureSpec:
         """The same spec reading only `names` (a subset, kept in the spec's order)."""

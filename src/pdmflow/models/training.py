@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import DataValidationError
@@ -202,6 +203,31 @@ class Candidate:
         return compose(estimator, n, anomaly=self.anomaly, calibrator=self.calibrator)
 
 
+def fold_spread(
+    task: str, y: np.ndarray, predictions: np.ndarray, folds: Folds
+) -> dict[str, float]:
+    """Mean and standard deviation over the folds of each fold's own validation score.
+
+    `cv_auc_mean`/`cv_auc_std` (classification; a fold with one class is left out) or
+    `cv_mae_mean`/`cv_mae_std` (regression), from the out-of-fold `predictions`; empty with
+    fewer than two folds, where no spread exists.
+    """
+    if len(folds) < 2:
+        return {}
+    scores = []
+    for _, held in folds:
+        truth, predicted = y[held], predictions[held]
+        if task == "classification":
+            if len(np.unique(truth)) == 2:
+                scores.append(roc_auc_score(truth.astype(int), predicted))
+        else:
+            scores.append(float(np.mean(np.abs(predicted - truth))))
+    if len(scores) < 2:
+        return {}
+    key = "auc" if task == "classification" else "mae"
+    return {f"cv_{key}_mean": float(np.mean(scores)), f"cv_{key}_std": float(np.std(scores))}
+
+
 def fit_candidate(
     learning: pd.DataFrame,
     train_rows: int,
@@ -258,6 +284,7 @@ def fit_candidate(
     report: dict[str, Any] = {
         "out_of_fold_rows": int(validated.sum()),
         "fold_best_iterations": result.best_iterations,
+        "cv": fold_spread(task, y, result.predictions, folds),
     }
     if task == "classification":
         oof_y = oof_y.astype(int)

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities import Run
 from mlflow.models import get_model_info
 from onnxruntime import InferenceSession
+from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from pdmflow.artifacts import label_column, read_dataset, read_features, read_split_membership
-from pdmflow.config import TenantConfig
+from pdmflow.config import EvaluationConfig, TenantConfig
 from pdmflow.errors import PdmflowError, StepInputError
+from pdmflow.evaluation.champion import bootstrap_histogram, describe, paired_bootstrap
+from pdmflow.evaluation.explain import Explainer, shap_figures, shap_importance
+from pdmflow.evaluation.maintenance import (
+    alert_outcomes,
+    per_device_metrics,
+    per_device_regression,
+    worst_devices,
+)
 from pdmflow.evaluation.metrics import (
     classification_metrics,
     regression_metrics,
+    rul_bucket_errors,
     single_row_latency_ms,
 )
-from pdmflow.evaluation.plots import evaluation_figures, regression_figures
+from pdmflow.evaluation.plots import evaluation_figures, regression_figures, score_distribution
+from pdmflow.evaluation.robustness import robustness_summary, robustness_table
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
@@ -32,11 +47,16 @@ CHAMPION_VERSION_TAG = "pdmflow.champion_version"
 CHAMPION_METRIC = {"classification": "auc", "regression": "mae"}
 
 
-def _load(model_uri: str) -> tuple[InferenceSession, FeatureSpec]:
-    """The model's ONNX session and the feature spec logged with it, from one download."""
+def _load(model_uri: str) -> tuple[InferenceSession, FeatureSpec, Explainer | None]:
+    """The model's ONNX session, its feature spec and explainer (None for models logged before
+    explainers were), from one download."""
     with downloaded(model_uri) as local:
         spec = FeatureSpec.from_json((local / SPEC_PATH).read_text())
-        return onnx_session(mlflow.onnx.load_model(str(local))), spec
+        return (
+            onnx_session(mlflow.onnx.load_model(str(local))),
+            spec,
+            Explainer.load_from_model_dir(local),
+        )
 
 
 def _same_definitions(a: FeatureSpec, b: FeatureSpec) -> bool:
@@ -53,7 +73,7 @@ def _champion_prediction(
     them is scored from it. A champion built with another feature spec gets its own features
     rebuilt from the same raw dataset, joined back on (device, time).
     """
-    session, champion_spec = _load(champion_uri)
+    session, champion_spec, _ = _load(champion_uri)
     if _same_definitions(champion_spec, spec) and set(champion_spec.feature_names) <= set(
         test.columns
     ):
@@ -99,6 +119,66 @@ def unseen_by_champion(
     )
 
 
+def _test_metrics(
+    config: TenantConfig,
+    test: pd.DataFrame,
+    spec: FeatureSpec,
+    prediction: np.ndarray,
+    threshold: float | None,
+    events: pd.DataFrame,
+) -> tuple[dict[str, float], pd.DataFrame, dict[str, Figure]]:
+    """The task's metrics on the test rows, the per-device table and the plots."""
+    label = label_column(config)
+    truth = test[label].to_numpy()
+    device, time = spec.device_column, spec.time_column
+    scored = test[[device, time, label]].assign(prediction=prediction)
+    if config.task == "regression":
+        labels = config.labels
+        metrics = regression_metrics(
+            truth, prediction, labels.rul_tolerance_hours, labels.critical_hours
+        )
+        metrics.update(
+            rul_bucket_errors(truth, prediction, labels.critical_hours, labels.warning_hours)
+        )
+        per_device = per_device_regression(scored, device, label, "prediction")
+        return metrics, per_device, regression_figures(truth, prediction)
+    assert threshold is not None
+    truth = truth.astype(int)
+    metrics = classification_metrics(truth, prediction, threshold)
+    scored["alert"] = prediction >= threshold
+    metrics.update(
+        alert_outcomes(
+            scored,
+            device,
+            time,
+            "alert",
+            config.labels.horizon_hours,
+            events=None if config.labels.target_column else events,
+            event_time_column=config.schema_.event_time_column,
+            label_column=label,
+        )
+    )
+    per_device = per_device_metrics(scored, device, label, "prediction", "alert")
+    figures = evaluation_figures(truth, prediction, threshold)
+    figures["score_distribution.png"] = score_distribution(truth, prediction, threshold)
+    return metrics, per_device, figures
+
+
+def _explain(
+    explainer: Explainer, X_test: pd.DataFrame, settings: EvaluationConfig
+) -> dict[str, Figure]:
+    """SHAP on (a seeded sample of) the test rows: the plots, and shap_importance.json logged."""
+    explanation = explainer.explain(X_test, max_rows=settings.shap_rows, seed=settings.seed)
+    mlflow.log_dict(shap_importance(explanation), "shap_importance.json")
+    return shap_figures(explanation)
+
+
+def _log_figures(figures: dict[str, Figure]) -> None:
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")
+        plt.close(figure)
+
+
 def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     """Run the step; return the evaluate run id (promote reads its metrics and tags)."""
     if train_run_id == "latest":
@@ -109,63 +189,128 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     if not model_uri or not features_uri:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
     tables, spec = read_features(features_uri)
-    session, model_spec = _load(model_uri)
+    session, model_spec, explainer = _load(model_uri)
     test = tables["test"]
-    y_test = test[label_column(config)].to_numpy()
     metadata = get_model_info(model_uri).metadata or {}
-
-    def task_metrics(prediction: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
-        truth = y_test if rows is None else y_test[rows]
-        if config.task == "classification":
-            threshold = float(metadata["decision_threshold"])
-            return classification_metrics(truth.astype(int), prediction, threshold)
-        labels = config.labels
-        return regression_metrics(
-            truth, prediction, labels.rul_tolerance_hours, labels.critical_hours
-        )
+    threshold = float(metadata["decision_threshold"]) if config.task == "classification" else None
+    data_uri = mlflow.get_run(features_uri.split("/")[1]).data.params["data_uri"]
+    telemetry, events = read_dataset(data_uri)
+    device = spec.device_column
 
     with step_run(config, "evaluate") as run:
+        family = metadata.get("family", "lightgbm")
         mlflow.log_params(
             {
                 "train_run_id": train_run_id,
                 "model_uri": model_uri,
                 "features_uri": features_uri,
-                "test_rows": len(test),
-                "family": metadata.get("family", "lightgbm"),
+                "family": family,
             }
         )
         X_test = test[model_spec.feature_names]
         prediction = onnx_predict(session, X_test)
-        metrics = task_metrics(prediction)
+        metrics, per_device, figures = _test_metrics(
+            config, test, model_spec, prediction, threshold, events
+        )
+        metrics.update(
+            test_rows=len(test),
+            test_devices=int(test[device].nunique()),
+            feature_count=len(model_spec.feature_names),
+        )
         metrics.update(
             single_row_latency_ms(lambda row: onnx_predict(session, row), X_test.to_numpy())
         )
-        # Parity was measured where both models exist (train); carried here for the gates.
-        metrics["onnx_max_abs_difference"] = train_run.data.metrics["onnx_max_abs_difference"]
-        champion_report = _compare_with_champion(
-            config, test, spec, features_uri, prediction, task_metrics, metrics
+        # Measured where both models exist (train); carried here for the gates and the card.
+        carried = (
+            "onnx_max_abs_difference",
+            "cv_auc_mean",
+            "cv_auc_std",
+            "cv_mae_mean",
+            "cv_mae_std",
         )
-        mlflow.log_metrics(metrics)
-        figures = (
-            evaluation_figures(y_test.astype(int), prediction, metrics["decision_threshold"])
-            if config.task == "classification"
-            else regression_figures(y_test, prediction)
-        )
-        for name, figure in figures.items():
-            mlflow.log_figure(figure, f"plots/{name}")
-            plt.close(figure)
-        mlflow.log_dict(
-            {
-                "model_uri": model_uri,
-                "features_uri": features_uri,
-                "test_rows": len(test),
-                "metrics": metrics,
-                "champion": champion_report,
+        metrics.update({k: v for k, v in train_run.data.metrics.items() if k in carried})
+        report: dict[str, object] = {
+            "model_uri": model_uri,
+            "features_uri": features_uri,
+            "features": {
+                "built": len(spec.feature_names),
+                "kept": len(model_spec.feature_names),
+                "families": model_spec.families(),
+                "history": f"{model_spec.history / pd.Timedelta(hours=1):g} h",
+                "min_readings": model_spec.min_readings,
             },
-            "evaluation_report.json",
+            "model": _model_facts(train_run, metadata),
+            "worst_devices": worst_devices(per_device),
+        }
+        if explainer is not None:
+            figures.update(_explain(explainer, X_test, config.evaluation))
+        if config.evaluation.robustness:
+            report["robustness"] = _robustness(
+                config, telemetry, events, model_spec, test, session, metrics
+            )
+        report["champion"] = _compare_with_champion(
+            config, test, spec, features_uri, prediction, metrics, figures
         )
+        report["metrics"] = metrics
+        mlflow.log_metrics(metrics)
+        _log_figures(figures)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "per_device_metrics.csv"
+            per_device.to_csv(path, index=False)
+            mlflow.log_artifact(str(path))
+        mlflow.log_dict(report, "evaluation_report.json")
         mlflow.set_tag(MODEL_URI_TAG, model_uri)
         return run.info.run_id
+
+
+def _model_facts(train_run: Run, metadata: dict[str, object]) -> dict[str, object]:
+    """What the model card says about the model: family, params, calibration, threshold."""
+    params = train_run.data.params
+    family = params.get("family", "lightgbm")
+    prefix = "lgbm_" if family == "lightgbm" else "rf_"
+    return {
+        "family": family,
+        "params": {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)},
+        "params_source": params.get("params_source", "config"),
+        "trees": train_run.data.metrics.get("trees"),
+        "calibration": metadata.get("calibration", "none"),
+        "threshold": metadata.get("decision_threshold"),
+        "threshold_rule": params.get("threshold_rule", "?"),
+    }
+
+
+def _robustness(
+    config: TenantConfig,
+    telemetry: pd.DataFrame,
+    events: pd.DataFrame,
+    model_spec: FeatureSpec,
+    test: pd.DataFrame,
+    session: InferenceSession,
+    metrics: dict[str, float],
+) -> list[dict[str, object]]:
+    """The robustness table (logged), its headline metrics (into `metrics`), the worst tag."""
+    metric = CHAMPION_METRIC[config.task]
+    table = robustness_table(
+        telemetry,
+        events if len(events) else None,
+        model_spec,
+        test[[model_spec.device_column, model_spec.time_column]],
+        test[label_column(config)].to_numpy(),
+        lambda features: onnx_predict(session, features[model_spec.feature_names]),
+        metric=metric,
+        noise_levels=config.evaluation.noise_levels,
+        seed=config.evaluation.seed,
+    )
+    summary = robustness_summary(table, metric)
+    metrics.update({k: v for k, v in summary.items() if k.startswith("robustness_")})
+    mlflow.set_tags(
+        {
+            "pdmflow.robustness_worst": summary["worst"],
+            "pdmflow.robustness_worst_sensor": summary["worst_sensor"],
+        }
+    )
+    mlflow.log_table(table, "robustness.json")
+    return table.to_dict(orient="records")
 
 
 def _compare_with_champion(
@@ -174,13 +319,15 @@ def _compare_with_champion(
     spec: FeatureSpec,
     features_uri: str,
     prediction: np.ndarray,
-    task_metrics,
     metrics: dict[str, float],
+    figures: dict[str, Figure],
 ) -> dict[str, object] | None:
-    """Score the Production version on the test rows it never learned from; add its metric.
+    """Score the Production version on the test rows it never learned from, paired with the
+    candidate on the same rows, and bootstrap the difference by device.
 
-    Adds `champion_<metric>` and `candidate_<metric>_on_champion_rows` (the same rows) to
-    `metrics`, or `champion_comparison_rows` = 0 when no fair row is left. Tags say how.
+    Adds `champion_<metric>`, `candidate_<metric>_on_champion_rows` and
+    `champion_<metric>_difference` with its `_low` / `_high` interval to `metrics`, or
+    `champion_comparison_rows` = 0 when no fair row is left. Tags say how.
     """
     champion = production_version(config.registered_model_name)
     if champion is None:
@@ -196,16 +343,53 @@ def _compare_with_champion(
     )
     metrics["champion_comparison_rows"] = int(unseen.sum()) if comparable else 0
     if not comparable:
-        return {"version": str(champion.version), "rows": how, "compared": False}
+        sentence = f"not compared with Production version {champion.version}: {how}"
+        mlflow.set_tag("pdmflow.champion_comparison", sentence)
+        return {
+            "version": str(champion.version),
+            "rows": how,
+            "compared": False,
+            "sentence": sentence,
+        }
+    rows = test[unseen].reset_index(drop=True)
     try:
-        champion_prediction = _champion_prediction(
-            champion_uri, test[unseen].reset_index(drop=True), spec, features_uri
-        )
+        champion_prediction = _champion_prediction(champion_uri, rows, spec, features_uri)
     except PdmflowError as error:
         # No champion metric: promote's champion gate fails closed, with this reason.
         mlflow.set_tag("pdmflow.champion_not_comparable", str(error))
-        return {"version": str(champion.version), "error": str(error)}
-    champion_metrics = task_metrics(champion_prediction, unseen)
-    metrics[f"champion_{key}"] = champion_metrics[key]
-    metrics[f"candidate_{key}_on_champion_rows"] = task_metrics(prediction[unseen], unseen)[key]
-    return {"version": str(champion.version), "rows": how, **champion_metrics}
+        sentence = f"Production version {champion.version} could not be scored: {error}"
+        mlflow.set_tag("pdmflow.champion_comparison", sentence)
+        return {"version": str(champion.version), "error": str(error), "sentence": sentence}
+    truth = rows[label].to_numpy()
+    result = paired_bootstrap(
+        truth.astype(int) if config.task == "classification" else truth,
+        prediction[unseen],
+        champion_prediction,
+        rows[spec.device_column].astype(str).to_numpy(),
+        key,
+        n_resamples=config.evaluation.bootstrap_resamples,
+        seed=config.evaluation.seed,
+    )
+    score = roc_auc_score if key == "auc" else mean_absolute_error
+    metrics[f"champion_{key}"] = float(score(truth, champion_prediction))
+    metrics[f"candidate_{key}_on_champion_rows"] = float(score(truth, prediction[unseen]))
+    metrics.update(
+        {
+            f"champion_{key}_difference": result.difference,
+            f"champion_{key}_difference_low": result.low,
+            f"champion_{key}_difference_high": result.high,
+        }
+    )
+    sentence = describe(result, champion.version) + f"; {how}."
+    mlflow.set_tag("pdmflow.champion_comparison", sentence)
+    figures["champion_bootstrap.png"] = bootstrap_histogram(result)
+    return {
+        "version": str(champion.version),
+        "rows": how,
+        "sentence": sentence,
+        f"champion_{key}": metrics[f"champion_{key}"],
+        "difference": result.difference,
+        "interval": [result.low, result.high],
+        "resamples_used": result.resamples_used,
+        "devices": result.groups,
+    }

@@ -1,8 +1,15 @@
-"""main: the six steps as child runs of one parent pipeline run, handing artifact URIs on."""
+"""main: the six steps as child runs of one parent pipeline run, handing artifact URIs on.
+
+The parent run then carries the story: the headline metrics of its children, the decision and
+the registered version as tags, and a markdown note (MLflow's run description) with the verdict
+and each step's run, so two pipelines compare side by side in the runs table.
+"""
 
 from __future__ import annotations
 
 import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure
@@ -12,14 +19,109 @@ from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import run_tune
-from pdmflow.tracking import step_run
+from pdmflow.tracking import STEP_TAG, STEPS, step_run
+
+NOTE_TAG = "mlflow.note.content"
+# Headline metrics the parent takes from each step besides evaluate (which gives all of its own).
+FROM_STEPS = {
+    "ingest": ("rows", "devices", "failures"),
+    "train": ("feature_count", "trees", "cv_auc_std", "cv_mae_std"),
+    "promote": ("gates_passed",),
+}
+# The note's table: (metric, label) in reading order; a metric the run lacks is left out.
+NOTE_METRICS = (
+    ("auc", "AUC"),
+    ("average_precision", "average precision"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("ece", "ECE"),
+    ("precision_at_0_7", "precision at p >= 0.7"),
+    ("lead_time_median_hours", "median lead time (h)"),
+    ("failure_catch_rate", "share of failures caught"),
+    ("false_alarms_per_device_day", "false alarms per device-day"),
+    ("mae", "MAE (h)"),
+    ("rmse", "RMSE (h)"),
+    ("nasa_score", "NASA score"),
+    ("robustness_worst_auc_drop", "worst AUC drop (noise / dead sensor)"),
+    ("champion_auc_difference", "AUC - champion's"),
+    ("champion_mae_difference", "MAE - champion's (h)"),
+    ("latency_p99_ms", "latency p99 (ms)"),
+    ("feature_count", "features"),
+    ("rows", "rows ingested"),
+    ("devices", "devices"),
+)
+
+
+def _shown(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4g}"
+
+
+def _children(parent_run_id: str, experiment_id: str) -> dict[str, Run]:
+    runs = MlflowClient().search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    return {r.data.tags[STEP_TAG]: r for r in runs if STEP_TAG in r.data.tags}
+
+
+def headline_metrics(children: dict[str, Run]) -> dict[str, float]:
+    """The evaluate metrics, rows and devices, feature count, best tuning score, gates_passed."""
+    metrics: dict[str, float] = {}
+    if "evaluate" in children:
+        metrics.update(children["evaluate"].data.metrics)
+    for step, names in FROM_STEPS.items():
+        if step in children:
+            found = children[step].data.metrics
+            metrics.update({name: found[name] for name in names if name in found})
+    if "tune" in children:
+        best = {k: v for k, v in children["tune"].data.metrics.items() if k.startswith("best_")}
+        metrics.update({f"tune_{k}": v for k, v in best.items()})
+    return metrics
+
+
+def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[str, float]) -> str:
+    """The parent run's markdown description: verdict, headline table, the steps' runs."""
+    promote = children.get("promote")
+    tags = promote.data.tags if promote else {}
+    version = tags.get("pdmflow.registered_version")
+    name = config.registered_model_name
+    if tags.get("pdmflow.decision") == "released":
+        verdict = f"**Released**: version {version} of `{name}` is in Production (@champion)."
+    elif tags.get("pdmflow.decision") == "rejected":
+        failed = [
+            k[len("gate.") :] for k, v in tags.items() if k.startswith("gate.") and "FAIL" in v
+        ]
+        verdict = (
+            f"**Rejected**: version {version} of `{name}` is registered but not released; "
+            f"failed gates: {', '.join(failed)}."
+        )
+    else:
+        verdict = "**No decision**: the pipeline stopped before promote."
+    lines = [verdict, ""]
+    evaluate = children.get("evaluate")
+    if evaluate and "pdmflow.champion_comparison" in evaluate.data.tags:
+        lines += [f"Champion: {evaluate.data.tags['pdmflow.champion_comparison']}", ""]
+    if evaluate and "pdmflow.robustness_worst" in evaluate.data.tags:
+        lines += [
+            f"Most harmful perturbation: {evaluate.data.tags['pdmflow.robustness_worst']}.",
+            "",
+        ]
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {label} | {metrics[key]:.4g} |" for key, label in NOTE_METRICS if key in metrics]
+    lines += ["", "Steps:"]
+    for step in STEPS:
+        if step in children:
+            run = children[step]
+            link = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            lines.append(f"- {step}: [{run.info.run_id}]({link})")
+    return "\n".join(lines) + "\n"
 
 
 def run_pipeline(
     config: TenantConfig, n_trials: int | None = None, timeout_seconds: float | None = None
 ) -> str:
     """Run every step; return the released version (GateFailure when the model is rejected)."""
-    with step_run(config, "main"):
+    with step_run(config, "main") as parent:
         mlflow.log_params(
             {
                 "config_tenant": config.tenant_id,
@@ -34,11 +136,22 @@ def run_pipeline(
         try:
             version = run_promote(config, evaluate_run_id)
         except GateFailure as rejected:
-            mlflow.set_tag("pdmflow.decision", "rejected")
             verdict: GateFailure | None = rejected
         else:
-            mlflow.set_tags({"pdmflow.decision": "released", "pdmflow.released_version": version})
             verdict = None
+        children = _children(parent.info.run_id, parent.info.experiment_id)
+        metrics = headline_metrics(children)
+        mlflow.log_metrics(metrics)
+        promote_tags = children["promote"].data.tags
+        registered = promote_tags["pdmflow.registered_version"]
+        tags = {
+            "pdmflow.decision": promote_tags["pdmflow.decision"],
+            "pdmflow.registered_version": registered,
+            NOTE_TAG: pipeline_note(config, children, metrics),
+        }
+        if verdict is None:
+            tags["pdmflow.released_version"] = registered
+        mlflow.set_tags(tags)
     # The pipeline ran to the end either way; a rejection is reported through the exit status.
     if verdict is not None:
         raise verdict

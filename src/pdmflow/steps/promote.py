@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import mlflow
+from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure, StepInputError
-from pdmflow.evaluation.gates import as_dicts, check_gates
-from pdmflow.registry import production_version, register, release
+from pdmflow.evaluation import model_card
+from pdmflow.evaluation.gates import GateResult, as_dicts, check_gates
+from pdmflow.registry import production_version, register, release, update_description
 from pdmflow.steps.evaluate import CHAMPION_VERSION_TAG
 from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import latest_step_run, step_run
@@ -40,18 +42,20 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
     passed = all(r.passed for r in results)
     failed = [r.name for r in results if not r.passed]
 
-    with step_run(config, "promote"):
+    with step_run(config, "promote") as run:
         mlflow.log_params({"evaluate_run_id": evaluate_run_id, "model_uri": model_uri})
         tags = {f"gate.{r.name}": r.describe() for r in results}
         tags["gates_passed"] = str(passed).lower()
         tags["evaluate_run_id"] = evaluate_run_id
-        summary = "; ".join(r.describe() for r in results)
-        description = (
-            f"Released: every gate passed ({summary})."
-            if passed
-            else f"Not released: failed {', '.join(failed)} ({summary})."
-        )
-        version = register(name, model_uri, tags, description)
+        # The card is complete before anything is registered: a failure here leaves no version.
+        facts = card_facts(config, evaluation, results, passed)
+        location = f"model_card.md on promote run {run.info.run_id}"
+        version = register(name, model_uri, tags, model_card.description(facts, location))
+        facts.version = str(version.version)
+        card = model_card.render(facts)
+        if len(card) <= model_card.DESCRIPTION_LIMIT:
+            update_description(name, version.version, card)
+        mlflow.log_text(card, "model_card.md")
         mlflow.log_dict(
             {"version": version.version, "passed": passed, "gates": as_dicts(results)},
             "gate_results.json",
@@ -72,3 +76,50 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
         )
     print(f"model {name} version {version.version} released to Production (@champion)")
     return str(version.version)
+
+
+def _run_of(uri: str) -> Run:
+    """The run a `runs:/<id>/...` URI points into."""
+    return mlflow.get_run(uri.split("/")[1])
+
+
+def card_facts(
+    config: TenantConfig, evaluation: Run, gates: list[GateResult], released: bool
+) -> model_card.CardFacts:
+    """The model card's facts, from the evaluate run and the runs it descends from."""
+    report = mlflow.artifacts.load_dict(f"runs:/{evaluation.info.run_id}/evaluation_report.json")
+    features_run = _run_of(evaluation.data.params["features_uri"])
+    ingest_run = _run_of(features_run.data.params["data_uri"])
+    data = mlflow.artifacts.load_dict(f"runs:/{ingest_run.info.run_id}/validation_report.json")
+    data["digest"] = ingest_run.data.tags.get("pdmflow.dataset_digest", "n/a")
+    data["label"] = features_run.data.params.get("label_source", "n/a")
+    if config.task == "classification" and not config.labels.target_column:
+        data["label"] = f"fails within {config.labels.horizon_hours:g} h"
+    elif config.task == "regression":
+        data["label"] = "remaining useful life (h, capped)"
+    split = {
+        **{k: v for k, v in features_run.data.params.items() if k.startswith("split_")},
+        **mlflow.artifacts.load_dict(f"runs:/{features_run.info.run_id}/split_report.json"),
+        "cv_folds": config.split.cv_folds,
+    }
+    champion = report.get("champion") or {}
+    return model_card.CardFacts(
+        model_name=config.registered_model_name,
+        task=config.task,
+        released=released,
+        gates=gates,
+        metrics=dict(evaluation.data.metrics),
+        data=data,
+        split=split,
+        features=report["features"],
+        model=report["model"],
+        champion=champion.get("sentence"),
+        robustness=report.get("robustness") or [],
+        worst_devices=report.get("worst_devices") or [],
+        runs={
+            "ingest": ingest_run.info.run_id,
+            "features": features_run.info.run_id,
+            "train": evaluation.data.params["train_run_id"],
+            "evaluate": evaluation.info.run_id,
+        },
+    )

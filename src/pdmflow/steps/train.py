@@ -15,6 +15,7 @@ from mlflow.models import infer_signature
 from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
+from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
 from pdmflow.features.selection import learning_set
 from pdmflow.models.onnx import OUTPUT_NAMES, onnx_predict, onnx_session
@@ -90,6 +91,11 @@ def run_train(
             params,
         )
         onnx_model = candidate.to_onnx()
+        # SHAP's explainer travels with the model (evaluate and serving rebuild it).
+        explainer = Explainer.from_candidate(candidate)
+        figure = gain_importance_figure(explainer)
+        mlflow.log_figure(figure, "plots/gain_importance.png")
+        plt.close(figure)
         session = onnx_session(onnx_model)
         X_test = test[model_spec.feature_names]
         parity = float(abs(onnx_predict(session, X_test) - candidate.predict(X_test)).max())
@@ -102,6 +108,7 @@ def run_train(
             onnx_max_abs_difference=parity,
             out_of_fold_rows=report["out_of_fold_rows"],
         )
+        metrics.update(report["cv"])  # each fold's own score: mean and spread
         if candidate.trees is not None:
             metrics["trees"] = candidate.trees
         metadata: dict[str, object] = {
@@ -152,12 +159,14 @@ def run_train(
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "feature_spec.json"
             spec_path.write_text(model_spec.to_json())
+            # MLflow keeps only each extra file's base name: extra_files/explainer_*.
+            explainer_paths = explainer.save(Path(tmp) / "explainer")
             info = mlflow.onnx.log_model(
                 onnx_model,
                 name=MODEL_NAME,
                 signature=signature,
                 input_example=example,
-                extra_files=[str(spec_path)],
+                extra_files=[str(spec_path), *(str(path) for path in explainer_paths)],
                 onnx_execution_providers=["CPUExecutionProvider"],
                 metadata=metadata,
             )

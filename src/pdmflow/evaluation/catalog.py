@@ -1,0 +1,98 @@
+"""The metric names the evaluate step logs, by task: what `gates.require` may name.
+
+Kept free of imports so the config can check a gate's metric name when it is loaded. A test
+runs evaluate and checks this list against the metrics the run really has, both ways.
+"""
+
+from __future__ import annotations
+
+# Logged by every evaluate run, whatever the task.
+COMMON = (
+    "test_rows",
+    "test_devices",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "onnx_max_abs_difference",
+    "feature_count",
+)
+
+CLASSIFICATION = (
+    "auc",
+    "average_precision",
+    "precision",
+    "recall",
+    "f1",
+    "accuracy",
+    "brier_score",
+    "ece",
+    "log_loss",
+    "positive_rate",
+    "decision_threshold",
+    "precision_at_0_7",
+    "recall_at_0_7",
+    "f1_at_0_7",
+    "precision_at_recall_0_7",
+    "recall_at_precision_0_8",
+    "precision_at_top_5pct",
+    "failures_in_test",
+    "failures_caught",
+    "failure_catch_rate",
+    "lead_time_median_hours",
+    "lead_time_mean_hours",
+    "false_alarms",
+    "device_days",
+    "false_alarms_per_device_day",
+    "cv_auc_mean",
+    "cv_auc_std",
+    # with evaluation.robustness
+    "robustness_worst_auc_drop",
+    "robustness_noise_10pct_auc_drop",
+)
+
+REGRESSION = (
+    "mae",
+    "rmse",
+    "r2",
+    "early_prediction_rate",
+    "late_prediction_rate",
+    "critical_window_accuracy",
+    "nasa_score",
+    "mae_rul_critical",
+    "mae_rul_warning",
+    "mae_rul_normal",
+    "rows_rul_critical",
+    "rows_rul_warning",
+    "rows_rul_normal",
+    "cv_mae_mean",
+    "cv_mae_std",
+    "robustness_worst_mae_increase",
+    "robustness_noise_10pct_mae_increase",
+)
+
+# Logged only when a Production version exists to compare with (key: auc or mae).
+CHAMPION = (
+    "champion_comparison_rows",
+    "champion_{key}",
+    "candidate_{key}_on_champion_rows",
+    "champion_{key}_difference",
+    "champion_{key}_difference_low",
+    "champion_{key}_difference_high",
+)
+
+CHAMPION_KEY = {"classification": "auc", "regression": "mae"}
+
+
+def evaluate_metric_names(
+    task: str, robustness: bool = True, champion: bool = True, cv: bool = True
+) -> set[str]:
+    """Every metric name an evaluate run of `task` can log: `robustness` with
+    evaluation.robustness, `champion` when a Production version exists, `cv` with
+    split.cv_folds >= 2."""
+    names = {*COMMON, *(CLASSIFICATION if task == "classification" else REGRESSION)}
+    if not robustness:
+        names -= {n for n in names if n.startswith("robustness_")}
+    if not cv:
+        names -= {n for n in names if n.startswith("cv_")}
+    if champion:
+        names |= {n.format(key=CHAMPION_KEY[task]) for n in CHAMPION}
+    return names

@@ -1,0 +1,274 @@
+"""The model card of a registered version: what it learned from, how it did, why it was (not)
+released, and where it is known to fall short. Markdown, for the version's description (MLflow
+renders it) and the promote run's `model_card.md`.
+
+Pure rendering: the promote step gathers the facts from the pipeline's runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pdmflow.evaluation.gates import GateResult
+
+# MLflow stores a version's description in a 5,000-character column (PostgreSQL enforces it).
+DESCRIPTION_LIMIT = 5000
+
+CLASSIFICATION_TABLE = (
+    ("auc", "AUC"),
+    ("average_precision", "average precision"),
+    ("precision", "precision at the decision threshold"),
+    ("recall", "recall at the decision threshold"),
+    ("f1", "F1 at the decision threshold"),
+    ("precision_at_0_7", "precision at p >= 0.7"),
+    ("recall_at_0_7", "recall at p >= 0.7"),
+    ("precision_at_top_5pct", "precision in the top 5 % of scores"),
+    ("brier_score", "Brier score"),
+    ("ece", "expected calibration error"),
+    ("log_loss", "log loss"),
+    ("failure_catch_rate", "share of failures alerted in time"),
+    ("lead_time_median_hours", "median lead time (h)"),
+    ("false_alarms_per_device_day", "false alarms per device-day"),
+    ("cv_auc_mean", "CV AUC mean"),
+    ("cv_auc_std", "CV AUC std"),
+    ("latency_p99_ms", "latency p99 (ms)"),
+)
+REGRESSION_TABLE = (
+    ("mae", "MAE (h)"),
+    ("rmse", "RMSE (h)"),
+    ("r2", "R²"),
+    ("nasa_score", "NASA score"),
+    ("mae_rul_critical", "MAE, critical RUL (h)"),
+    ("mae_rul_warning", "MAE, warning RUL (h)"),
+    ("mae_rul_normal", "MAE, normal RUL (h)"),
+    ("early_prediction_rate", "early prediction rate"),
+    ("late_prediction_rate", "late prediction rate"),
+    ("cv_mae_mean", "CV MAE mean (h)"),
+    ("cv_mae_std", "CV MAE std (h)"),
+    ("latency_p99_ms", "latency p99 (ms)"),
+)
+
+
+@dataclass
+class CardFacts:
+    """Everything a card says; gathered by the promote step from the pipeline's runs."""
+
+    model_name: str
+    task: str
+    released: bool
+    gates: Sequence[GateResult]
+    metrics: dict[str, float]
+    data: dict[str, Any]  # the ingest validation report (rows, devices, time_start, ...)
+    split: dict[str, Any]  # split params (split_by, boundaries) and the split report
+    features: dict[str, Any]  # built, kept, families {family: count}, history, min_readings
+    model: dict[str, Any]  # family, params, calibration, threshold, trees
+    champion: str | None = None  # the comparison sentence, None without a champion
+    robustness: list[dict[str, Any]] = field(default_factory=list)
+    worst_devices: list[dict[str, Any]] = field(default_factory=list)
+    runs: dict[str, str] = field(default_factory=dict)  # step -> run id
+    version: str | None = None
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "n/a"
+        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _when(value: Any) -> str:
+    """A timestamp to the minute (reports carry nanoseconds); anything else as it is."""
+    try:
+        return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_number(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _decision(facts: CardFacts) -> list[str]:
+    title = f"# {facts.model_name}" + (f" version {facts.version}" if facts.version else "")
+    failed = [g.name for g in facts.gates if not g.passed]
+    verdict = (
+        "**Released** to Production: every gate passed."
+        if facts.released
+        else f"**Not released**: failed {', '.join(failed)}."
+    )
+    lines = [title, "", verdict]
+    if facts.champion:
+        lines += ["", f"Champion comparison: {facts.champion}"]
+    return lines
+
+
+def _data(facts: CardFacts) -> list[str]:
+    data, split = facts.data, facts.split
+    start, end = _when(data.get("time_start", "?")), _when(data.get("time_end", "?"))
+    lines = [
+        "## Data",
+        f"- source: {data.get('source', 'n/a')}; dataset digest `{data.get('digest', 'n/a')}`",
+        f"- window: {start} .. {end} (UTC)",
+        f"- {_number(data.get('rows', 0))} rows from {_number(data.get('devices', 0))} devices, "
+        f"{_number(data.get('failures', 0))} failures",
+        f"- label: {data.get('label', 'n/a')}",
+    ]
+    by = split.get("split_by", "?")
+    rule = f"by {by}"
+    if by == "time":
+        rule += (
+            f": validation from {_when(split.get('split_validation_start', '?'))}, test from "
+            f"{_when(split.get('split_test_start', '?'))}"
+        )
+    else:
+        rule += ": whole devices in train, validation and test (seeded hash)"
+    lines.append(f"- split {rule}; cross-validation folds: {split.get('cv_folds', 0)}")
+    rows = [
+        [name, s.get("rows", 0), s.get("devices", 0), s.get("positive_rate", float("nan"))]
+        for name, s in split.get("splits", {}).items()
+    ]
+    if rows:
+        header = [
+            "split",
+            "rows",
+            "devices",
+            "positive rate" if facts.task == "classification" else "mean label",
+        ]
+        lines += ["", *_table(header, rows)]
+    return lines
+
+
+def _features_and_model(facts: CardFacts) -> list[str]:
+    features, model = facts.features, facts.model
+    families = ", ".join(f"{family} {count}" for family, count in features["families"].items())
+    lines = [
+        "## Features and model",
+        f"- {features['kept']} features kept of {features['built']} built: {families}",
+        f"- model family: {model['family']}"
+        + (f", {int(model['trees'])} trees" if model.get("trees") else ""),
+    ]
+    params = ", ".join(f"{k}={v}" for k, v in sorted(model.get("params", {}).items()))
+    if params:
+        lines.append(f"- parameters ({model.get('params_source', 'config')}): {params}")
+    if facts.task == "classification":
+        lines.append(
+            f"- calibration: {model.get('calibration', 'none')}; decision threshold "
+            f"{_number(model.get('threshold', float('nan')))} ({model.get('threshold_rule', '?')})"
+        )
+    return lines
+
+
+def _metrics(facts: CardFacts) -> list[str]:
+    table = CLASSIFICATION_TABLE if facts.task == "classification" else REGRESSION_TABLE
+    rows = [[label, facts.metrics[key]] for key, label in table if key in facts.metrics]
+    return ["## Test metrics", *_table(["metric", "value"], rows)]
+
+
+def _gates(facts: CardFacts) -> list[str]:
+    rows = []
+    for gate in facts.gates:
+        if gate.value is None and gate.passed:
+            rows.append([gate.name, "n/a", "nothing to compare against", "pass"])
+            continue
+        value = "missing" if gate.value is None else gate.value
+        verdict = "pass" if gate.passed else "**FAIL**"
+        rows.append([gate.name, value, f"{gate.comparison} {_number(gate.threshold)}", verdict])
+    return ["## Gates", *_table(["gate", "value", "rule", "verdict"], rows)]
+
+
+def _robustness(facts: CardFacts) -> list[str]:
+    if not facts.robustness:
+        return ["## Robustness", "Not measured (evaluation.robustness: false)."]
+    metric = "AUC" if facts.task == "classification" else "MAE (h)"
+    change = "AUC drop" if facts.task == "classification" else "MAE increase (h)"
+    rows = [[r["perturbation"], r["value"], r["change"]] for r in facts.robustness]
+    return [
+        "## Robustness (test rows, features rebuilt)",
+        *_table(["perturbation", metric, change], rows),
+    ]
+
+
+def _devices(facts: CardFacts) -> list[str]:
+    if not facts.worst_devices:
+        return []
+    header = list(facts.worst_devices[0])
+    rows = [[d[k] for k in header] for d in facts.worst_devices]
+    return ["## Worst devices on the test rows", *_table(header, rows)]
+
+
+def _limitations(facts: CardFacts) -> list[str]:
+    features = facts.features
+    lines = [
+        "## Known limitations",
+        f"- A device is scored only with {features['history']} of history and at least "
+        f"{features['min_readings']} readings behind its latest one; devices with less are "
+        "refused (no score rather than a guess).",
+        f"- Learned from {_when(facts.data.get('time_start', '?'))} .. "
+        f"{_when(facts.data.get('time_end', '?'))};"
+        " sensors outside the ranges seen then, new device types or a new sampling rate are "
+        "outside what was tested.",
+    ]
+    lines += [f"- Split: {w}" for w in facts.split.get("warnings", [])]
+    worst = max(facts.robustness, key=lambda r: r["change"], default=None)
+    if worst and worst["change"] > 0:
+        lines.append(
+            f"- Most sensitive to {worst['perturbation']} "
+            f"(change {_number(worst['change'])}): watch that sensor's health."
+        )
+    if facts.task == "classification" and facts.metrics.get("failures_in_test", 1) < 10:
+        lines.append(
+            f"- The test period holds {_number(facts.metrics.get('failures_in_test', 0))} "
+            "failures: lead time and catch rate rest on few events."
+        )
+    return lines
+
+
+def _steps(facts: CardFacts) -> list[str]:
+    if not facts.runs:
+        return []
+    return ["## Runs", *(f"- {step}: `{run_id}`" for step, run_id in facts.runs.items())]
+
+
+SECTIONS = (
+    _decision,
+    _data,
+    _features_and_model,
+    _metrics,
+    _gates,
+    _robustness,
+    _devices,
+    _limitations,
+    _steps,
+)
+
+
+def render(facts: CardFacts) -> str:
+    """The whole card as markdown."""
+    return "\n\n".join("\n".join(section(facts)) for section in SECTIONS if section(facts)) + "\n"
+
+
+def description(facts: CardFacts, card_location: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The card cut to fit a version description: whole sections in order while they fit, then
+    a pointer to the full card (`card_location`)."""
+    full = render(facts)
+    if len(full) <= limit:
+        return full
+    pointer = f"\n\n(The full model card: {card_location}.)\n"
+    kept: list[str] = []
+    for section in SECTIONS:
+        text = "\n".join(section(facts))
+        if not text:
+            continue
+        if len("\n\n".join([*kept, text])) + len(pointer) > limit:
+            continue
+        kept.append(text)
+    return "\n\n".join(kept) + pointer

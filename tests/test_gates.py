@@ -1,0 +1,197 @@
+"""Gate profiles, gates by metric name, the bootstrap champion gates, and the model card."""
+
+import pytest
+from conftest import SMOKE
+
+from pdmflow.config import load_config
+from pdmflow.errors import ConfigError
+from pdmflow.evaluation import model_card
+from pdmflow.evaluation.gates import check_gates
+
+# A candidate that passes the standard gates but is poorly calibrated (ECE 0.14).
+PASSING = {
+    "auc": 0.93,
+    "precision": 0.81,
+    "recall": 0.77,
+    "precision_at_0_7": 0.86,
+    "ece": 0.14,
+    "cv_auc_std": 0.02,
+    "latency_p99_ms": 3.0,
+    "onnx_max_abs_difference": 1e-7,
+    "robustness_worst_auc_drop": 0.01,
+    "lead_time_median_hours": 9.0,
+    "false_alarms_per_device_day": 0.2,
+}
+
+
+def gates_of(write_config, gates, **overrides):
+    return load_config(write_config({"gates": gates, **overrides})).gates
+
+
+def verdicts(results):
+    return {r.name: r.passed for r in results}
+
+
+def test_strict_profile_rejects_a_candidate_the_standard_profile_passes(write_config):
+    standard = check_gates("classification", PASSING, gates_of(write_config, {}), False)
+    assert all(r.passed for r in standard)
+    strict_gates = gates_of(write_config, {"profile": "strict"}, split={"cv_folds": 3})
+    strict = verdicts(check_gates("classification", PASSING, strict_gates, False))
+    assert strict["strict.ece"] is False
+    assert (
+        strict["strict.auc"] and strict["strict.precision_at_0_7"] and strict["strict.cv_auc_std"]
+    )
+    calibrated = {**PASSING, "ece": 0.03}
+    assert all(verdicts(check_gates("classification", calibrated, strict_gates, False)).values())
+    # ECE < 0.10 is strict: exactly 0.10 fails.
+    at_bound = verdicts(
+        check_gates("classification", {**PASSING, "ece": 0.10}, strict_gates, False)
+    )
+    assert at_bound["strict.ece"] is False
+
+
+def test_strict_profile_needs_folds_and_a_classifier(write_config):
+    with pytest.raises(ConfigError, match="gates.profile strict .* split.cv_folds to 2 or more"):
+        load_config(write_config({"gates": {"profile": "strict"}, "split": {"cv_folds": 0}}))
+
+
+def test_any_logged_metric_can_be_gated_by_name(write_config):
+    gates = gates_of(
+        write_config,
+        {"require": {"lead_time_median_hours": ">= 6", "false_alarms_per_device_day": "<= 0.05"}},
+    )
+    results = verdicts(check_gates("classification", PASSING, gates, False))
+    assert results["require.lead_time_median_hours"] is True
+    assert results["require.false_alarms_per_device_day"] is False
+
+
+def test_an_unknown_metric_in_require_is_a_one_line_config_error(write_config):
+    path = write_config({"gates": {"require": {"lead_time_median_hour": ">= 6"}}})
+    with pytest.raises(ConfigError, match="gates.require.lead_time_median_hour: no evaluate") as e:
+        load_config(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    with pytest.raises(ConfigError, match=r"gates.require.auc: expected a comparison"):
+        load_config(write_config({"gates": {"require": {"auc": "at least 0.9"}}}))
+
+
+def test_robustness_gate_needs_robustness_measured(write_config):
+    with pytest.raises(ConfigError, match="max_robustness_auc_drop needs evaluation.robustness"):
+        load_config(
+            write_config(
+                {"evaluation": {"robustness": False}, "gates": {"max_robustness_auc_drop": 0.05}}
+            )
+        )
+
+
+def test_champion_gate_reads_the_bootstrap_interval(write_config):
+    gates = gates_of(
+        write_config, {"max_auc_regression": 0.01, "require_better_than_champion": True}
+    )
+    compared = {**PASSING, "champion_comparison_rows": 500}
+    noise = {"champion_auc_difference_low": -0.005, "champion_auc_difference_high": 0.02}
+    results = verdicts(check_gates("classification", {**compared, **noise}, gates, True))
+    assert results["not_worse_than_champion"] and not results["require_better_than_champion"]
+    worse = {"champion_auc_difference_low": -0.03, "champion_auc_difference_high": -0.02}
+    results = verdicts(check_gates("classification", {**compared, **worse}, gates, True))
+    assert not results["not_worse_than_champion"]
+    better = {"champion_auc_difference_low": 0.01, "champion_auc_difference_high": 0.03}
+    assert all(
+        verdicts(check_gates("classification", {**compared, **better}, gates, True)).values()
+    )
+    # A champion that could not be scored: no interval, the gate fails closed.
+    assert not verdicts(check_gates("classification", compared, gates, True))[
+        "not_worse_than_champion"
+    ]
+    # Regression: the MAE difference's upper bound must stay under the allowed increase.
+    rul = {"mae": 10.0, "latency_p99_ms": 1, "onnx_max_abs_difference": 0.0}
+    rul_gates = load_config(write_config({"gates": {"max_mae_regression_hours": 0.5}})).gates
+    for high, expected in ((0.4, True), (0.6, False)):
+        metrics = {
+            **rul,
+            "champion_comparison_rows": 9,
+            "champion_mae_difference_low": -1.0,
+            "champion_mae_difference_high": high,
+        }
+        assert (
+            verdicts(check_gates("regression", metrics, rul_gates, True))["not_worse_than_champion"]
+            is expected
+        )
+
+
+def card_facts(released, gates):
+    return model_card.CardFacts(
+        model_name="m",
+        task="classification",
+        released=released,
+        gates=gates,
+        metrics=PASSING,
+        data={
+            "source": "synthetic fleet",
+            "digest": "abc123",
+            "time_start": "2026-01-01",
+            "time_end": "2026-01-31",
+            "rows": 1000,
+            "devices": 10,
+            "failures": 4,
+            "label": "fails within 24 h",
+        },
+        split={
+            "split_by": "time",
+            "splits": {"test": {"rows": 200, "devices": 10}},
+            "warnings": [],
+        },
+        features={
+            "built": 50,
+            "kept": 40,
+            "families": {"lag": 10, "rolling statistic": 30},
+            "history": "12h",
+            "min_readings": 16,
+        },
+        model={"family": "lightgbm", "params": {"num_leaves": 31}, "threshold": 0.4},
+        champion="AUC 0.010 higher than Production version 1 (95 % interval ...)",
+        robustness=[
+            {"perturbation": "none", "value": 0.93, "change": 0.0},
+            {"perturbation": "frozen:vibration", "value": 0.90, "change": 0.03},
+        ],
+        worst_devices=[{"device": "d7", "recall": 0.2}],
+        runs={"train": "r1"},
+        version="2",
+    )
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_model_card_holds_every_section(write_config, released):
+    config = load_config(write_config({"gates": {"profile": "strict"}, "split": {"cv_folds": 3}}))
+    metrics = PASSING if not released else {**PASSING, "ece": 0.03}
+    gates = check_gates("classification", metrics, config.gates, False)
+    assert all(r.passed for r in gates) is released
+    card = model_card.render(card_facts(released, gates))
+    for heading in (
+        "# m version 2",
+        "## Data",
+        "## Features and model",
+        "## Test metrics",
+        "## Gates",
+        "## Robustness",
+        "## Worst devices",
+        "## Known limitations",
+        "Champion comparison: AUC 0.010 higher",
+        "abc123",
+        "2026-01-01 00:00 .. 2026-01-31 00:00",
+        "lag 10, rolling statistic 30",
+        "Most sensitive to frozen:vibration",
+    ):
+        assert heading in card
+    assert ("**Released**" in card) is released
+    assert ("**Not released**: failed strict.ece" in card) is not released
+
+
+def test_a_long_card_is_cut_to_whole_sections_for_the_description(write_config):
+    gates = check_gates("classification", PASSING, load_config(SMOKE).gates, False)
+    facts = card_facts(True, gates)
+    facts.worst_devices = [{"device": f"device-{i:04d}", "recall": 0.5} for i in range(400)]
+    full = model_card.render(facts)
+    short = model_card.description(facts, "model_card.md on promote run abc")
+    assert len(full) > model_card.DESCRIPTION_LIMIT >= len(short)
+    assert "## Worst devices" not in short and "## Known limitations" in short
+    assert short.endswith("(The full model card: model_card.md on promote run abc.)\n")
