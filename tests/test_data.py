@@ -102,6 +102,11 @@ def test_labels_hand_computed():
     assert labels.iloc[4:].isna().all()
 
 
+def test_redact_url_hides_a_password_in_the_query_string_too():
+    shown = redact_url("postgresql://user@db:5432/plant?sslmode=require&password=s3cret")
+    assert "s3cret" not in shown and "sslmode=require" in shown
+
+
 def test_redact_url_hides_password():
     assert "s3cret" not in redact_url("postgresql://user:s3cret@db:5432/plant")
     assert redact_url("postgresql://user:s3cret@db:5432/plant").startswith("postgresql://user:")

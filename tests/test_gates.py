@@ -74,6 +74,20 @@ def test_an_unknown_metric_in_require_is_a_one_line_config_error(write_config):
         load_config(write_config({"gates": {"require": {"auc": "at least 0.9"}}}))
 
 
+def test_require_refuses_metrics_this_config_never_logs(write_config):
+    with pytest.raises(ConfigError, match="gates.require.cv_auc_std: no evaluate metric"):
+        load_config(write_config({"gates": {"require": {"cv_auc_std": "< 0.05"}}}))  # 0 folds
+    with pytest.raises(ConfigError, match="gates.require.champion_auc: the champion comparison"):
+        load_config(write_config({"gates": {"require": {"champion_auc": ">= 0.9"}}}))
+    folds = {"split": {"cv_folds": 3}}
+    assert load_config(write_config({"gates": {"require": {"cv_auc_std": "< 0.05"}}, **folds}))
+
+
+def test_a_rul_tenant_turns_robustness_off_without_touching_the_auc_gate(write_config):
+    config = load_config(write_config({"task": "regression", "evaluation": {"robustness": False}}))
+    assert config.gates.max_robustness_auc_drop == 0.05  # a classification gate, unused here
+
+
 def test_robustness_gate_needs_robustness_measured(write_config):
     with pytest.raises(ConfigError, match="max_robustness_auc_drop needs evaluation.robustness"):
         load_config(
@@ -94,6 +108,16 @@ def test_champion_gate_reads_the_bootstrap_interval(write_config):
     worse = {"champion_auc_difference_low": -0.03, "champion_auc_difference_high": -0.02}
     results = verdicts(check_gates("classification", {**compared, **worse}, gates, True))
     assert not results["not_worse_than_champion"]
+    # An equal retrain (interval around 0) passes the default margin of 0.01.
+    default = gates_of(write_config, {})
+    assert default.max_auc_regression == 0.01
+    assert verdicts(check_gates("classification", {**compared, **noise}, default, True))[
+        "not_worse_than_champion"
+    ]
+    # No fair row to compare on: not worse passes, better cannot be shown and fails.
+    unfair = {**PASSING, "champion_comparison_rows": 0}
+    results = verdicts(check_gates("classification", unfair, gates, True))
+    assert results["not_worse_than_champion"] and not results["require_better_than_champion"]
     better = {"champion_auc_difference_low": 0.01, "champion_auc_difference_high": 0.03}
     assert all(
         verdicts(check_gates("classification", {**compared, **better}, gates, True)).values()

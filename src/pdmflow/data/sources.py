@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,13 +13,19 @@ from pdmflow.config import TenantConfig, database_password
 from pdmflow.data.synthetic import generate_synthetic
 from pdmflow.errors import DataValidationError
 
+# Query-string keys that carry a secret in some drivers' URLs (?password=..., ?sslpassword=...).
+SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
 
 def redact_url(url: str) -> str:
-    """The URL with any password masked, safe for params, tags and logs."""
+    """The URL with any password masked, in its password part or its query string: safe for
+    params, tags, logs and model cards."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:  # not a SQLAlchemy URL (a path, say): nothing to hide
         return url
+    hidden = {k: "REDACTED" for k in parsed.query if SECRET_QUERY_KEY.search(k)}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def _apply_renames(frame: pd.DataFrame, config: TenantConfig) -> pd.DataFrame:

@@ -254,3 +254,33 @@ def describe(result: BootstrapResult, champion_version: str | int) -> str:
             f"{_number(result.high)}"
         )
     return f"{head} Production version {champion_version} ({interval}, {resamples})"
+
+
+def unseen_rows(
+    membership: dict | None, test: pd.DataFrame, device_column: str, time_column: str
+) -> tuple[np.ndarray, str]:
+    """Test rows a champion never learned from, and a sentence saying how that was decided.
+
+    `membership` is the champion's split membership (features/split_membership.json): with a
+    device split, rows of devices it trained or validated on are left out; with a time split,
+    rows before the end of its learning period, except on devices it held out. None (not on
+    record): every row. Judged in-sample, a champion would look better than it is and block
+    every fair candidate, so the champion comparison uses only these rows.
+    """
+    device = test[device_column].astype(str)
+    if membership is None:
+        return np.ones(len(test), bool), "the champion's split is not on record: every test row"
+    if membership["by"] == "device":
+        learned = {*membership["devices"]["train"], *membership["devices"]["validation"]}
+        unseen = ~device.isin(learned).to_numpy()
+        return unseen, (
+            f"{len(learned & set(device))} test device(s) the champion trained or validated "
+            f"on are left out; {int(unseen.sum())} of {len(test)} test rows compared"
+        )
+    learned_until = pd.Timestamp(membership["learned_until"])
+    held_out = set(membership["held_out_devices"])
+    unseen = ((test[time_column] >= learned_until) | device.isin(held_out)).to_numpy()
+    return unseen, (
+        f"rows before {learned_until:%Y-%m-%d %H:%M} (the champion's learning period) are left "
+        f"out; {int(unseen.sum()):,} of {len(test):,} test rows compared"
+    )

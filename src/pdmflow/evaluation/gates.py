@@ -61,13 +61,21 @@ def _champion_gates(
     resampled by device. Classification: its lower bound must be >= -max_auc_regression (and > 0
     to be better). Regression (MAE, lower is better): its upper bound must be
     <= max_mae_regression_hours (and < 0 to be better). With no champion, or one that learned
-    from every test row, there is nothing fair to compare against: both pass, and say so.
+    from every test row, there is nothing fair to compare against: not_worse passes, and says
+    so; require_better passes only without a champion (an improvement that cannot be measured
+    is not shown).
     """
     names = ["not_worse_than_champion"]
     if gates.require_better_than_champion:
         names.append("require_better_than_champion")
-    if not has_champion or metrics.get("champion_comparison_rows") == 0:
+    if not has_champion:
         return [_no_champion(name) for name in names]
+    if metrics.get("champion_comparison_rows") == 0:
+        # Not worse cannot be shown wrong; better cannot be shown at all.
+        results = [_no_champion(names[0])]
+        if gates.require_better_than_champion:
+            results.append(GateResult(names[1], None, 0.0, ">", False))
+        return results
     key = CHAMPION_KEY[task]
     low = metrics.get(f"champion_{key}_difference_low")
     high = metrics.get(f"champion_{key}_difference_high")

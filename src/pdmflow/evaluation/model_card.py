@@ -149,6 +149,8 @@ def _data(facts: CardFacts) -> list[str]:
 
 def _features_and_model(facts: CardFacts) -> list[str]:
     features, model = facts.features, facts.model
+    if not features or not model:
+        return ["## Features and model", "Not on record (evaluated before model cards existed)."]
     families = ", ".join(f"{family} {count}" for family, count in features["families"].items())
     lines = [
         "## Features and model",
@@ -209,9 +211,9 @@ def _limitations(facts: CardFacts) -> list[str]:
     features = facts.features
     lines = [
         "## Known limitations",
-        f"- A device is scored only with {features['history']} of history and at least "
-        f"{features['min_readings']} readings behind its latest one; devices with less are "
-        "refused (no score rather than a guess).",
+        f"- A device is scored only with {features.get('history', '?')} of history and at least "
+        f"{features.get('min_readings', '?')} readings behind its latest one; devices with less "
+        "are refused (no score rather than a guess).",
         f"- Learned from {_when(facts.data.get('time_start', '?'))} .. "
         f"{_when(facts.data.get('time_end', '?'))};"
         " sensors outside the ranges seen then, new device types or a new sampling rate are "

@@ -19,21 +19,20 @@ from sklearn.metrics import mean_absolute_error, roc_auc_score
 from pdmflow.artifacts import label_column, read_dataset, read_features, read_split_membership
 from pdmflow.config import EvaluationConfig, TenantConfig
 from pdmflow.errors import PdmflowError, StepInputError
-from pdmflow.evaluation.champion import bootstrap_histogram, describe, paired_bootstrap
+from pdmflow.evaluation.champion import (
+    bootstrap_histogram,
+    describe,
+    paired_bootstrap,
+    unseen_rows,
+)
 from pdmflow.evaluation.explain import Explainer, shap_figures, shap_importance
 from pdmflow.evaluation.maintenance import (
-    alert_outcomes,
-    per_device_metrics,
-    per_device_regression,
     worst_devices,
 )
 from pdmflow.evaluation.metrics import (
-    classification_metrics,
-    regression_metrics,
-    rul_bucket_errors,
     single_row_latency_ms,
 )
-from pdmflow.evaluation.plots import evaluation_figures, regression_figures, score_distribution
+from pdmflow.evaluation.report import assess_test_rows
 from pdmflow.evaluation.robustness import robustness_summary, robustness_table
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.onnx import onnx_predict, onnx_session
@@ -93,75 +92,10 @@ def _champion_prediction(
 def unseen_by_champion(
     champion_run_id: str, test: pd.DataFrame, spec: FeatureSpec
 ) -> tuple[np.ndarray, str]:
-    """Test rows the champion never learned from, and a sentence saying how that was decided.
-
-    Judged in-sample, a champion would look better than it is and block every fair candidate,
-    so the champion comparison uses only these rows.
-    """
+    """Test rows the champion never learned from (`unseen_rows`), read from its split."""
     features_uri = mlflow.get_run(champion_run_id).data.tags.get("pdmflow.features_uri")
     membership = read_split_membership(features_uri) if features_uri else None
-    device = test[spec.device_column].astype(str)
-    if membership is None:
-        return np.ones(len(test), bool), "the champion's split is not on record: every test row"
-    if membership["by"] == "device":
-        learned = {*membership["devices"]["train"], *membership["devices"]["validation"]}
-        unseen = ~device.isin(learned).to_numpy()
-        return unseen, (
-            f"{len(learned & set(device))} test device(s) the champion trained or validated "
-            f"on are left out; {int(unseen.sum())} of {len(test)} test rows compared"
-        )
-    learned_until = pd.Timestamp(membership["learned_until"])
-    held_out = set(membership["held_out_devices"])
-    unseen = ((test[spec.time_column] >= learned_until) | device.isin(held_out)).to_numpy()
-    return unseen, (
-        f"rows before {learned_until} (the champion's training period) are left out; "
-        f"{int(unseen.sum())} of {len(test)} test rows compared"
-    )
-
-
-def _test_metrics(
-    config: TenantConfig,
-    test: pd.DataFrame,
-    spec: FeatureSpec,
-    prediction: np.ndarray,
-    threshold: float | None,
-    events: pd.DataFrame,
-) -> tuple[dict[str, float], pd.DataFrame, dict[str, Figure]]:
-    """The task's metrics on the test rows, the per-device table and the plots."""
-    label = label_column(config)
-    truth = test[label].to_numpy()
-    device, time = spec.device_column, spec.time_column
-    scored = test[[device, time, label]].assign(prediction=prediction)
-    if config.task == "regression":
-        labels = config.labels
-        metrics = regression_metrics(
-            truth, prediction, labels.rul_tolerance_hours, labels.critical_hours
-        )
-        metrics.update(
-            rul_bucket_errors(truth, prediction, labels.critical_hours, labels.warning_hours)
-        )
-        per_device = per_device_regression(scored, device, label, "prediction")
-        return metrics, per_device, regression_figures(truth, prediction)
-    assert threshold is not None
-    truth = truth.astype(int)
-    metrics = classification_metrics(truth, prediction, threshold)
-    scored["alert"] = prediction >= threshold
-    metrics.update(
-        alert_outcomes(
-            scored,
-            device,
-            time,
-            "alert",
-            config.labels.horizon_hours,
-            events=None if config.labels.target_column else events,
-            event_time_column=config.schema_.event_time_column,
-            label_column=label,
-        )
-    )
-    per_device = per_device_metrics(scored, device, label, "prediction", "alert")
-    figures = evaluation_figures(truth, prediction, threshold)
-    figures["score_distribution.png"] = score_distribution(truth, prediction, threshold)
-    return metrics, per_device, figures
+    return unseen_rows(membership, test, spec.device_column, spec.time_column)
 
 
 def _explain(
@@ -209,8 +143,8 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
         )
         X_test = test[model_spec.feature_names]
         prediction = onnx_predict(session, X_test)
-        metrics, per_device, figures = _test_metrics(
-            config, test, model_spec, prediction, threshold, events
+        metrics, per_device, figures = assess_test_rows(
+            config, test, label_column(config), model_spec, prediction, threshold, events
         )
         metrics.update(
             test_rows=len(test),

@@ -52,10 +52,8 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
         location = f"model_card.md on promote run {run.info.run_id}"
         version = register(name, model_uri, tags, model_card.description(facts, location))
         facts.version = str(version.version)
-        card = model_card.render(facts)
-        if len(card) <= model_card.DESCRIPTION_LIMIT:
-            update_description(name, version.version, card)
-        mlflow.log_text(card, "model_card.md")
+        update_description(name, version.version, model_card.description(facts, location))
+        mlflow.log_text(model_card.render(facts), "model_card.md")
         mlflow.log_dict(
             {"version": version.version, "passed": passed, "gates": as_dicts(results)},
             "gate_results.json",
@@ -111,8 +109,9 @@ def card_facts(
         metrics=dict(evaluation.data.metrics),
         data=data,
         split=split,
-        features=report["features"],
-        model=report["model"],
+        # Evaluations made before model cards existed lack these: the card says so.
+        features=report.get("features", {}),
+        model=report.get("model", {}),
         champion=champion.get("sentence"),
         robustness=report.get("robustness") or [],
         worst_devices=report.get("worst_devices") or [],
