@@ -53,3 +53,11 @@ def test_refit_false_needs_a_single_validation_split(write_config):
     assert not load_config(
         write_config({"training": {"refit": False}, "split": {"cv_folds": 0}})
     ).training.refit
+
+
+def test_a_key_given_twice_is_refused_not_silently_replaced(write_config):
+    path = write_config({"gates": {"min_auc": 0.95}})
+    path.write_text(path.read_text() + "gates: {require: {auc: '>= 0.9'}}\n")
+    with pytest.raises(ConfigError, match=r"key 'gates' appears twice \(line \d+\)") as error:
+        load_config(path)
+    assert "\n" not in str(error.value)

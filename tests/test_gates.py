@@ -67,7 +67,11 @@ def test_any_logged_metric_can_be_gated_by_name(write_config):
 
 def test_an_unknown_metric_in_require_is_a_one_line_config_error(write_config):
     path = write_config({"gates": {"require": {"lead_time_median_hour": ">= 6"}}})
-    with pytest.raises(ConfigError, match="gates.require.lead_time_median_hour: no evaluate") as e:
+    with pytest.raises(
+        ConfigError,
+        match="gates.require.lead_time_median_hour: no evaluate .*did you mean "
+        "lead_time_median_hours",
+    ) as e:
         load_config(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
     with pytest.raises(ConfigError, match=r"gates.require.auc: expected a comparison"):

@@ -8,7 +8,7 @@ import yaml
 from conftest import REPO
 from mlflow.projects._project_spec import load_project
 
-STEPS = {"ingest", "features", "tune", "train", "evaluate", "promote", "main"}
+STEPS = {"ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback"}
 
 
 def test_mlproject_has_every_entry_point_with_a_config_parameter():

@@ -2,7 +2,8 @@
 
     python -m pdmflow.cli <step> --config configs/default.yaml [step options]
 
-Exit status: 0 done (for promote/main: released), 2 bad input or config (one line on stderr),
+Exit status: 0 done (for promote/main: released), 2 bad input or config (one line on stderr;
+for rollback also: nothing to roll back to, the registry unchanged),
 3 the model was evaluated but failed a release gate (registered, not promoted).
 """
 
@@ -52,26 +53,41 @@ def _parser() -> argparse.ArgumentParser:
     step("promote", "check the gates, register, release").add_argument(
         "--evaluate-run-id", default="latest"
     )
-    step("status", "the released (Production / @champion) version of the tenant's model")
+    step("status", "the Production (@champion) version of the tenant's model and its history")
+    rollback = step("rollback", "put the previous (or a named) released version back in Production")
+    rollback.add_argument(
+        "--to-version", default=None, help="an Archived version (default: the previous release)"
+    )
+    rollback.add_argument("--reason", required=True, help="why: kept on both versions")
     return parser
 
 
 def _print_status(config: TenantConfig) -> None:
     from mlflow import MlflowClient, get_tracking_uri
 
-    from pdmflow.registry import CHAMPION_ALIAS, production_version
+    from pdmflow.registry import CHAMPION_ALIAS, production_version, release_history
 
     name = config.registered_model_name
     version = production_version(name)
     if version is None:
         print(f"{name}: no Production version yet (tracking: {get_tracking_uri()})")
-        return
-    champion = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version
-    print(f"{name}: Production version {version.version} (@{CHAMPION_ALIAS} -> {champion})")
-    print(f"  load it: mlflow.pyfunc.load_model('models:/{name}/Production')")
-    print(
-        f"  browse runs: make ui, then open http://127.0.0.1:5000 (tracking: {get_tracking_uri()})"
-    )
+    else:
+        champion = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version
+        print(f"{name}: Production version {version.version} (@{CHAMPION_ALIAS} -> {champion})")
+        print(f"  load it: mlflow.pyfunc.load_model('models:/{name}/Production')")
+        print(
+            f"  browse runs: make ui, then open http://127.0.0.1:5000 "
+            f"(tracking: {get_tracking_uri()})"
+        )
+    history = release_history(name)
+    if history:
+        print("release history (oldest first):")
+        print(f"  {'version':>7}  {'when (UTC)':<29}  {'event':<11}  {'who':<12}  reason")
+        for e in history:
+            print(
+                f"  {e['version']:>7}  {e['when']:<29}  {e['event']:<11}  {e['who']:<12}  "
+                f"{e['reason']}"
+            )
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -93,6 +109,17 @@ def run(argv: list[str] | None = None) -> int:
             print(evaluate.run_evaluate(config, args.train_run_id))
         elif args.step == "status":
             _print_status(config)
+        elif args.step == "rollback":
+            from pdmflow.registry import rollback
+
+            name = config.registered_model_name
+            # "previous" is MLproject's default for the parameter: the previous release.
+            target = None if args.to_version in (None, "previous") else args.to_version
+            restored, archived = rollback(name, args.reason, target)
+            print(
+                f"{name}: version {restored} is Production again (@champion); "
+                f"version {archived} archived ({args.reason})"
+            )
         elif args.step == "promote":
             promote.run_promote(config, args.evaluate_run_id)
         else:

@@ -6,6 +6,7 @@ wrong type is refused with a one-line message naming the file and the key.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from datetime import datetime
@@ -413,11 +414,16 @@ class TenantConfig(_Strict):
         )
         unknown = sorted(set(gates.require) - known)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = (
+                f"did you mean {close[0]}?"
+                if close
+                else f"e.g. {', '.join(sorted(known)[:6])}, ...; README lists them"
+            )
             raise ValueError(
                 f"gates.require.{unknown[0]}: no evaluate metric of that name for task "
-                f"{self.task} with this config (e.g. {', '.join(sorted(known)[:6])}, ...; "
-                "README lists them; cv_* need split.cv_folds >= 2, robustness_* "
-                "evaluation.robustness)"
+                f"{self.task} with this config ({hint}; cv_* need split.cv_folds >= 2, "
+                "robustness_* evaluation.robustness)"
             )
         return self
 
@@ -438,13 +444,32 @@ def _describe(error: dict[str, Any]) -> str:
     return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last silently: a second `gates:` block would drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key '{key}' appears twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> TenantConfig:
     """Read and validate a tenant YAML file; raise ConfigError naming the file and key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config {path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict):

@@ -280,6 +280,11 @@ def unseen_rows(
     learned_until = pd.Timestamp(membership["learned_until"])
     held_out = set(membership["held_out_devices"])
     unseen = ((test[time_column] >= learned_until) | device.isin(held_out)).to_numpy()
+    if unseen.all():
+        return unseen, (
+            f"the champion learned until {learned_until:%Y-%m-%d %H:%M}, before every test "
+            f"row: all {len(test):,} test rows compared"
+        )
     return unseen, (
         f"rows before {learned_until:%Y-%m-%d %H:%M} (the champion's learning period) are left "
         f"out; {int(unseen.sum()):,} of {len(test):,} test rows compared"

@@ -184,7 +184,15 @@ def _gates(facts: CardFacts) -> list[str]:
         value = "missing" if gate.value is None else gate.value
         verdict = "pass" if gate.passed else "**FAIL**"
         rows.append([gate.name, value, f"{gate.comparison} {_number(gate.threshold)}", verdict])
-    return ["## Gates", *_table(["gate", "value", "rule", "verdict"], rows)]
+    lines = ["## Gates", *_table(["gate", "value", "rule", "verdict"], rows)]
+    if any(g.name.endswith("_champion") and g.value is not None for g in facts.gates):
+        bound = "lower" if facts.task == "classification" else "upper"
+        lines += [
+            "",
+            f"The champion gates read the {bound} end of the 95 % bootstrap interval of "
+            "(candidate - champion).",
+        ]
+    return lines
 
 
 def _robustness(facts: CardFacts) -> list[str]:
@@ -195,6 +203,9 @@ def _robustness(facts: CardFacts) -> list[str]:
     rows = [[r["perturbation"], r["value"], r["change"]] for r in facts.robustness]
     return [
         "## Robustness (test rows, features rebuilt)",
+        "noise_<k>pct: Gaussian noise of k % of each sensor's standard deviation; "
+        "frozen:<sensor>: that sensor dead, held at its last value before the test period.",
+        "",
         *_table(["perturbation", metric, change], rows),
     ]
 
@@ -204,7 +215,15 @@ def _devices(facts: CardFacts) -> list[str]:
         return []
     header = list(facts.worst_devices[0])
     rows = [[d[k] for k in header] for d in facts.worst_devices]
-    return ["## Worst devices on the test rows", *_table(header, rows)]
+    return [
+        "## Worst devices on the test rows",
+        "Devices with failures by lowest recall (then highest Brier score), then devices "
+        "without failures by highest false-positive rate."
+        if facts.task == "classification"
+        else "By highest MAE.",
+        "",
+        *_table(header, rows),
+    ]
 
 
 def _limitations(facts: CardFacts) -> list[str]:
@@ -214,17 +233,18 @@ def _limitations(facts: CardFacts) -> list[str]:
         f"- A device is scored only with {features.get('history', '?')} of history and at least "
         f"{features.get('min_readings', '?')} readings behind its latest one; devices with less "
         "are refused (no score rather than a guess).",
-        f"- Learned from {_when(facts.data.get('time_start', '?'))} .. "
-        f"{_when(facts.data.get('time_end', '?'))};"
-        " sensors outside the ranges seen then, new device types or a new sampling rate are "
-        "outside what was tested.",
+        f"- Data from {_when(facts.data.get('time_start', '?'))} .. "
+        f"{_when(facts.data.get('time_end', '?'))}, learned from its train and validation "
+        "part (see Data); sensors outside the ranges seen then, new device types or a new "
+        "sampling rate are outside what was tested.",
     ]
     lines += [f"- Split: {w}" for w in facts.split.get("warnings", [])]
     worst = max(facts.robustness, key=lambda r: r["change"], default=None)
     if worst and worst["change"] > 0:
+        change = "AUC drop" if facts.task == "classification" else "MAE increase (h)"
         lines.append(
             f"- Most sensitive to {worst['perturbation']} "
-            f"(change {_number(worst['change'])}): watch that sensor's health."
+            f"({change} {_number(worst['change'])}): watch that sensor's health."
         )
     if facts.task == "classification" and facts.metrics.get("failures_in_test", 1) < 10:
         lines.append(

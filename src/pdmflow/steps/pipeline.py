@@ -101,6 +101,8 @@ def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[
     evaluate = children.get("evaluate")
     if evaluate and "pdmflow.champion_comparison" in evaluate.data.tags:
         lines += [f"Champion: {evaluate.data.tags['pdmflow.champion_comparison']}", ""]
+    elif evaluate:
+        lines += ["Champion: none (no Production version to compare with).", ""]
     if evaluate and "pdmflow.robustness_worst" in evaluate.data.tags:
         lines += [
             f"Most harmful perturbation: {evaluate.data.tags['pdmflow.robustness_worst']}.",
