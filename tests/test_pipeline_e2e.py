@@ -182,14 +182,23 @@ def test_a_step_runs_alone_from_a_given_input(released):
     assert latest_train.data.tags.get("mlflow.parentRunId") is None
 
 
-def test_launcher_run_in_another_experiment_points_to_the_tenant_run(released):
+def test_mlflow_run_without_the_tenants_experiment_stops_at_once(released):
+    """One place to look: without --experiment-name, mlflow run would leave its own run in
+    Default; the step refuses before any work, naming the flag."""
     config, env, _ = released
     before = len(step_runs(config, "ingest"))
     result = mlflow_run(env, "-e", "ingest", "-P", f"config={SMOKE}")  # no --experiment-name
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(step_runs(config, "ingest")) == before + 1
-    launcher = MlflowClient().search_runs(["0"])[0]
-    assert launcher.data.tags["pdmflow.redirected_to"] == step_runs(config, "ingest")[0].info.run_id
+    assert result.returncode != 0
+    assert (
+        "pdmflow ingest: error: mlflow run logs into experiment 'Default', but tenant 'smoke' "
+        "logs only in 'pdmflow-smoke': pass --experiment-name pdmflow-smoke to mlflow run"
+    ) in result.stderr
+    assert len(step_runs(config, "ingest")) == before  # nothing in the tenant's experiment
+    (launcher,) = MlflowClient().search_runs(["0"])
+    # Only what MLflow Projects itself logs (its entry-point parameters); nothing of pdmflow's.
+    assert set(launcher.data.params) == {"config"} and not launcher.data.metrics
+    assert launcher.data.tags["mlflow.note.content"].startswith("Nothing was logged here")
+    assert not MlflowClient().list_artifacts(launcher.info.run_id)
 
 
 def test_mlflow_models_serve_answers_invocations(released):

@@ -38,7 +38,9 @@ class Constant(mlflow.pyfunc.PythonModel):
 
 
 def add_version(passed: bool, value: float) -> str:
-    with mlflow.start_run():
+    # Named: an experiment id another test exported must not be reused in this fresh store.
+    experiment = mlflow.set_experiment("pdmflow-rollback-versions")
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
         # Declared requirements: no environment inference, a second per version saved.
         info = mlflow.pyfunc.log_model(
             name="model", python_model=Constant(value), pip_requirements=["mlflow"]
@@ -157,7 +159,8 @@ def test_rollback_entry_point_through_mlflow_run(tracking_store):
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     result = subprocess.run(
         [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "--env-manager", "local",
-         "-e", "rollback", "-P", f"config={SMOKE}", "-P", "reason=bad release; alarms"],
+         "-e", "rollback", "--experiment-name", load_config(SMOKE).experiment_name,
+         "-P", f"config={SMOKE}", "-P", "reason=bad release; alarms"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -166,3 +169,12 @@ def test_rollback_entry_point_through_mlflow_run(tracking_store):
         MlflowClient().get_model_version(MODEL, "2").tags["pdmflow.rollback_reason"]
         == "bad release; alarms"
     )
+    # The rollback is on record in the tenant's experiment: the run mlflow run made.
+    experiment = MlflowClient().get_experiment_by_name(load_config(SMOKE).experiment_name)
+    (record,) = MlflowClient().search_runs(
+        [experiment.experiment_id], "tags.`pdmflow.step` = 'rollback'"
+    )
+    assert record.data.params["restored_version"] == "1"
+    assert record.data.params["archived_version"] == "2"
+    assert record.data.params["rollback_reason"] == "bad release; alarms"
+    assert record.data.tags["mlflow.source.type"] == "PROJECT"

@@ -18,7 +18,7 @@ def test_tenants_run_end_to_end_and_stay_apart(tracking_store, write_config):
     client = MlflowClient()
     configs = {t: load_config(REPO / "configs" / f"{t}.yaml") for t in TENANTS}
     for config in configs.values():
-        assert run_pipeline(config, n_trials=2) == "1"
+        assert run_pipeline(config, n_trials=1) == "1"
 
     for tenant, config in configs.items():
         experiment = client.get_experiment_by_name(config.experiment_name)

@@ -110,12 +110,25 @@ def run(argv: list[str] | None = None) -> int:
         elif args.step == "status":
             _print_status(config)
         elif args.step == "rollback":
+            import mlflow
+
             from pdmflow.registry import rollback
+            from pdmflow.tracking import step_run
 
             name = config.registered_model_name
             # "previous" is MLproject's default for the parameter: the previous release.
             target = None if args.to_version in (None, "previous") else args.to_version
-            restored, archived = rollback(name, args.reason, target)
+            # A run in the tenant's experiment records the rollback (and adopts mlflow run's).
+            with step_run(config, "rollback"):
+                restored, archived = rollback(name, args.reason, target)
+                mlflow.log_params(
+                    {
+                        "restored_version": restored,
+                        "archived_version": archived,
+                        # not "reason": mlflow run logs its own, shell-quoted, entry-point params
+                        "rollback_reason": args.reason,
+                    }
+                )
             print(
                 f"{name}: version {restored} is Production again (@champion); "
                 f"version {archived} archived ({args.reason})"

@@ -32,28 +32,38 @@ def tenant_experiment_id(config: TenantConfig) -> str:
     return experiment.experiment_id
 
 
-def _launcher_run(experiment_id: str) -> tuple[str | None, str | None]:
-    """(run to adopt, launcher run to point elsewhere) for the run `mlflow run` created.
+def _launcher_run(config: TenantConfig) -> str | None:
+    """The run `mlflow run` created, to adopt, when it is in the tenant's experiment.
 
     `mlflow run` creates a run in the experiment named on its command line (Default when none is)
-    and hands its id over in MLFLOW_RUN_ID. Tenants never log outside their own experiment, so a
-    launcher run elsewhere only gets a pointer and our run is created in the tenant's experiment.
+    and hands its id over in MLFLOW_RUN_ID. A tenant's runs live in its own experiment only, and
+    MLflow Projects cannot be told to move or drop the run it made (it marks it finished itself,
+    and fails when it is gone), so a launcher run elsewhere stops the step at once, before any
+    work: a one-line error naming the flag, and a note on that empty run saying the same.
     """
     launcher_id = os.environ.get("MLFLOW_RUN_ID")
     if not launcher_id or mlflow.active_run() is not None:
-        return None, None
+        return None
     # Nested runs must not resume the launcher run: from here on runs are named explicitly.
     os.environ.pop("MLFLOW_RUN_ID")
-    if MlflowClient().get_run(launcher_id).info.experiment_id == experiment_id:
-        return launcher_id, None
-    return None, launcher_id
+    client = MlflowClient()
+    experiment = client.get_experiment(client.get_run(launcher_id).info.experiment_id)
+    if experiment.name == config.experiment_name:
+        return launcher_id
+    advice = (
+        f"mlflow run logs into experiment '{experiment.name}', but tenant "
+        f"'{config.tenant_id}' logs only in '{config.experiment_name}': pass "
+        f"--experiment-name {config.experiment_name} to mlflow run"
+    )
+    client.set_tag(launcher_id, "mlflow.note.content", f"Nothing was logged here: {advice}.")
+    raise StepInputError(advice)
 
 
 @contextmanager
 def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
     """Start (or adopt) the MLflow run of one step; nested when a pipeline run is active."""
+    adopted = _launcher_run(config)
     experiment_id = tenant_experiment_id(config)
-    adopted, redirected = _launcher_run(experiment_id)
     parent = mlflow.active_run()
     with mlflow.start_run(
         run_id=adopted,
@@ -64,15 +74,6 @@ def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
     ) as run:
         if adopted:
             mlflow.set_tag("mlflow.runName", step)
-        if redirected:
-            MlflowClient().set_tag(
-                redirected,
-                "mlflow.note.content",
-                f"pdmflow logged this step in experiment '{config.experiment_name}', run "
-                f"{run.info.run_id}. Pass --experiment-name {config.experiment_name} to "
-                "`mlflow run` to log there directly.",
-            )
-            MlflowClient().set_tag(redirected, "pdmflow.redirected_to", run.info.run_id)
         yield run
 
 
