@@ -275,7 +275,12 @@ SECTIONS = (
 
 def render(facts: CardFacts) -> str:
     """The whole card as markdown."""
-    return "\n\n".join("\n".join(section(facts)) for section in SECTIONS if section(facts)) + "\n"
+    return "\n\n".join(_sections(facts)) + "\n"
+
+
+def _sections(facts: CardFacts) -> list[str]:
+    """Each non-empty section's markdown, in order, each built once."""
+    return [text for text in ("\n".join(section(facts)) for section in SECTIONS) if text]
 
 
 def description(facts: CardFacts, card_location: str, limit: int = DESCRIPTION_LIMIT) -> str:
@@ -286,10 +291,7 @@ def description(facts: CardFacts, card_location: str, limit: int = DESCRIPTION_L
         return full
     pointer = f"\n\n(The full model card: {card_location}.)\n"
     kept: list[str] = []
-    for section in SECTIONS:
-        text = "\n".join(section(facts))
-        if not text:
-            continue
+    for text in _sections(facts):
         if len("\n\n".join([*kept, text])) + len(pointer) > limit:
             continue
         kept.append(text)

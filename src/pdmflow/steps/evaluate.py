@@ -19,6 +19,7 @@ from sklearn.metrics import mean_absolute_error, roc_auc_score
 from pdmflow.artifacts import label_column, read_dataset, read_features, read_split_membership
 from pdmflow.config import EvaluationConfig, TenantConfig
 from pdmflow.errors import PdmflowError, StepInputError
+from pdmflow.evaluation.catalog import CHAMPION_KEY
 from pdmflow.evaluation.champion import (
     bootstrap_histogram,
     describe,
@@ -42,20 +43,17 @@ from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
 CHAMPION_VERSION_TAG = "pdmflow.champion_version"
-# The metric the candidate must not be worse at than the champion, per task.
-CHAMPION_METRIC = {"classification": "auc", "regression": "mae"}
 
 
-def _load(model_uri: str) -> tuple[InferenceSession, FeatureSpec, Explainer | None]:
-    """The model's ONNX session, its feature spec and explainer (None for models logged before
-    explainers were), from one download."""
+def _load(
+    model_uri: str, explain: bool = True
+) -> tuple[InferenceSession, FeatureSpec, Explainer | None]:
+    """The model's ONNX session, its feature spec and (with `explain`) its explainer, None for
+    models logged before explainers were, from one download."""
     with downloaded(model_uri) as local:
         spec = FeatureSpec.from_json((local / SPEC_PATH).read_text())
-        return (
-            onnx_session(mlflow.onnx.load_model(str(local))),
-            spec,
-            Explainer.load_from_model_dir(local),
-        )
+        explainer = Explainer.load_from_model_dir(local) if explain else None
+        return onnx_session(mlflow.onnx.load_model(str(local))), spec, explainer
 
 
 def _same_definitions(a: FeatureSpec, b: FeatureSpec) -> bool:
@@ -72,7 +70,7 @@ def _champion_prediction(
     them is scored from it. A champion built with another feature spec gets its own features
     rebuilt from the same raw dataset, joined back on (device, time).
     """
-    session, champion_spec, _ = _load(champion_uri)
+    session, champion_spec, _ = _load(champion_uri, explain=False)
     if _same_definitions(champion_spec, spec) and set(champion_spec.feature_names) <= set(
         test.columns
     ):
@@ -223,7 +221,7 @@ def _robustness(
     metrics: dict[str, float],
 ) -> list[dict[str, object]]:
     """The robustness table (logged), its headline metrics (into `metrics`), the worst tag."""
-    metric = CHAMPION_METRIC[config.task]
+    metric = CHAMPION_KEY[config.task]
     table = robustness_table(
         telemetry,
         events if len(events) else None,
@@ -268,7 +266,7 @@ def _compare_with_champion(
         return None
     champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
     mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
-    key = CHAMPION_METRIC[config.task]
+    key = CHAMPION_KEY[config.task]
     unseen, how = unseen_by_champion(champion.run_id, test, spec)
     mlflow.set_tag("pdmflow.champion_rows", how)
     label = label_column(config)
