@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
 PYTEST_ARGS ?=
 
-.PHONY: run test ui lint bench quality clean
+.PHONY: run test ui server lint bench quality clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,19 @@ test: $(BIN)/.installed
 
 ui: $(BIN)/.installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+# The tracking server that lets no one in, natively (compose `mlflow` runs the same launcher).
+# Secrets only from the environment (configs/server/serve.py lists them), e.g.
+#   MLFLOW_AUTH_ADMIN_PASSWORD=... MLFLOW_FLASK_SERVER_SECRET_KEY=... PGPASSWORD=... make server
+# PostgreSQL: PGHOST, PGUSER and PGDATABASE (the auth database) default to 127.0.0.1, postgres
+# and mlflow_auth; the backend database must exist (createdb mlflow).
+BACKEND_STORE_URI ?= postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow
+
+server: $(BIN)/.installed
+	PGHOST="$${PGHOST:-127.0.0.1}" PGUSER="$${PGUSER:-postgres}" \
+	PGDATABASE="$${PGDATABASE:-mlflow_auth}" $(BIN)/python configs/server/serve.py \
+		--backend-store-uri $(BACKEND_STORE_URI) \
+		--artifacts-destination ./mlartifacts --serve-artifacts --host 127.0.0.1 --port 5000
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench scheduler.py

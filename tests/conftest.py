@@ -17,6 +17,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
+# Gates any sane model passes, for tests where releasing is the point, not the model.
+LENIENT_GATES = {
+    "max_robustness_auc_drop": None,
+    "min_auc": 0.5,
+    "min_precision": 0.0,
+    "min_recall": 0.0,
+    "max_latency_p99_ms": 60_000,
+}
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -5,77 +5,28 @@ comes from PDMFLOW_TEST_POSTGRES_URL (default: trust auth on 127.0.0.1:5432). Wi
 the test skips with the reason, except under CI=true, where it fails.
 """
 
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
-from conftest import SMOKE, cli, free_port, wait_for_http
+from conftest import SMOKE, cli
 from mlflow import MlflowClient
+from servers import mlflow_server, new_database
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.slow
-POSTGRES_URL = os.environ.get(
-    "PDMFLOW_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @pytest.fixture(scope="module")
 def postgres_database():
     """A new database for this module, dropped afterwards."""
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as error:
-        reason = f"PostgreSQL not reachable at {make_url(POSTGRES_URL)!r}: {error.orig}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"pdmflow_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def tracking_server(postgres_database, tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            postgres_database,
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout=180)
-        yield f"http://127.0.0.1:{port}", root
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
+    with mlflow_server(postgres_database, root) as uri:
+        yield uri, root
 
 
 def test_smoke_pipeline_over_http_on_postgres(tracking_server, monkeypatch):

@@ -8,13 +8,19 @@ import yaml
 from conftest import REPO
 from mlflow.projects._project_spec import load_project
 
-STEPS = {"ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback"}
+STEPS = {
+    "ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback", "monitor",
+    "reproduce",
+}  # fmt: skip
 
 
 def test_mlproject_has_every_entry_point_with_a_config_parameter():
     project = load_project(str(REPO))
     assert set(project._entry_points) == STEPS
     for name, entry_point in project._entry_points.items():
+        if name == "reproduce":  # the recorded config of the version
+            assert set(entry_point.parameters) == {"model", "version"}
+            continue
         assert entry_point.parameters["config"].default == "configs/default.yaml", name
         assert f"pdmflow.cli {name} " in entry_point.command
 
@@ -49,10 +55,22 @@ def test_conda_env_lists_the_same_dependencies_as_pyproject():
 def test_compose_stack_has_postgres_mlflow_and_scheduler():
     compose = yaml.safe_load((REPO / "docker-compose.dev.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "scheduler"}
+    assert set(services) == {"postgres", "mlflow", "accounts", "scheduler"}
     assert "postgresql+psycopg2://" in services["mlflow"]["command"]
     assert "--serve-artifacts" in services["mlflow"]["command"]
+    assert "configs/server/serve.py" in services["mlflow"]["command"]  # basic auth
     assert services["scheduler"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # Each tenant the scheduler runs logs in with its own account, password from the host.
+    from pdmflow.config import load_config
+
+    command = services["scheduler"]["command"]
+    configs = [command[i + 1] for i, arg in enumerate(command) if arg == "--config"]
+    for path in configs:
+        account = load_config(REPO / path).tracking
+        assert account.username, path
+        assert account.password_env in services["scheduler"]["environment"], path
+        assert account.password_env in services["accounts"]["environment"], path
+        assert path in services["accounts"]["command"], path
 
 
 def test_ci_runs_the_readme_test_command():

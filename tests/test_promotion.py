@@ -99,7 +99,10 @@ def test_promote_refuses_an_evaluation_against_a_stale_champion(tracking_store):
     run_pipeline(config, n_trials=2)
     stale = run_evaluate(config, "latest")  # compared against version 1
     run_pipeline(config, n_trials=2)  # version 2 is now Production
-    with pytest.raises(Exception, match="Production is now 2: run evaluate again"):
+    with pytest.raises(
+        Exception,
+        match="Production changed since evaluation: run evaluate again .*Production is now 2",
+    ):
         run_promote(config, stale)
 
 

@@ -18,7 +18,8 @@ def test_tenants_run_end_to_end_and_stay_apart(tracking_store, write_config):
     client = MlflowClient()
     configs = {t: load_config(REPO / "configs" / f"{t}.yaml") for t in TENANTS}
     for config in configs.values():
-        assert run_pipeline(config, n_trials=1) == "1"
+        # The scheduler passes why it retrains; the pipeline run keeps it as a tag.
+        assert run_pipeline(config, n_trials=1, reason="schedule: weekly monday 02:00") == "1"
 
     for tenant, config in configs.items():
         experiment = client.get_experiment_by_name(config.experiment_name)
@@ -31,6 +32,8 @@ def test_tenants_run_end_to_end_and_stay_apart(tracking_store, write_config):
             for key in ("data_uri", "features_uri"):
                 if key in run.data.params:
                     assert run.data.params[key].split("/")[1] in run_ids, (tenant, key)
+        (pipeline,) = [r for r in steps if r.data.tags["pdmflow.step"] == "main"]
+        assert pipeline.data.tags["pdmflow.retrain_reason"] == "schedule: weekly monday 02:00"
         (version,) = client.search_model_versions(f"name = '{config.registered_model_name}'")
         assert version.run_id in run_ids and version.current_stage == "Production"
         assert version.tags["gates_passed"] == "true"

@@ -13,7 +13,9 @@ from pdmflow.steps.tune import read_best_params, run_tune
 
 @pytest.mark.parametrize("cv_folds", [0, 3])
 def test_study_logs_trials_best_params_and_history(tracking_store, write_config, cv_folds):
-    config = load_config(write_config({"split": {"cv_folds": cv_folds}}))
+    # No time limit in the way of 6 trials (smoke's 60 s can cut them short on a busy machine).
+    overrides = {"split": {"cv_folds": cv_folds}, "tuning": {"timeout_seconds": 900}}
+    config = load_config(write_config(overrides))
     features_uri = run_features(config, run_ingest(config))
     tune_run_id = run_tune(config, features_uri, n_trials=6)
     tune_run = mlflow.get_run(tune_run_id)
@@ -24,6 +26,9 @@ def test_study_logs_trials_best_params_and_history(tracking_store, write_config,
     states = {t.data.tags["optuna.trial_state"] for t in trials}
     assert states <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states
     complete = [t for t in trials if t.data.tags["optuna.trial_state"] == "COMPLETE"]
+    # Each trial's time, split into fitting and MLflow logging; their share on the tune run.
+    assert all({"fit_seconds", "log_seconds"} <= set(t.data.metrics) for t in trials)
+    assert 0 < tune_run.data.metrics["trial_log_share"] < 1
     best = max(t.data.metrics["validation_auc"] for t in complete)
     assert tune_run.data.metrics["best_validation_auc"] == pytest.approx(best)
     assert tune_run.data.params["cv_folds"] == str(cv_folds)

@@ -4,7 +4,9 @@
 
 Exit status: 0 done (for promote/main: released), 2 bad input or config (one line on stderr;
 for rollback also: nothing to roll back to, the registry unchanged),
-3 the model was evaluated but failed a release gate (registered, not promoted).
+3 the model was evaluated but failed a release gate (registered, not promoted),
+5 (monitor) drift or a drop in the Production model's recent accuracy passed monitoring.*:
+retraining is advised.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("tune", "Optuna study over LightGBM parameters"),
         ("main", "all six steps under one parent run"),
+        ("tune-worker", "join a tune run's Optuna study (tuning.storage) from another process"),
     ):
         sub = step(name, help_text)
         sub.add_argument("--n-trials", type=int, default=None, help="default: tuning.n_trials")
@@ -40,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "tune":
             sub.add_argument("--features-uri", default="latest")
+        if name in ("tune", "main"):
+            sub.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="processes tuning one study (needs tuning.storage for more than 1)",
+            )
+        if name == "main":
+            sub.add_argument(
+                "--reason", default=None, help="why this retrain runs (tag pdmflow.retrain_reason)"
+            )
+        if name == "tune-worker":
+            sub.add_argument("--study", required=True, help="study name (the tune run prints it)")
     train = step("train", "fit LightGBM, export and check ONNX, log the model")
     train.add_argument("--features-uri", default="latest")
     train.add_argument(
@@ -59,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         "--to-version", default=None, help="an Archived version (default: the previous release)"
     )
     rollback.add_argument("--reason", required=True, help="why: kept on both versions")
+    step("monitor", "drift and recent accuracy of the Production model; exit 5: retrain")
+    reproduce = steps.add_parser(
+        "reproduce", help="rebuild a registered version from its recorded inputs and compare"
+    )
+    reproduce.add_argument("--model", required=True, help="registered model name")
+    reproduce.add_argument("--version", required=True, help="registered version")
     return parser
 
 
@@ -66,6 +88,7 @@ def _print_status(config: TenantConfig) -> None:
     from mlflow import MlflowClient, get_tracking_uri
 
     from pdmflow.registry import CHAMPION_ALIAS, production_version, release_history
+    from pdmflow.scheduling import scheduler_status_lines
 
     name = config.registered_model_name
     version = production_version(name)
@@ -88,12 +111,22 @@ def _print_status(config: TenantConfig) -> None:
                 f"  {e['version']:>7}  {e['when']:<29}  {e['event']:<11}  {e['who']:<12}  "
                 f"{e['reason']}"
             )
+    # Only when a scheduler state file exists (default path, or $PDMFLOW_SCHEDULER_STATE).
+    for line in scheduler_status_lines(config.tenant_id):
+        print(line)
 
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.step == "reproduce":
+            from pdmflow.steps.reproduce import run_reproduce
+
+            return run_reproduce(args.model, args.version)
         config = load_config(args.config)
+        from pdmflow.tracking import use_account
+
+        use_account(config)
         # Imported late so `--help` and config errors answer without loading MLflow and LightGBM.
         from pdmflow.steps import evaluate, features, ingest, pipeline, promote, train, tune
 
@@ -102,7 +135,16 @@ def run(argv: list[str] | None = None) -> int:
         elif args.step == "features":
             print(features.run_features(config, args.data_uri))
         elif args.step == "tune":
-            print(tune.run_tune(config, args.features_uri, args.n_trials, args.timeout))
+            print(
+                tune.run_tune(config, args.features_uri, args.n_trials, args.timeout, args.workers)
+            )
+        elif args.step == "tune-worker":
+            tune.run_tune_worker(config, args.study, args.n_trials, args.timeout)
+        elif args.step == "monitor":
+            from pdmflow.steps.monitor import run_monitor
+
+            if run_monitor(config).retrain:
+                return 5
         elif args.step == "train":
             print(train.run_train(config, args.features_uri, args.tune_run_id))
         elif args.step == "evaluate":
@@ -112,14 +154,15 @@ def run(argv: list[str] | None = None) -> int:
         elif args.step == "rollback":
             import mlflow
 
-            from pdmflow.registry import rollback
+            from pdmflow.registry import release_lock, rollback
             from pdmflow.tracking import step_run
 
             name = config.registered_model_name
             # "previous" is MLproject's default for the parameter: the previous release.
             target = None if args.to_version in (None, "previous") else args.to_version
-            # A run in the tenant's experiment records the rollback (and adopts mlflow run's).
-            with step_run(config, "rollback"):
+            # A run in the tenant's experiment records the rollback (and adopts mlflow run's);
+            # the release lock keeps a promote from releasing in the middle of it.
+            with step_run(config, "rollback"), release_lock(name):
                 restored, archived = rollback(name, args.reason, target)
                 mlflow.log_params(
                     {
@@ -136,7 +179,9 @@ def run(argv: list[str] | None = None) -> int:
         elif args.step == "promote":
             promote.run_promote(config, args.evaluate_run_id)
         else:
-            version = pipeline.run_pipeline(config, args.n_trials, args.timeout)
+            version = pipeline.run_pipeline(
+                config, args.n_trials, args.timeout, workers=args.workers, reason=args.reason
+            )
             print(f"pipeline released {config.registered_model_name} version {version}")
     except PdmflowError as error:
         print(f"pdmflow {args.step}: error: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from pdmflow.errors import ConfigError
 from pdmflow.evaluation.catalog import evaluate_metric_names
@@ -312,12 +312,73 @@ class EvaluationConfig(_Strict):
     seed: int = 0
 
 
+class MonitoringConfig(_Strict):
+    """`pdmflow monitor`: drift of the newest data against the Production model's training rows
+    and, where labels have arrived since the release, the Production model's recent accuracy."""
+
+    # The newest data window: the last window_days of readings in the source.
+    window_days: float = Field(7.0, gt=0)
+    # Retrain early when the population stability index of any raw sensor or top feature passes
+    # this (0.1: a small shift, 0.25: a large one, the usual reading of PSI) ...
+    max_psi: float = Field(0.25, gt=0)
+    # ... or when the Production model's AUC on rows labelled since its release falls below this.
+    min_recent_auc: float = Field(0.75, gt=0, le=1)
+    # Model features (by importance) checked besides the raw sensors.
+    top_features: int = Field(10, ge=0)
+    # Quantile bins of the training distribution the PSI is computed on.
+    psi_bins: int = Field(10, ge=2, le=100)
+
+
+class ScheduleConfig(_Strict):
+    """When the scheduler (scheduler.py) retrains and monitors this tenant."""
+
+    cadence: Literal["daily", "weekly"] = "daily"
+    at: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # weekly: the day of the week.
+    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = (
+        "monday"
+    )
+    timezone: str = "UTC"
+    # `pdmflow monitor` runs daily at this time; a drift or accuracy drop past monitoring.*
+    # retrains at once. null: no monitoring.
+    monitor_at: str | None = Field("01:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # A scheduled retrain missed while the scheduler was down runs once when it starts, if it
+    # was due less than this many hours ago (older ones are skipped, said in the log).
+    catch_up_hours: float = Field(168.0, ge=0)
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> ScheduleConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"schedule.timezone '{self.timezone}' is not an IANA time zone "
+                "(e.g. UTC, Europe/Berlin)"
+            ) from None
+        return self
+
+
+class TrackingConfig(_Strict):
+    """The tenant's account on an authenticated tracking server (`mlflow server --app-name
+    basic-auth`). The password is read from the environment variable named here, never from
+    this file, and never logged."""
+
+    username: str | None = None
+    password_env: str = Field("PDMFLOW_TRACKING_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class DataConfig(_Strict):
     min_rows: int = Field(1000, ge=1)
     max_out_of_range_fraction: float = Field(0.05, ge=0, le=1)
 
 
 class TenantConfig(_Strict):
+    # The file load_config read and its text as written (None when built in code): promote
+    # keeps the text with every registered version, so `pdmflow reproduce` can read it back.
+    _source_path: str | None = PrivateAttr(None)
+    _source_text: str | None = PrivateAttr(None)
     tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     # classification: fails within the horizon (default); regression: remaining useful life.
     task: Literal["classification", "regression"] = "classification"
@@ -333,6 +394,9 @@ class TenantConfig(_Strict):
     gates: GateConfig = GateConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     data: DataConfig = DataConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -468,17 +532,21 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> TenantCon
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config {path}: file not found")
+    text = path.read_text()
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping of keys at the top level")
     try:
-        return TenantConfig.model_validate(raw)
+        config = TenantConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"config {path}: {problems}") from None
+    config._source_path = str(path)
+    config._source_text = text
+    return config
 
 
 def database_password() -> str | None:

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
-from pdmflow.errors import StepInputError
+from pdmflow.errors import ConfigError, StepInputError
 
 # Progress bars for every artifact download drown the step's own output in logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -25,6 +25,38 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 STEP_TAG = "pdmflow.step"
 TENANT_TAG = "pdmflow.tenant"
 STEPS = ("ingest", "features", "tune", "train", "evaluate", "promote")
+
+
+_account_in_use: str | None = None  # the username use_account put into this environment
+
+
+def use_account(config: TenantConfig) -> None:
+    """Log in as the tenant's account (tracking.username) on an authenticated server.
+
+    MLflow's REST client reads MLFLOW_TRACKING_USERNAME/PASSWORD; the child processes of
+    `mlflow run` inherit them. The password comes from the environment variable the config names
+    and is never logged. A config without an account keeps the credentials the caller exported,
+    but not those this process set for another tenant before.
+    """
+    global _account_in_use
+    account = config.tracking
+    if account.username is None:
+        if _account_in_use and os.environ.get("MLFLOW_TRACKING_USERNAME") == _account_in_use:
+            os.environ.pop("MLFLOW_TRACKING_USERNAME")
+            os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
+        _account_in_use = None
+        return
+    if not mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        return  # a local store (SQLite, files) has no accounts: the same config runs there
+    password = os.environ.get(account.password_env)
+    if not password:
+        raise ConfigError(
+            f"tracking.username is '{account.username}' but the environment variable "
+            f"{account.password_env} (tracking.password_env) holding its password is not set"
+        )
+    os.environ["MLFLOW_TRACKING_USERNAME"] = account.username
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    _account_in_use = account.username
 
 
 def tenant_experiment_id(config: TenantConfig) -> str:

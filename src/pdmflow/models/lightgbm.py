@@ -29,6 +29,7 @@ LightGBMModel = lgb.LGBMClassifier | lgb.LGBMRegressor
 
 # training.rul_objective -> LightGBM objective for remaining useful life.
 RUL_OBJECTIVES = {"l2": "regression", "huber": "huber", "l1": "regression_l1"}
+DEFAULT_THREADS = 2
 
 
 def fit_model(
@@ -48,9 +49,11 @@ def fit_model(
     not improved for that many rounds; `params["n_estimators"]` is then a ceiling and the model
     keeps its best iteration (`best_iteration_`), which predictions and the ONNX export use.
     """
+    # Threads: params may set n_jobs (tuning workers split the cores between them).
+    params = {"n_jobs": DEFAULT_THREADS, **params}
     if task == "classification":
         model: LightGBMModel = lgb.LGBMClassifier(
-            objective="binary", random_state=seed, n_jobs=2, verbose=-1, **params
+            objective="binary", random_state=seed, verbose=-1, **params
         )
         y = np.asarray(y).astype(int)
     else:
@@ -58,7 +61,6 @@ def fit_model(
         model = lgb.LGBMRegressor(
             objective=RUL_OBJECTIVES[rul_objective],
             random_state=seed,
-            n_jobs=2,
             verbose=-1,
             **params,
         )

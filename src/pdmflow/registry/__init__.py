@@ -1,9 +1,11 @@
-"""Model registry: versions, stages, the `champion` alias, releases and rollbacks.
+"""Model registry: versions, stages, the `champion` alias, releases and rollbacks, the release
+lock (one release of a model at a time) and lineage (what each version was built from).
 
 Stages are deprecated in MLflow but serving code still loads `models:/<name>/Production`, so a
 release sets both: the Production stage (archiving the previous one) and the `champion` alias.
 """
 
+from pdmflow.registry.lock import release_lock
 from pdmflow.registry.release import (
     CHAMPION_ALIAS,
     release,
@@ -18,6 +20,7 @@ __all__ = [
     "register",
     "release",
     "release_history",
+    "release_lock",
     "rollback",
     "update_description",
 ]

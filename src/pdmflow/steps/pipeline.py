@@ -119,10 +119,21 @@ def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[
     return "\n".join(lines) + "\n"
 
 
+RETRAIN_REASON_TAG = "pdmflow.retrain_reason"
+
+
 def run_pipeline(
-    config: TenantConfig, n_trials: int | None = None, timeout_seconds: float | None = None
+    config: TenantConfig,
+    n_trials: int | None = None,
+    timeout_seconds: float | None = None,
+    workers: int = 1,
+    reason: str | None = None,
 ) -> str:
-    """Run every step; return the released version (GateFailure when the model is rejected)."""
+    """Run every step; return the released version (GateFailure when the model is rejected).
+
+    `reason` (why the scheduler retrains: its cadence, drift, a drop in accuracy) is the tag
+    pdmflow.retrain_reason of the parent run.
+    """
     with step_run(config, "main") as parent:
         mlflow.log_params(
             {
@@ -130,9 +141,11 @@ def run_pipeline(
                 "registered_model_name": config.registered_model_name,
             }
         )
+        if reason:
+            mlflow.set_tag(RETRAIN_REASON_TAG, reason)
         data_uri = run_ingest(config)
         features_uri = run_features(config, data_uri)
-        tune_run_id = run_tune(config, features_uri, n_trials, timeout_seconds)
+        tune_run_id = run_tune(config, features_uri, n_trials, timeout_seconds, workers)
         train_run_id = run_train(config, features_uri, tune_run_id)
         evaluate_run_id = run_evaluate(config, train_run_id)
         try:

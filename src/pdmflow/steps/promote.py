@@ -9,7 +9,14 @@ from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure, StepInputError
 from pdmflow.evaluation import model_card
 from pdmflow.evaluation.gates import GateResult, as_dicts, check_gates
-from pdmflow.registry import production_version, register, release, update_description
+from pdmflow.registry import (
+    lineage,
+    production_version,
+    register,
+    release,
+    release_lock,
+    update_description,
+)
 from pdmflow.steps.evaluate import CHAMPION_VERSION_TAG
 from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import latest_step_run, step_run
@@ -20,6 +27,8 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
 
     Returns the registered version. Raises GateFailure (exit status 3) when a gate fails: the
     version is registered with its gate results but stays out of Staging and Production.
+    Raises StepInputError, registering nothing, when Production changed since the evaluation
+    (another release won the race, or came in between).
     """
     if evaluate_run_id == "latest":
         evaluate_run_id = latest_step_run(config, "evaluate").info.run_id
@@ -28,25 +37,48 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
     if not model_uri:
         raise StepInputError(f"evaluate run {evaluate_run_id}: no model (tag {MODEL_URI_TAG})")
     name = config.registered_model_name
-    champion = production_version(name)
-    current = str(champion.version) if champion else "none"
-    evaluated_against = evaluation.data.tags.get(CHAMPION_VERSION_TAG, "none")
-    if current != evaluated_against:
-        raise StepInputError(
-            f"evaluate run {evaluate_run_id} compared against Production version "
-            f"{evaluated_against} but Production is now {current}: run evaluate again"
-        )
-
-    metrics = evaluation.data.metrics
-    results = check_gates(config.task, metrics, config.gates, has_champion=champion is not None)
-    passed = all(r.passed for r in results)
+    # One release of a model at a time: without the lock two promotes can both find the
+    # Production version they were evaluated against, and both release.
+    with release_lock(name):
+        champion = production_version(name)
+        current = str(champion.version) if champion else "none"
+        evaluated_against = evaluation.data.tags.get(CHAMPION_VERSION_TAG, "none")
+        if current != evaluated_against:
+            raise StepInputError(
+                f"model {name}: Production changed since evaluation: run evaluate again "
+                f"(evaluate run {evaluate_run_id} evaluated against version {evaluated_against}, "
+                f"Production is now {current})"
+            )
+        metrics = evaluation.data.metrics
+        results = check_gates(config.task, metrics, config.gates, has_champion=champion is not None)
+        version = _register(config, evaluation, model_uri, results)
+    # Raised after the run has ended: the step itself finished, its verdict is "rejected".
     failed = [r.name for r in results if not r.passed]
+    if failed:
+        raise GateFailure(
+            f"model {name} version {version} not promoted: failed gates {', '.join(failed)}"
+        )
+    print(f"model {name} version {version} released to Production (@champion)")
+    return version
 
+
+def _register(
+    config: TenantConfig, evaluation: Run, model_uri: str, results: list[GateResult]
+) -> str:
+    """Register the version with its gate results, card and lineage; release it if it passed."""
+    name = config.registered_model_name
+    evaluate_run_id = evaluation.info.run_id
+    passed = all(r.passed for r in results)
     with step_run(config, "promote") as run:
         mlflow.log_params({"evaluate_run_id": evaluate_run_id, "model_uri": model_uri})
         tags = {f"gate.{r.name}": r.describe() for r in results}
         tags["gates_passed"] = str(passed).lower()
         tags["evaluate_run_id"] = evaluate_run_id
+        # The config as written travels with the version (pdmflow reproduce reads it back).
+        text = lineage.config_text(config)
+        mlflow.log_text(text, lineage.CONFIG_ARTIFACT)
+        config_uri = f"runs:/{run.info.run_id}/{lineage.CONFIG_ARTIFACT}"
+        tags.update(lineage.lineage_tags(config, evaluation, config_uri, lineage.sha256(text)))
         # The card is complete before anything is registered: a failure here leaves no version.
         facts = card_facts(config, evaluation, results, passed)
         location = f"model_card.md on promote run {run.info.run_id}"
@@ -67,12 +99,6 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
         )
         if passed:
             release(name, version.version)
-    # Raised after the run has ended: the step itself finished, its verdict is "rejected".
-    if not passed:
-        raise GateFailure(
-            f"model {name} version {version.version} not promoted: failed gates {', '.join(failed)}"
-        )
-    print(f"model {name} version {version.version} released to Production (@champion)")
     return str(version.version)
 
 

@@ -1,64 +1,95 @@
 """tune: an Optuna TPE study over the model families' parameters, scored on the same folds
-(or the one validation split) that train uses, with early stopping and pruning between folds."""
+(or the one validation split) that train uses, with early stopping and pruning between folds.
+
+With `workers` > 1 the study lives in tuning.storage: this process runs one worker and starts
+the others as `tune-worker` processes; more can join from other machines (models/tuning.py).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
+import tempfile
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import optuna
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
 from optuna.visualization.matplotlib import plot_optimization_history
-from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
+from pdmflow.data.sources import redact_url
+from pdmflow.errors import ConfigError
 from pdmflow.features.selection import learning_set
-from pdmflow.models.training import fold_predictions
+from pdmflow.models import tuning
 from pdmflow.tracking import step_run
 
-# What each task optimises on the validation rows: (metric name, direction).
-OBJECTIVES = {
-    "classification": ("validation_auc", "maximize"),
-    "regression": ("validation_mae", "minimize"),
-}
+WORKER_TAG = "pdmflow.tune_worker"
 
 
-def search_space(trial: optuna.Trial, family: str) -> dict[str, Any]:
-    """The brief's parameters per family, in the estimators' scikit-learn names."""
-    if family == "random_forest":
-        return {
-            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 400, log=True),
-            "max_depth": trial.suggest_int("rf_max_depth", 4, 24),
-            "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 50, log=True),
-            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.5, log=True),
+def _tuning_data(config: TenantConfig, features_uri: str) -> tuple[tuning.TuningData, int]:
+    """The rows trials learn from, and how many features selection kept."""
+    tables, spec = read_features(features_uri)
+    label = label_column(config)
+    learning = learning_set(tables, spec, label, config)
+    kept = learning.selection.kept
+    data = tuning.TuningData(
+        learning.rows[kept], learning.rows[label].to_numpy(float), learning.folds
+    )
+    return data, len(kept)
+
+
+class _TrialRuns:
+    """Each trial one MLflow run under the tune run, tagged with the worker that ran it."""
+
+    def __init__(self, worker: tuning.Worker, study_name: str) -> None:
+        # The client, not the fluent API: a worker has no active tune run of its own.
+        self.client = MlflowClient()
+        self.experiment_id = worker.plan.experiment_id
+        self.tags = {
+            "mlflow.parentRunId": worker.plan.tune_run_id,
+            "optuna.study_name": study_name,
+            WORKER_TAG: str(worker.index),
+            f"{WORKER_TAG}_host": socket.gethostname(),
+            f"{WORKER_TAG}_pid": str(os.getpid()),
         }
-    return {
-        # A ceiling: every fit stops early on its validation rows.
-        "n_estimators": trial.suggest_int("n_estimators", 200, 2000, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-        "colsample_bytree": trial.suggest_float("feature_fraction", 0.4, 1.0),
-        "subsample": trial.suggest_float("bagging_fraction", 0.4, 1.0),
-        "subsample_freq": 1,
-        "min_child_samples": trial.suggest_int("min_data_in_leaf", 5, 100, log=True),
-        "reg_alpha": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
-        "reg_lambda": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
-        "max_depth": trial.suggest_int("max_depth", 3, 12),
-    }
+
+    def start(self, number: int) -> str:
+        tags = {**self.tags, "optuna.trial_number": str(number)}
+        return self.client.create_run(
+            self.experiment_id, tags=tags, run_name=f"trial-{number}"
+        ).info.run_id
+
+    def finish(
+        self, run_id: str, state: str, params: dict[str, Any], metrics: dict[str, float]
+    ) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+            params=[Param(key, str(value)) for key, value in params.items()],
+            tags=[RunTag("optuna.trial_state", state)],
+        )
+        self.client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
 
 
-def _families(config: TenantConfig) -> list[str]:
-    return list(config.tuning.families) or [config.training.family]
-
-
-def _choose_family(trial: optuna.Trial, families: list[str]) -> str:
-    if len(families) == 1:
-        return families[0]
-    return str(trial.suggest_categorical("family", families))
+def _worker_command(
+    config: TenantConfig, study_name: str, folder: str, timeout: float
+) -> list[str]:
+    """`tune-worker` on the study, with this config written to a file in `folder`."""
+    path = Path(folder) / "tenant.yaml"  # the config in hand need not come from a file
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+    command = [sys.executable, "-m", "pdmflow.cli", "tune-worker", "--study", study_name]
+    return [*command, "--config", str(path), "--timeout", str(timeout)]
 
 
 def run_tune(
@@ -66,25 +97,30 @@ def run_tune(
     features_uri: str = "latest",
     n_trials: int | None = None,
     timeout_seconds: float | None = None,
+    workers: int = 1,
 ) -> str:
-    """Run the study; return the tune run id (its best_params.json is what train reads)."""
+    """Run the study; return the tune run id (its best_params.json is what train reads).
+
+    With `workers` > 1, `workers` processes (this one and workers - 1 started here) share the
+    study in tuning.storage, its `n_trials` budget and this machine's cores.
+    """
+    if workers < 1:
+        raise ConfigError(f"tune --workers: expected 1 or more, got {workers}")
+    if workers > 1 and config.tuning.storage is None:
+        raise ConfigError(
+            f"tune --workers {workers}: workers share the study through tuning.storage, which "
+            "is null: set it to a database URL (postgresql://...; sqlite:///optuna.db on one host)"
+        )
     features_uri = latest_input(config, "features", features_uri)
     n_trials = n_trials or config.tuning.n_trials
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
-    tables, spec = read_features(features_uri)
-    label = label_column(config)
-    learning = learning_set(tables, spec, label, config)
-    selection, folds = learning.selection, learning.folds
-    X, y = learning.rows[selection.kept], learning.rows[label].to_numpy(dtype=float)
-    metric, direction = OBJECTIVES[config.task]
-    families = _families(config)
-
-    def score(y_true: np.ndarray, predicted: np.ndarray) -> float:
-        if config.task == "classification":
-            return float(roc_auc_score(y_true.astype(int), predicted))
-        return float(mean_absolute_error(y_true, predicted))
+    data, features_selected = _tuning_data(config, features_uri)
+    # In memory: one storage object, shared by the study and its worker registry.
+    storage = config.tuning.storage or optuna.storages.InMemoryStorage()
 
     with step_run(config, "tune") as run:
+        study_name = f"{config.tenant_id}-{run.info.run_id}"
+        plan = tuning.StudyPlan.for_tune_run(run, features_uri, n_trials, config, workers)
         mlflow.log_params(
             {
                 "features_uri": features_uri,
@@ -92,84 +128,49 @@ def run_tune(
                 "timeout_seconds": timeout_seconds,
                 "sampler": "TPE",
                 "pruner": "MedianPruner",
-                "objective": f"{direction} {metric}",
+                "objective": f"{plan.direction} {plan.metric}",
                 "cv_folds": config.split.cv_folds,
                 "split_by": config.split.by,
-                "families": ",".join(families),
-                "features_selected": len(selection.kept),
+                "families": ",".join(plan.families),
+                "features_selected": features_selected,
+                "study_name": study_name,
+                "storage": redact_url(config.tuning.storage) if config.tuning.storage else "memory",
+                "workers": workers,
+                "threads_per_worker": plan.threads_per_worker,
             }
         )
+        tuning.create_study(study_name, storage, plan)
+        if config.tuning.storage:
+            print(
+                f"tune: study {study_name} (join: tune-worker --study {study_name})",
+                file=sys.stderr,
+            )
+        worker = tuning.join_study(study_name, storage, plan)
+        clock = time.perf_counter()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+        env.pop("MLFLOW_RUN_ID", None)  # workers log into the tune run's experiment by id
+        with (
+            tempfile.TemporaryDirectory(prefix="pdmflow-tune-") as folder,
+            tuning.worker_processes(
+                _worker_command(config, study_name, folder, timeout_seconds),
+                workers - 1,
+                worker,
+                timeout_seconds,
+                env,
+            ),
+        ):
+            objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
+            tuning.run_trials(objective, timeout_seconds)
+        seconds = time.perf_counter() - clock
 
-        def objective(trial: optuna.Trial) -> float:
-            family = _choose_family(trial, families)
-            params = search_space(trial, family)
-
-            def after_fold(k: int, scores: list[float]) -> None:
-                # A trial whose running mean trails the others' stops between folds.
-                trial.report(float(np.mean(scores)), k)
-                if k < len(folds) - 1 and trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            # Each trial is a nested run; a pruned one finishes normally, tagged as pruned.
-            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-                mlflow.log_params(trial.params)
-                try:
-                    result = fold_predictions(
-                        family, config.task, X, y, folds, params, config, score, after_fold
-                    )
-                except optuna.TrialPruned as pruned:
-                    mlflow.set_tag("optuna.trial_state", "PRUNED")
-                    stopped: optuna.TrialPruned | None = pruned
-                else:
-                    stopped = None
-                    value = float(np.mean(result.scores))
-                    mlflow.log_metric(metric, value)
-                    if len(folds) > 1:
-                        mlflow.log_metrics(
-                            {
-                                f"cv_{metric}_mean": value,
-                                f"cv_{metric}_std": float(np.std(result.scores)),
-                            }
-                        )
-                    trial.set_user_attr("cv_std", float(np.std(result.scores)))
-                    if result.best_iterations:
-                        trial.set_user_attr(
-                            "best_iteration", int(np.median(result.best_iterations))
-                        )
-                    mlflow.set_tag("optuna.trial_state", "COMPLETE")
-            if stopped is not None:
-                raise stopped
-            return value
-
-        study = optuna.create_study(
-            study_name=f"{config.tenant_id}-{run.info.run_id}",
-            storage=config.tuning.storage,
-            direction=direction,
-            sampler=optuna.samplers.TPESampler(seed=config.training.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-        )
-        study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds)
-
-        fixed = optuna.trial.FixedTrial(study.best_params)
-        family = _choose_family(fixed, families)
-        best = {"family": family, "params": search_space(fixed, family)}
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        best = tuning.best_choice(study, plan.families)
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
-        mlflow.log_param("best_family", family)
-        states = [t.state for t in study.trials]
-        best_attrs = study.best_trial.user_attrs
-        mlflow.log_metrics(
-            {
-                f"best_{metric}": study.best_value,
-                **({"best_cv_std": best_attrs["cv_std"]} if len(folds) > 1 else {}),
-                **(
-                    {"best_iteration": best_attrs["best_iteration"]}
-                    if "best_iteration" in best_attrs
-                    else {}
-                ),
-                "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
-                "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
-            }
-        )
+        mlflow.log_param("best_family", best["family"])
+        metrics = tuning.summary(study, plan.metric, cross_validated=len(data.folds) > 1)
+        finished = metrics["trials_complete"] + metrics["trials_pruned"]
+        metrics.update(tuning_seconds=seconds, trials_per_minute=60 * finished / seconds)
+        mlflow.log_metrics(metrics)
         mlflow.log_text(json.dumps(best, indent=2), "best_params.json")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -185,3 +186,26 @@ def read_best_params(tune_run_id: str) -> dict[str, Any]:
     if "family" not in best:  # written before families existed: LightGBM parameters
         best = {"family": "lightgbm", "params": best}
     return best
+
+
+def run_tune_worker(
+    config: TenantConfig,
+    study_name: str,
+    n_trials: int | None = None,
+    timeout_seconds: float | None = None,
+) -> None:
+    """Join the study of a running tune run (tuning.storage) and run trials until its budget
+    is taken; `n_trials` caps this worker's own trials."""
+    storage = config.tuning.storage
+    if storage is None:
+        raise ConfigError(
+            "tune-worker joins a study in tuning.storage, which is null: set it to the URL "
+            "the tune run uses"
+        )
+    plan = tuning.read_plan(study_name, storage, config)
+    data, _ = _tuning_data(config, plan.features_uri)
+    worker = tuning.join_study(study_name, storage, plan)  # once ready: tune waits for this
+    timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
+    objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
+    ran = tuning.run_trials(objective, timeout_seconds, n_trials)
+    print(f"tune-worker {worker.index}: {ran} trials in study {study_name}")

@@ -1,0 +1,374 @@
+"""Optuna studies shared by `tune` and `tune-worker`: search space, objective, shared budget.
+
+A study lives in tuning.storage under `{tenant_id}-{tune run id}`. Its user attrs (a
+`StudyPlan`) hold what a worker on another machine needs to join it. Workers register in a
+companion study `<name>.workers`: the storage numbers its trials atomically, so a trial's number
+is a unique worker index, which seeds that worker's sampler. MLflow stays out of this module:
+the objective reports each trial to a `TrialLog` the step provides.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+from pdmflow.config import TenantConfig
+from pdmflow.errors import ConfigError, PdmflowError, StepInputError
+from pdmflow.models.training import Folds, fold_predictions
+
+# What each task optimises on the validation rows: (metric name, direction).
+OBJECTIVES = {
+    "classification": ("validation_auc", "maximize"),
+    "regression": ("validation_mae", "minimize"),
+}
+WORKERS_SUFFIX = ".workers"
+# Trials that use up the budget. RUNNING counts too: counting only finished trials, each of N
+# workers would start one more trial while the last ones run (up to N - 1 over budget).
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def search_space(trial: optuna.Trial, family: str) -> dict[str, Any]:
+    """The brief's parameters per family, in the estimators' scikit-learn names."""
+    if family == "random_forest":
+        return {
+            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 400, log=True),
+            "max_depth": trial.suggest_int("rf_max_depth", 4, 24),
+            "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 50, log=True),
+            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.5, log=True),
+        }
+    return {
+        # A ceiling: every fit stops early on its validation rows.
+        "n_estimators": trial.suggest_int("n_estimators", 200, 2000, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "colsample_bytree": trial.suggest_float("feature_fraction", 0.4, 1.0),
+        "subsample": trial.suggest_float("bagging_fraction", 0.4, 1.0),
+        "subsample_freq": 1,
+        "min_child_samples": trial.suggest_int("min_data_in_leaf", 5, 100, log=True),
+        "reg_alpha": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
+        "reg_lambda": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
+        "max_depth": trial.suggest_int("max_depth", 3, 12),
+    }
+
+
+def families(config: TenantConfig) -> list[str]:
+    return list(config.tuning.families) or [config.training.family]
+
+
+def choose_family(trial: optuna.Trial, candidates: list[str]) -> str:
+    if len(candidates) == 1:
+        return candidates[0]
+    return str(trial.suggest_categorical("family", candidates))
+
+
+def best_choice(study: optuna.Study, candidates: list[str]) -> dict[str, Any]:
+    """{"family": ..., "params": {...}} of the study's best trial, as train reads it."""
+    fixed = optuna.trial.FixedTrial(study.best_params)
+    family = choose_family(fixed, candidates)
+    return {"family": family, "params": search_space(fixed, family)}
+
+
+def threads_per_worker(workers: int) -> int:
+    """Estimator threads for each of `workers` processes sharing this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a joining worker needs, kept in the study's user attrs."""
+
+    tune_run_id: str
+    experiment_id: str
+    features_uri: str
+    n_trials: int  # the budget shared by all workers
+    metric: str
+    direction: str
+    task: str
+    families: list[str]
+    seed: int
+    host: str  # the machine the tune run started its workers on ...
+    threads_per_worker: int  # ... and the threads each of them uses there
+
+    @classmethod
+    def for_tune_run(
+        cls, run: Any, features_uri: str, n_trials: int, config: TenantConfig, workers: int
+    ) -> StudyPlan:
+        """The plan of the study a tune run (an MLflow Run) creates for `workers` workers."""
+        metric, direction = OBJECTIVES[config.task]
+        return cls(
+            tune_run_id=run.info.run_id,
+            experiment_id=run.info.experiment_id,
+            features_uri=features_uri,
+            n_trials=n_trials,
+            metric=metric,
+            direction=direction,
+            task=config.task,
+            families=families(config),
+            seed=config.training.seed,
+            host=socket.gethostname(),
+            threads_per_worker=threads_per_worker(workers),
+        )
+
+    def threads(self) -> int:
+        """A worker on the tune run's machine shares its cores; elsewhere it uses all of its own."""
+        if socket.gethostname() == self.host:
+            return self.threads_per_worker
+        return threads_per_worker(1)
+
+
+@dataclass
+class Worker:
+    """This process's place in a study: the study with its own sampler, and its index."""
+
+    study: optuna.Study
+    plan: StudyPlan
+    index: int
+    registry: optuna.Study
+    registration: optuna.Trial
+
+    def joined(self) -> int:
+        """Workers registered in the study so far (this one included)."""
+        return len(self.registry.get_trials(deepcopy=False))
+
+
+def create_study(name: str, storage: str | optuna.storages.BaseStorage, plan: StudyPlan) -> None:
+    """Create the study and its worker registry; store the plan in the study's user attrs."""
+    study = optuna.create_study(study_name=name, storage=storage, direction=plan.direction)
+    for key, value in asdict(plan).items():
+        study.set_user_attr(key, value)
+    optuna.create_study(study_name=name + WORKERS_SUFFIX, storage=storage)
+
+
+def read_plan(
+    name: str, storage: str | optuna.storages.BaseStorage, config: TenantConfig
+) -> StudyPlan:
+    """The plan of study `name`; a one-line error when there is no such tune study."""
+    try:
+        attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+    except KeyError:
+        raise StepInputError(
+            f"study '{name}' does not exist in tuning.storage: pass the name the tune run "
+            "printed (its param study_name)"
+        ) from None
+    missing = [f.name for f in fields(StudyPlan) if f.name not in attrs]
+    if missing:
+        raise StepInputError(
+            f"study '{name}' was not created by `tune` (no user attr {missing[0]})"
+        )
+    plan = StudyPlan(**{f.name: attrs[f.name] for f in fields(StudyPlan)})
+    if plan.task != config.task:
+        raise ConfigError(
+            f"task is {config.task} in this config, but study '{name}' tunes {plan.task}: "
+            "pass the config the tune run used"
+        )
+    return plan
+
+
+def join_study(name: str, storage: str | optuna.storages.BaseStorage, plan: StudyPlan) -> Worker:
+    """Register in study `name` and load it with a sampler seeded by the worker index."""
+    registry = optuna.load_study(
+        study_name=name + WORKERS_SUFFIX, storage=storage, sampler=optuna.samplers.RandomSampler()
+    )
+    registration = registry.ask()
+    registration.set_user_attr("host", socket.gethostname())
+    registration.set_user_attr("pid", os.getpid())
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        # Distinct seeds: workers must not propose the same startup trials.
+        sampler=optuna.samplers.TPESampler(seed=plan.seed + registration.number),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+    )
+    return Worker(study, plan, registration.number, registry, registration)
+
+
+@dataclass
+class TuningData:
+    """The rows every trial fits and scores: selected features, label, folds."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    folds: Folds
+
+
+class TrialLog(Protocol):
+    """Where each trial is recorded (the step: one MLflow run per trial)."""
+
+    def start(self, number: int) -> str: ...
+
+    def finish(
+        self, handle: str, state: str, params: dict[str, Any], metrics: dict[str, float]
+    ) -> None: ...
+
+
+class OverBudget(Exception):
+    """A trial another worker's trial already covered; it fails unrun and the worker stops."""
+
+
+def _score(task: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    if task == "classification":
+        return lambda truth, predicted: float(roc_auc_score(truth.astype(int), predicted))
+    return lambda truth, predicted: float(mean_absolute_error(truth, predicted))
+
+
+class Objective:
+    """One trial: sample a family and its parameters, fit the folds (pruning between them),
+    record it with `fit_seconds` and `log_seconds` (time in the trial log)."""
+
+    def __init__(
+        self, worker: Worker, data: TuningData, config: TenantConfig, trial_log: TrialLog
+    ) -> None:
+        self.worker, self.data, self.config, self.trial_log = worker, data, config, trial_log
+        self.threads = worker.plan.threads()
+        self.trials_run = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        plan, folds = self.worker.plan, self.data.folds
+        # Two workers may ask at the same moment for the last trial of the budget.
+        ahead = self.worker.study.get_trials(deepcopy=False, states=BUDGET_STATES)
+        if sum(t.number < trial.number for t in ahead) >= plan.n_trials:
+            self.worker.study.stop()
+            raise OverBudget(f"the study's {plan.n_trials} trials are taken by other workers")
+        self.trials_run += 1
+        family = choose_family(trial, plan.families)
+        params = search_space(trial, family)
+        clock = time.perf_counter()
+        handle = self.trial_log.start(trial.number)
+        log_seconds = time.perf_counter() - clock
+
+        def after_fold(k: int, scores: list[float]) -> None:
+            # A trial whose running mean trails the others' stops between folds.
+            trial.report(float(np.mean(scores)), k)
+            if k < len(folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned()
+
+        clock = time.perf_counter()
+        metrics: dict[str, float] = {}
+        state, pruned = "COMPLETE", None
+        try:
+            result = fold_predictions(
+                family,
+                self.config.task,
+                self.data.X,
+                self.data.y,
+                folds,
+                {**params, "n_jobs": self.threads},
+                self.config,
+                _score(self.config.task),
+                after_fold,
+            )
+        except optuna.TrialPruned as stopped:
+            state, pruned = "PRUNED", stopped
+        except Exception:
+            self.trial_log.finish(handle, "FAIL", trial.params, {})
+            raise
+        else:
+            value = float(np.mean(result.scores))
+            metrics[plan.metric] = value
+            if len(folds) > 1:
+                metrics[f"cv_{plan.metric}_mean"] = value
+                metrics[f"cv_{plan.metric}_std"] = float(np.std(result.scores))
+                trial.set_user_attr("cv_std", float(np.std(result.scores)))
+            if result.best_iterations:
+                trial.set_user_attr("best_iteration", int(np.median(result.best_iterations)))
+        fit_seconds = time.perf_counter() - clock
+        clock = time.perf_counter()
+        # The run's log_seconds cannot count the write that carries it; the trial's attr does.
+        metrics.update(fit_seconds=fit_seconds, log_seconds=log_seconds)
+        self.trial_log.finish(handle, state, trial.params, metrics)
+        log_seconds += time.perf_counter() - clock
+        trial.set_user_attr("fit_seconds", fit_seconds)
+        trial.set_user_attr("log_seconds", log_seconds)
+        if pruned is not None:
+            raise pruned
+        return value
+
+
+def run_trials(
+    objective: Objective, timeout_seconds: float | None, max_trials: int | None = None
+) -> int:
+    """Run trials until the study's shared budget is taken (or the timeout, or `max_trials` of
+    this worker's own); return how many this worker ran."""
+    worker = objective.worker
+    budget = worker.plan.n_trials
+    taken = len(worker.study.get_trials(deepcopy=False, states=BUDGET_STATES))
+    try:
+        if taken < budget:
+            worker.study.optimize(
+                objective,
+                n_trials=max_trials,
+                timeout=timeout_seconds,
+                callbacks=[optuna.study.MaxTrialsCallback(budget, states=BUDGET_STATES)],
+                catch=(OverBudget,),
+            )
+    except BaseException:
+        worker.registry.tell(worker.registration, state=TrialState.FAIL)
+        raise
+    # The registration's value: the trials this worker ran.
+    worker.registry.tell(worker.registration, objective.trials_run)
+    return objective.trials_run
+
+
+@contextmanager
+def worker_processes(
+    command: list[str], count: int, worker: Worker, timeout: float, env: dict[str, str]
+) -> Iterator[None]:
+    """`count` worker processes running `command`: started, and joined in the study, on entry;
+    awaited on exit (a failed one is an error once the others are done)."""
+    if count == 0:
+        yield
+        return
+    # Their stdout (a summary line) goes to stderr: tune's stdout is its run id alone.
+    processes = [subprocess.Popen(command, env=env, stdout=2) for _ in range(count)]
+    try:
+        # Start together: alone on the cores, this worker would use only its share of them
+        # and could take a small study's whole budget before the others have loaded.
+        deadline = time.monotonic() + timeout
+        while worker.joined() <= count and time.monotonic() < deadline:
+            if any(p.poll() is not None for p in processes):
+                break
+            time.sleep(0.2)
+        yield
+    except BaseException:
+        for process in processes:
+            process.terminate()
+        raise
+    finally:
+        failed = [code for code in (p.wait() for p in processes) if code != 0]
+    if failed:
+        raise PdmflowError(
+            f"tune: {len(failed)} of {count} tune-worker processes failed (exit status "
+            f"{failed[0]}, output above); the study keeps their finished trials"
+        )
+
+
+def summary(study: optuna.Study, metric: str, cross_validated: bool) -> dict[str, float]:
+    """The tune run's metrics: best score (and its CV spread, rounds), trial counts, and
+    `trial_log_share`: the share of the finished trials' time spent in the trial log."""
+    best = study.best_trial.user_attrs
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    timed = [t for t in finished if "log_seconds" in t.user_attrs and t.duration]
+    trial_seconds = sum(t.duration.total_seconds() for t in timed)
+    log_seconds = sum(t.user_attrs["log_seconds"] for t in timed)
+    states = [t.state for t in finished]
+    return {
+        f"best_{metric}": float(study.best_value),
+        **({"best_cv_std": best["cv_std"]} if cross_validated else {}),
+        **({"best_iteration": best["best_iteration"]} if "best_iteration" in best else {}),
+        "trials_complete": states.count(TrialState.COMPLETE),
+        "trials_pruned": states.count(TrialState.PRUNED),
+        "trial_log_share": log_seconds / trial_seconds if trial_seconds else 0.0,
+    }

@@ -1,0 +1,93 @@
+"""Real PostgreSQL databases and real `mlflow server` processes for the tests that need them.
+
+The PostgreSQL URL comes from PDMFLOW_TEST_POSTGRES_URL (default: trust auth on 127.0.0.1:5432).
+With no server reachable a test skips with the reason, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import free_port, wait_for_http
+from sqlalchemy.engine import make_url
+
+POSTGRES_URL = os.environ.get(
+    "PDMFLOW_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@contextmanager
+def new_database(prefix: str = "pdmflow_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database (its URL), dropped afterwards; skip/fail when none."""
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as error:
+        reason = f"PostgreSQL not reachable at {make_url(POSTGRES_URL)!r}: {error.orig}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def mlflow_server(
+    backend_uri: str,
+    root: Path,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    command: tuple[str, ...] | None = None,
+) -> Iterator[str]:
+    """`mlflow server` on `backend_uri`, serving artifacts from root/artifacts; yields its URL.
+
+    The same command the compose file's `mlflow` service runs; the log is root/server.log.
+    `command` replaces `mlflow server` with a launcher that takes the same options (e.g.
+    configs/server/serve.py).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with open(root / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [
+                *(command or (str(Path(sys.executable).parent / "mlflow"), "server")),
+                "--backend-store-uri",
+                backend_uri,
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout=180)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(30)

@@ -1,0 +1,81 @@
+"""tune --workers N: several processes share one Optuna study in PostgreSQL and its budget."""
+
+import json
+
+import mlflow
+import optuna
+import pytest
+from conftest import cli
+from mlflow import MlflowClient
+from servers import new_database
+
+from pdmflow.cli import run as run_cli
+from pdmflow.config import load_config
+from pdmflow.models.tuning import WORKERS_SUFFIX, search_space
+from pdmflow.steps.features import run_features
+from pdmflow.steps.ingest import run_ingest
+from pdmflow.steps.train import run_train
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_share_one_study_and_train_takes_its_best(tracking_store, write_config, capsys):
+    with new_database("pdmflow_tune") as storage:
+        path = write_config({"tuning": {"storage": storage, "timeout_seconds": 600}})
+        config = load_config(path)
+        features_uri = run_features(config, run_ingest(config))
+
+        done = cli("tune", "--config", str(path), "--workers", "2", "--n-trials", "6")
+        assert done.returncode == 0, done.stderr[-3000:]
+        tune_run_id = done.stdout.strip()
+        tune_run = mlflow.get_run(tune_run_id)
+        study_name = tune_run.data.params["study_name"]
+        assert study_name == f"smoke-{tune_run_id}"
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert len(finished) == 6  # smoke: one validation split, nothing to prune between
+        assert study.user_attrs["tune_run_id"] == tune_run_id
+        assert study.user_attrs["n_trials"] == 6
+        assert study.user_attrs["features_uri"] == features_uri
+        # Both workers registered, with their own indexes (hence TPE seeds) and processes.
+        registry = optuna.load_study(study_name=study_name + WORKERS_SUFFIX, storage=storage)
+        assert sorted(t.number for t in registry.trials) == [0, 1]
+        assert len({t.user_attrs["pid"] for t in registry.trials}) == 2
+
+        trials = MlflowClient().search_runs(
+            [tune_run.info.experiment_id], f"tags.mlflow.parentRunId = '{tune_run_id}'"
+        )
+        assert len(trials) == 6
+        assert {t.data.tags["pdmflow.tune_worker"] for t in trials} == {"0", "1"}
+        assert len({t.data.tags["pdmflow.tune_worker_pid"] for t in trials}) == 2
+        assert all(t.data.tags["optuna.trial_state"] == "COMPLETE" for t in trials)
+        assert all({"fit_seconds", "log_seconds"} <= set(t.data.metrics) for t in trials)
+        assert 0 < tune_run.data.metrics["trial_log_share"] < 1
+        assert tune_run.data.params["workers"] == "2"
+        # The first trials of the two workers differ: distinct seeds.
+        first = {}
+        for trial in sorted(trials, key=lambda t: int(t.data.tags["optuna.trial_number"])):
+            first.setdefault(trial.data.tags["pdmflow.tune_worker"], trial.data.params)
+        assert first["0"] != first["1"]
+
+        # train takes the study's best, through the tune run's best_params.json
+        expected = search_space(optuna.trial.FixedTrial(study.best_params), "lightgbm")
+        best_json = mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json")
+        assert json.loads(best_json) == {"family": "lightgbm", "params": expected}
+        train_run = mlflow.get_run(run_train(config, features_uri, "latest"))
+        assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
+        for key, value in expected.items():
+            assert train_run.data.params[f"lgbm_{key}"] == str(value)
+
+        # The command's own error handling, in this process (a process start is seconds here).
+        capsys.readouterr()
+        code = run_cli(["tune-worker", "--study", "smoke-no-such-run", "--config", str(path)])
+        message = capsys.readouterr().err.strip()
+        assert code == 2
+        assert "\n" not in message and "study 'smoke-no-such-run' does not exist" in message
+
+
+def test_several_workers_need_a_shared_storage(tracking_store, write_config, capsys):
+    assert run_cli(["tune", "--config", str(write_config()), "--workers", "2"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "tuning.storage" in message
