@@ -15,6 +15,8 @@ import mlflow
 import pytest
 import yaml
 
+import pdmflow  # noqa: F401  (sets OpenMP's wait policy before any test loads LightGBM)
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 # Gates any sane model passes, for tests where releasing is the point, not the model.

@@ -7,6 +7,7 @@ With no server reachable a test skips with the reason, except under CI=true, whe
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -47,6 +48,72 @@ def new_database(prefix: str = "pdmflow_test") -> Iterator[str]:
         admin.dispose()
 
 
+class MlflowServer:
+    """`mlflow server` on `backend_uri`, serving artifacts from root/artifacts, on one port that
+    stays the same across stop() and start() (a fault test takes the server away and back).
+
+    The same command the compose file's `mlflow` service runs; the log is root/server.log.
+    `command` replaces `mlflow server` with a launcher that takes the same options (e.g.
+    configs/server/serve.py).
+    """
+
+    def __init__(
+        self,
+        backend_uri: str,
+        root: Path,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] | None = None,
+    ) -> None:
+        self.backend_uri, self.root, self.extra_args = backend_uri, root, extra_args
+        self.env, self.command = env, command
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "server.log", "a") as log:
+            self.process = subprocess.Popen(
+                [
+                    *(self.command or (str(Path(sys.executable).parent / "mlflow"), "server")),
+                    "--backend-store-uri",
+                    self.backend_uri,
+                    "--artifacts-destination",
+                    str(self.root / "artifacts"),
+                    "--serve-artifacts",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,  # stop() ends the server and its workers together
+            )
+        try:
+            wait_for_http(f"{self.url}/health", self.process, timeout=180)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.process = None
+
+
 @contextmanager
 def mlflow_server(
     backend_uri: str,
@@ -55,39 +122,10 @@ def mlflow_server(
     env: dict[str, str] | None = None,
     command: tuple[str, ...] | None = None,
 ) -> Iterator[str]:
-    """`mlflow server` on `backend_uri`, serving artifacts from root/artifacts; yields its URL.
-
-    The same command the compose file's `mlflow` service runs; the log is root/server.log.
-    `command` replaces `mlflow server` with a launcher that takes the same options (e.g.
-    configs/server/serve.py).
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with open(root / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [
-                *(command or (str(Path(sys.executable).parent / "mlflow"), "server")),
-                "--backend-store-uri",
-                backend_uri,
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--serve-artifacts",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                *extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            env={**os.environ, **(env or {})},
-        )
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/health", server, timeout=180)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait(30)
+    """A started MlflowServer (see there) for the `with` block; yields its URL."""
+    server = MlflowServer(backend_uri, root, extra_args, env, command)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

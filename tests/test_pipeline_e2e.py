@@ -9,7 +9,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import REPO, SMOKE, free_port, wait_for_http
 from mlflow import MlflowClient
@@ -18,7 +17,7 @@ from pdmflow.artifacts import read_dataset, read_features
 from pdmflow.config import load_config
 from pdmflow.evaluation.catalog import evaluate_metric_names
 from pdmflow.features.builder import build_features
-from pdmflow.serving import FailureScorer
+from pdmflow.serving import FailureScorer, load_feature_spec
 
 pytestmark = pytest.mark.slow
 MODEL = "pdmflow-smoke-failure"
@@ -132,14 +131,18 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
 def test_production_and_champion_score_the_same(released):
     config, _, _ = released
     (features_run,) = step_runs(config, "features")
-    tables, spec = read_features(f"runs:/{features_run.info.run_id}/features")
-    test = tables["test"][spec.feature_names]
+    tables, _ = read_features(f"runs:/{features_run.info.run_id}/features")
+    # The model's input: a float32 tensor of the features it kept, in its spec's order.
+    kept = load_feature_spec(f"models:/{MODEL}/Production").feature_names
+    test = tables["test"][kept]
     production = mlflow.pyfunc.load_model(f"models:/{MODEL}/Production").predict(test)
     champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(test)
-    assert list(production.columns) == ["failure_probability"]
-    assert len(production) == len(test)
-    assert production["failure_probability"].between(0, 1).all()
-    pd.testing.assert_frame_equal(production, champion)
+    # A tensor in, a tensor out: {"failure_probability": float32 [N]}.
+    assert list(production) == ["failure_probability"]
+    probability = production["failure_probability"]
+    assert probability.dtype == np.float32 and len(probability) == len(test)
+    assert ((probability >= 0) & (probability <= 1)).all()
+    np.testing.assert_array_equal(probability, champion["failure_probability"])
 
 
 def test_raw_telemetry_scorer_agrees_with_the_registered_model(released):
@@ -151,11 +154,9 @@ def test_raw_telemetry_scorer_agrees_with_the_registered_model(released):
     scored = scorer.score_telemetry(shuffled, events)
     assert len(scored) == telemetry["device_id"].nunique()
     latest = build_features(telemetry, scorer.spec, events).groupby("device_id").tail(1)
-    direct = (
-        mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-        .predict(latest[scorer.spec.feature_names])["failure_probability"]
-        .to_numpy()
-    )
+    direct = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
+        latest[scorer.spec.feature_names]
+    )["failure_probability"]
     np.testing.assert_allclose(scored["failure_probability"].to_numpy(), direct, atol=1e-6)
     assert (scored["predicted_failure"] == (direct >= scorer.metadata["decision_threshold"])).all()
 
@@ -204,8 +205,8 @@ def test_mlflow_run_without_the_tenants_experiment_stops_at_once(released):
 def test_mlflow_models_serve_answers_invocations(released):
     config, env, root = released
     (features_run,) = step_runs(config, "features")
-    tables, spec = read_features(f"runs:/{features_run.info.run_id}/features")
-    rows = tables["test"][spec.feature_names].head(3)
+    tables, _ = read_features(f"runs:/{features_run.info.run_id}/features")
+    rows = tables["test"][load_feature_spec(f"models:/{MODEL}/Production").feature_names].head(3)
     port = free_port()
     server = subprocess.Popen(
         [
@@ -225,17 +226,26 @@ def test_mlflow_models_serve_answers_invocations(released):
         stdout=subprocess.DEVNULL,
         stderr=open(root / "serve.log", "w"),
     )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
-        body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
+
+    def invoke(payload: dict) -> object:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+            f"http://127.0.0.1:{port}/invocations",
+            json.dumps(payload).encode(),
+            {"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
-            predictions = json.loads(response.read())["predictions"]
+            return json.loads(response.read())["predictions"]
+
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
+        # The README's form (a tensor, rows of numbers in the spec's order), and a frame.
+        as_tensor = invoke({"inputs": rows.to_numpy().tolist()})
+        as_frame = invoke({"dataframe_split": rows.to_dict(orient="split")})
     finally:
         server.terminate()
         server.wait(30)
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/Production").predict(rows)
-    served = [p["failure_probability"] for p in predictions]
-    np.testing.assert_allclose(served, expected["failure_probability"], atol=1e-6)
+    expected = np.asarray(expected["failure_probability"])
+    # Either way the answer is {"predictions": {"failure_probability": [...]}}.
+    for served in (as_tensor, as_frame):
+        np.testing.assert_allclose(served["failure_probability"], expected, atol=1e-6)

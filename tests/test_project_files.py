@@ -10,7 +10,7 @@ from mlflow.projects._project_spec import load_project
 
 STEPS = {
     "ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback", "monitor",
-    "reproduce",
+    "reproduce", "score",
 }  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 import mlflow
 import pytest
-from conftest import SMOKE
+from conftest import LENIENT_GATES, SMOKE
 from mlflow import MlflowClient
 
 from pdmflow.config import load_config
@@ -142,3 +142,30 @@ def test_champion_is_compared_only_on_devices_it_never_learned_from(tracking_sto
     assert how.startswith(f"{len(seen)} test device(s) the champion trained or validated on")
     report = mlflow.artifacts.load_dict(f"runs:/{evaluate_run.info.run_id}/evaluation_report.json")
     assert report["champion"]["rows"] == how
+
+
+def test_latency_gate_reads_one_device_scored_from_raw_readings(tracking_store, write_config):
+    """evaluate times the serving path on the model as serving loads it; the gate reads the
+    one-device figure: a bound under it fails the candidate on that gate alone."""
+    from pdmflow.steps.features import run_features
+    from pdmflow.steps.ingest import run_ingest
+
+    quick = {"evaluation": {"robustness": False}, "gates": LENIENT_GATES}
+    config = load_config(write_config(quick))
+    run_ingest(config)
+    run_features(config, "latest")
+    evaluate_run_id = run_evaluate(config, run_train(config, "latest", "none"))
+    metrics = mlflow.get_run(evaluate_run_id).data.metrics
+    for name in ("onnx", "pyfunc", "device", "batch"):
+        assert 0 < metrics[f"latency_{name}_p50_ms"] <= metrics[f"latency_{name}_p99_ms"]
+    assert metrics["latency_batch_devices"] == config.evaluation.latency_batch_devices
+    assert metrics["throughput_devices_per_s"] > 0
+    # The device path (validation, features, model) costs more than one model call.
+    assert metrics["latency_device_p50_ms"] > metrics["latency_pyfunc_p50_ms"]
+    bound = metrics["latency_device_p99_ms"] / 2
+    tight = {**quick, "gates": {**LENIENT_GATES, "max_latency_p99_ms": bound}}
+    with pytest.raises(GateFailure, match=r"failed gates latency_device_p99_ms$"):
+        run_promote(load_config(write_config(tight, name="tight.yaml")), evaluate_run_id)
+    rejected = versions(MlflowClient())["1"]
+    assert rejected.current_stage == "None"
+    assert "FAIL" in rejected.tags["gate.latency_device_p99_ms"]

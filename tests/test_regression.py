@@ -71,7 +71,9 @@ def test_rul_model_runs_end_to_end_as_a_second_registered_model(tracking_store, 
         "early_prediction_rate",
         "late_prediction_rate",
         "critical_window_accuracy",
-        "latency_p99_ms",
+        "latency_device_p99_ms",
+        "latency_pyfunc_p99_ms",
+        "throughput_devices_per_s",
         "onnx_max_abs_difference",
     ):
         assert metric in evaluate.data.metrics

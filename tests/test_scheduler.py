@@ -24,6 +24,7 @@ from conftest import REPO
 
 from pdmflow.cli import _print_status as print_status
 from pdmflow.config import load_config
+from pdmflow.errors import TrackingUnreachable
 from pdmflow.scheduling import (
     LOCKED_EXIT,
     RUN_NOW_REASON,
@@ -210,6 +211,11 @@ def test_tracking_outage_is_retried_verdicts_are_not(tenant, tmp_path, fake_pdmf
     )
     assert fleet.run_now() == 2  # the worst: bad input beats a gate rejection and a success
     assert [len(calls(path)) for path in (unreachable, bad_input, rejected)] == [2, 1, 1]
+    # The retry continues the failed pipeline from its first unfinished step.
+    first, retry = calls(unreachable)
+    assert "--resume" not in first["args"]
+    assert retry["args"][-2:] == ["--resume", "auto"]
+    assert TrackingUnreachable.exit_code == 4
     outcomes = {t: e["last_retrain"]["outcome"] for t, e in state(tmp_path)["tenants"].items()}
     assert outcomes == {
         "unreachable": "released",

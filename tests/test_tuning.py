@@ -65,3 +65,64 @@ def test_optuna_chooses_among_families_and_train_follows(tracking_store, write_c
     train_run = mlflow.get_run(run_train(config, features_uri, tune_run_id))
     assert train_run.data.params["family"] == best["family"]
     assert train_run.data.tags["pdmflow.family"] == best["family"]
+
+
+def test_trials_on_reused_fold_datasets_find_the_same_best_trial(write_config):
+    """LightGBM's bins built once per fold (what tune's objective does) give every trial the
+    model that binning its rows again gives: a seeded study picks the same best trial."""
+    import numpy as np
+    import optuna
+    from sklearn.metrics import roc_auc_score
+
+    from pdmflow.artifacts import LABELS
+    from pdmflow.data.sources import read_source
+    from pdmflow.data.validation import validate
+    from pdmflow.features.selection import learning_set
+    from pdmflow.features.split import label_and_split
+    from pdmflow.models import lightgbm
+    from pdmflow.models.training import fold_predictions
+    from pdmflow.models.tuning import search_space
+
+    config = load_config(write_config({"split": {"cv_folds": 2}}))
+    telemetry, events, _ = validate(*read_source(config), config, "test")
+    label = LABELS["classification"]
+    tables, spec, _, _ = label_and_split(telemetry, events, config, label)
+    learning = learning_set(tables, spec, label, config)
+    X, y = learning.rows[learning.selection.kept], learning.rows[label].to_numpy(float)
+    datasets = lightgbm.fold_data(config.task, X, y, learning.folds, config.training.seed)
+
+    def score(truth, predicted):
+        return float(roc_auc_score(truth.astype(int), predicted))
+
+    def study(reuse: bool) -> tuple[optuna.Study, list[np.ndarray]]:
+        predictions = []
+
+        def objective(trial):
+            params = {**search_space(trial, "lightgbm"), "n_estimators": 60, "n_jobs": 1}
+            result = fold_predictions(
+                "lightgbm",
+                config.task,
+                X,
+                y,
+                learning.folds,
+                params,
+                config,
+                score,
+                datasets=datasets if reuse else None,
+            )
+            predictions.append(result.predictions)
+            return float(np.mean(result.scores))
+
+        seeded = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=3)
+        )
+        seeded.optimize(objective, n_trials=4)
+        return seeded, predictions
+
+    rebinned, rebinned_predictions = study(reuse=False)
+    reused, reused_predictions = study(reuse=True)
+    assert reused.best_trial.number == rebinned.best_trial.number
+    assert reused.best_params == rebinned.best_params
+    assert reused.best_value == rebinned.best_value
+    for a, b in zip(rebinned_predictions, reused_predictions, strict=True):
+        np.testing.assert_array_equal(a, b)

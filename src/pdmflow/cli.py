@@ -5,21 +5,40 @@
 Exit status: 0 done (for promote/main: released), 2 bad input or config (one line on stderr;
 for rollback also: nothing to roll back to, the registry unchanged),
 3 the model was evaluated but failed a release gate (registered, not promoted),
+4 the tracking server stayed unreachable for tracking.max_wait_seconds, or went away during
+the step, or the SQL source's database during ingest (retryable: the scheduler retries;
+`pdmflow main --resume` continues a pipeline from its first unfinished step),
 5 (monitor) drift or a drop in the Production model's recent accuracy passed monitoring.*:
-retraining is advised.
+retraining is advised,
+6 an artifact could not be written (store full, read-only or forbidden; the path is named).
+Errors are one line on stderr; `pdmflow --debug <step> ...` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from pdmflow.config import DEFAULT_CONFIG_PATH, TenantConfig, load_config
 from pdmflow.errors import PdmflowError
 
+# MLproject's defaults for score's optional inputs: the same as leaving the option out.
+SOURCE_CONFIG = "source-config"
+UNSET = ("", "none", "production")
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    return text.lower() in ("true", "1", "yes")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pdmflow", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback with an error's one line"
+    )
     steps = parser.add_subparsers(dest="step", required=True)
 
     def step(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -54,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--reason", default=None, help="why this retrain runs (tag pdmflow.retrain_reason)"
             )
+            sub.add_argument(
+                "--resume",
+                nargs="?",
+                const="true",
+                default="false",
+                choices=("true", "false", "auto"),
+                help="continue the latest pipeline run from its first unfinished step "
+                "(auto: only when it did not finish, else start afresh)",
+            )
         if name == "tune-worker":
             sub.add_argument("--study", required=True, help="study name (the tune run prints it)")
     train = step("train", "fit LightGBM, export and check ONNX, log the model")
@@ -76,6 +104,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("--reason", required=True, help="why: kept on both versions")
     step("monitor", "drift and recent accuracy of the Production model; exit 5: retrain")
+    score = step("score", "score a fleet's telemetry in batch into a Parquet or CSV file")
+    score_input = score.add_mutually_exclusive_group(required=True)
+    score_input.add_argument(
+        "--input",
+        help=f"telemetry file (.csv, .json, .jsonl, .parquet); '{SOURCE_CONFIG}' = --source-config",
+    )
+    score_input.add_argument(
+        "--source-config", action="store_true", help="read the telemetry from the config's source"
+    )
+    score.add_argument("--events", default=None, help="failure events file, with --input")
+    score.add_argument("--output", required=True, help="scores file: .parquet or .csv")
+    score.add_argument(
+        "--model-uri", default=None, help="default: models:/<registered_model_name>/Production"
+    )
+    score.add_argument(
+        "--all-rows",
+        nargs="?",
+        const="true",
+        default="false",
+        type=_flag,
+        help="score every reading with full history (a backfill), not only each latest one",
+    )
+    score.add_argument(
+        "--rows-per-chunk", type=int, default=100_000, help="whole devices, ~this many rows a chunk"
+    )
     reproduce = steps.add_parser(
         "reproduce", help="rebuild a registered version from its recorded inputs and compare"
     )
@@ -87,10 +140,21 @@ def _parser() -> argparse.ArgumentParser:
 def _print_status(config: TenantConfig) -> None:
     from mlflow import MlflowClient, get_tracking_uri
 
-    from pdmflow.registry import CHAMPION_ALIAS, production_version, release_history
+    from pdmflow.registry import (
+        CHAMPION_ALIAS,
+        production_version,
+        release_history,
+        release_lock,
+        release_problems,
+        repair_release,
+    )
     from pdmflow.scheduling import scheduler_status_lines
 
     name = config.registered_model_name
+    if release_problems(name):  # a release killed part-way: put it right, say what was done
+        with release_lock(name):
+            for repaired in repair_release(name):
+                print(repaired)
     version = production_version(name)
     if version is None:
         print(f"{name}: no Production version yet (tracking: {get_tracking_uri()})")
@@ -124,9 +188,10 @@ def run(argv: list[str] | None = None) -> int:
 
             return run_reproduce(args.model, args.version)
         config = load_config(args.config)
-        from pdmflow.tracking import use_account
+        from pdmflow.tracking import use_account, wait_for_tracking_server
 
         use_account(config)
+        wait_for_tracking_server(config, args.step)
         # Imported late so `--help` and config errors answer without loading MLflow and LightGBM.
         from pdmflow.steps import evaluate, features, ingest, pipeline, promote, train, tune
 
@@ -145,6 +210,19 @@ def run(argv: list[str] | None = None) -> int:
 
             if run_monitor(config).retrain:
                 return 5
+        elif args.step == "score":
+            from pdmflow.steps.score import run_score
+
+            from_source = args.source_config or args.input == SOURCE_CONFIG
+            run_score(
+                config,
+                args.output,
+                input_path=None if from_source else args.input,
+                events_path=None if (args.events or "").lower() in UNSET else args.events,
+                model_uri=None if (args.model_uri or "").lower() in UNSET else args.model_uri,
+                all_rows=args.all_rows,
+                rows_per_chunk=args.rows_per_chunk,
+            )
         elif args.step == "train":
             print(train.run_train(config, args.features_uri, args.tune_run_id))
         elif args.step == "evaluate":
@@ -180,12 +258,32 @@ def run(argv: list[str] | None = None) -> int:
             promote.run_promote(config, args.evaluate_run_id)
         else:
             version = pipeline.run_pipeline(
-                config, args.n_trials, args.timeout, workers=args.workers, reason=args.reason
+                config,
+                args.n_trials,
+                args.timeout,
+                workers=args.workers,
+                reason=args.reason,
+                resume=args.resume,
             )
             print(f"pipeline released {config.registered_model_name} version {version}")
     except PdmflowError as error:
-        print(f"pdmflow {args.step}: error: {error}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        step = getattr(error, "step", None) or args.step
+        print(f"pdmflow {step}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:
+        # A tracking server lost, or an artifact write refused, outside any step's run (a
+        # lookup before it) is one line too.
+        from pdmflow.tracking import as_pdmflow_error
+
+        known = as_pdmflow_error(error, args.step)
+        if known is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"pdmflow {args.step}: error: {known}", file=sys.stderr)
+        return known.exit_code
     return 0
 
 

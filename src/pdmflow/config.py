@@ -309,6 +309,8 @@ class EvaluationConfig(_Strict):
     bootstrap_resamples: int = Field(1000, ge=1000)
     # Test rows SHAP explains (a seeded sample when the test set is larger).
     shap_rows: int = Field(2000, ge=10)
+    # The serving latency's batch: one score_telemetry call for this many devices.
+    latency_batch_devices: int = Field(1000, ge=1)
     seed: int = 0
 
 
@@ -362,11 +364,14 @@ class ScheduleConfig(_Strict):
 
 class TrackingConfig(_Strict):
     """The tenant's account on an authenticated tracking server (`mlflow server --app-name
-    basic-auth`). The password is read from the environment variable named here, never from
-    this file, and never logged."""
+    basic-auth`) and how long to wait for the server. The password is read from the environment
+    variable named here, never from this file, and never logged."""
 
     username: str | None = None
     password_env: str = Field("PDMFLOW_TRACKING_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # How long a step waits for an unreachable tracking server (retrying, one line per retry)
+    # before it gives up with exit status 4.
+    max_wait_seconds: float = Field(300, ge=0)
 
 
 class DataConfig(_Strict):
@@ -552,3 +557,15 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> TenantCon
 def database_password() -> str | None:
     """The database password from the environment, so it never sits in a config file."""
     return os.environ.get("PDMFLOW_DB_PASSWORD")
+
+
+FAULT_KILL_ENV = "PDMFLOW_FAULT_KILL_AT"
+
+
+def fault_kill_point() -> str | None:
+    """Test-only: the registry call before which promote SIGKILLs itself ($PDMFLOW_FAULT_KILL_AT).
+
+    The one place the fault-injection hook is read; unset (always, outside tests/faults/) it is
+    None and nothing happens.
+    """
+    return os.environ.get(FAULT_KILL_ENV) or None

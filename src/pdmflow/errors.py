@@ -23,3 +23,25 @@ class GateFailure(PdmflowError):
     """The candidate model failed at least one release gate (it stays unpromoted)."""
 
     exit_code = 3
+
+
+class TrackingUnreachable(PdmflowError):
+    """The tracking server did not answer within tracking.max_wait_seconds (retry later)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step  # the step that was running, when known (for `pdmflow <step>: error`)
+
+
+class SourceUnreachable(PdmflowError):
+    """The SQL source's database went away in the middle of a read (retry later)."""
+
+    exit_code = 4
+
+
+class ArtifactWriteError(PdmflowError):
+    """An artifact could not be written: the artifact store is full, read-only or forbidden."""
+
+    exit_code = 6

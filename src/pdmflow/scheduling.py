@@ -41,7 +41,8 @@ LOCKED_EXIT = 75
 # `pdmflow monitor`: drift or an accuracy drop; its last stdout line is "retrain advised: ...".
 RETRAIN_ADVISED_EXIT = 5
 # Verdicts are final: retrying the same data or config changes nothing. Anything else (1, 4 =
-# tracking server unreachable, a crash) is retried with backoff.
+# tracking server unreachable (TrackingUnreachable), 6 = artifact store full or read-only, a
+# crash) is retried with backoff.
 RETRAIN_VERDICTS = frozenset({0, PdmflowError.exit_code, GateFailure.exit_code})
 MONITOR_VERDICTS = frozenset({0, PdmflowError.exit_code, RETRAIN_ADVISED_EXIT})
 
@@ -414,7 +415,11 @@ class TenantRunner:
             command += ["--n-trials", str(self.settings.n_trials)]
         try:
             with retrain_lock(self.settings.lock_path(tenant_id)):
-                status, attempts, _ = self._with_retries("retrain", command, RETRAIN_VERDICTS)
+                # A retry continues the failed attempt's pipeline from its first unfinished
+                # step (auto: afresh when that attempt never started one).
+                status, attempts, _ = self._with_retries(
+                    "retrain", command, RETRAIN_VERDICTS, [*command, "--resume", "auto"]
+                )
         except LockHeld as held:
             log.warning("%s: skipping this retrain: %s", tenant_id, held)
             status, attempts = LOCKED_EXIT, 0
@@ -461,10 +466,14 @@ class TenantRunner:
         return status
 
     def _with_retries(
-        self, step: str, command: list[str], verdicts: frozenset[int]
+        self,
+        step: str,
+        command: list[str],
+        verdicts: frozenset[int],
+        retry_command: list[str] | None = None,
     ) -> tuple[int, int, str]:
         """(exit status, attempts made, stdout of the last attempt); failures that are not
-        verdicts are retried with a doubling backoff."""
+        verdicts are retried with a doubling backoff, running `retry_command` when given."""
         tenant_id = self.tenant.tenant_id
         status, stdout, attempts = 1, "", 0
         total = self.settings.retries + 1
@@ -473,7 +482,8 @@ class TenantRunner:
                 break
             log.info("%s: %s attempt %d of %d", tenant_id, step, attempt + 1, total)
             attempts += 1
-            status, stdout = self._run_child(command, capture=step == "monitor")
+            attempt_command = retry_command if attempt and retry_command else command
+            status, stdout = self._run_child(attempt_command, capture=step == "monitor")
             if status in verdicts or self.stopping.is_set():
                 break
             log.error(

@@ -6,8 +6,12 @@ SQLite store (`sqlite:///mlflow.db`) in the working directory.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +21,27 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
-from pdmflow.errors import ConfigError, StepInputError
+from pdmflow.errors import (
+    ArtifactWriteError,
+    ConfigError,
+    PdmflowError,
+    StepInputError,
+    TrackingUnreachable,
+)
 
 # Progress bars for every artifact download drown the step's own output in logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's HTTP client retries a refused connection 7 times with doubling backoff (about four
+# minutes, in silence) and waits 120 s for an answer. It fails fast instead: one immediate retry
+# (a keep-alive connection the server closed), a 60 s timeout; pdmflow's own loop, visible and
+# bounded by tracking.max_wait_seconds, owns the wait (wait_for_tracking_server). An exported
+# value wins; `mlflow run`'s child processes inherit these.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+# The first wait between two probes of an unreachable server; it doubles up to the cap.
+FIRST_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 60.0
 
 STEP_TAG = "pdmflow.step"
 TENANT_TAG = "pdmflow.tenant"
@@ -59,6 +80,132 @@ def use_account(config: TenantConfig) -> None:
     _account_in_use = account.username
 
 
+def tracking_server_url() -> str | None:
+    """The tracking server's URL with any password masked; None for a local store."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from pdmflow.data.sources import redact_url  # the one way secrets leave a URL
+
+    return redact_url(uri)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when `error` (or what it was raised from) is a refused, reset or timed-out HTTP
+    connection: MLflow wraps those in an MlflowException, keeping the original as context."""
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _first_pdmflow_error(error: BaseException) -> PdmflowError | None:
+    """The earliest PdmflowError `error` was raised while handling, if any."""
+    found, seen = None, set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PdmflowError):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
+
+
+class _QuietLostServer(logging.Filter):
+    """Drops Optuna's 'trial failed' warning (with its 30-line traceback) when the trial failed
+    because the tracking server went away: the step's one-line error says that already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] and is_unreachable(record.exc_info[1]))
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietLostServer())
+
+
+def retry_delays(max_wait_seconds: float) -> list[float]:
+    """Waits between probes: 5, 10, 20, 40, 60, 60 ... s, the last cut so they sum to the bound."""
+    delays: list[float] = []
+    delay, left = FIRST_RETRY_SECONDS, float(max_wait_seconds)
+    while left > 0:
+        delays.append(min(delay, left))
+        left -= delays[-1]
+        delay = min(delay * 2, MAX_RETRY_SECONDS)
+    return delays
+
+
+def wait_for_tracking_server(config: TenantConfig, step: str) -> None:
+    """Return once the tracking server answers; retry (one stderr line each) for at most
+    tracking.max_wait_seconds, then raise TrackingUnreachable (exit status 4).
+
+    A local store (SQLite, files) returns at once: there is nothing to wait for.
+    """
+    url = tracking_server_url()
+    if url is None:
+        return
+    delays = retry_delays(config.tracking.max_wait_seconds)
+    for attempt in range(len(delays) + 1):
+        try:
+            MlflowClient().search_experiments(max_results=1)
+            return
+        except Exception as error:
+            if not is_unreachable(error):
+                raise
+        if attempt == len(delays):
+            break
+        print(
+            f"tracking server {url} unreachable, retry {attempt + 1} of {len(delays)} "
+            f"in {delays[attempt]:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(delays[attempt])
+    raise TrackingUnreachable(
+        f"tracking server {url} unreachable for {config.tracking.max_wait_seconds:g} s "
+        "(tracking.max_wait_seconds): start it, or check MLFLOW_TRACKING_URI, then run again",
+        step,
+    )
+
+
+def lost_tracking_server(step: str) -> TrackingUnreachable:
+    """The error for a tracking server that went away in the middle of `step`."""
+    return TrackingUnreachable(
+        f"tracking server {tracking_server_url() or mlflow.get_tracking_uri()} unreachable "
+        f"(lost during the step): run it again when the server is back "
+        "(a pipeline continues with `pdmflow main --resume`)",
+        step,
+    )
+
+
+# A store that is full, read-only or forbidden: the step cannot write its artifacts.
+ARTIFACT_WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def as_pdmflow_error(error: BaseException, step: str) -> PdmflowError | None:
+    """The one-line error for a failure of the stores under `step`, or None for any other:
+    a lost tracking server (exit 4), an artifact store that refuses a write (exit 6)."""
+    if is_unreachable(error):
+        return lost_tracking_server(step)
+    if isinstance(error, OSError) and error.errno in ARTIFACT_WRITE_ERRNOS:
+        path = error.filename or error.filename2 or "the artifact store"
+        return ArtifactWriteError(
+            f"cannot write {path}: {ARTIFACT_WRITE_ERRNOS[error.errno]}: free space in the "
+            "artifact store or make it writable, then run the step again"
+        )
+    return None
+
+
 def tenant_experiment_id(config: TenantConfig) -> str:
     experiment = mlflow.set_experiment(config.experiment_name)
     return experiment.experiment_id
@@ -93,20 +240,35 @@ def _launcher_run(config: TenantConfig) -> str | None:
 
 @contextmanager
 def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
-    """Start (or adopt) the MLflow run of one step; nested when a pipeline run is active."""
-    adopted = _launcher_run(config)
-    experiment_id = tenant_experiment_id(config)
-    parent = mlflow.active_run()
-    with mlflow.start_run(
-        run_id=adopted,
-        experiment_id=None if adopted else experiment_id,
-        run_name=None if adopted else step,
-        nested=parent is not None,
-        tags={STEP_TAG: step, TENANT_TAG: config.tenant_id},
-    ) as run:
-        if adopted:
-            mlflow.set_tag("mlflow.runName", step)
-        yield run
+    """Start (or adopt) the MLflow run of one step; nested when a pipeline run is active.
+
+    Waits first for an unreachable tracking server (wait_for_tracking_server); a server lost
+    inside the step ends it with TrackingUnreachable (one line, exit status 4), not a traceback.
+    """
+    wait_for_tracking_server(config, step)
+    try:
+        adopted = _launcher_run(config)
+        experiment_id = tenant_experiment_id(config)
+        parent = mlflow.active_run()
+        with mlflow.start_run(
+            run_id=adopted,
+            experiment_id=None if adopted else experiment_id,
+            run_name=None if adopted else step,
+            nested=parent is not None,
+            tags={STEP_TAG: step, TENANT_TAG: config.tenant_id},
+        ) as run:
+            if adopted:
+                mlflow.set_tag("mlflow.runName", step)
+            yield run
+    except PdmflowError:
+        raise
+    except Exception as error:
+        # Ending the run of a step that failed may fail again (the server is gone): the first
+        # error, the one a user can act on, is what surfaces.
+        known = _first_pdmflow_error(error) or as_pdmflow_error(error, step)
+        if known is not None:
+            raise known from error
+        raise
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from pdmflow.config import TenantConfig, database_password
 from pdmflow.data.synthetic import generate_synthetic
-from pdmflow.errors import DataValidationError
+from pdmflow.errors import DataValidationError, SourceUnreachable
 
 # Query-string keys that carry a secret in some drivers' URLs (?password=..., ?sslpassword=...).
 SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key", re.IGNORECASE)
@@ -118,12 +118,32 @@ def _filtered_select(
     return query
 
 
-def _read_sql(engine: sa.Engine, query: sa.Select, chunk_rows: int) -> tuple[pd.DataFrame, int]:
-    """Rows of `query` read through a server-side cursor, `chunk_rows` at a time."""
+def _read_sql(
+    engine: sa.Engine, query: sa.Select, chunk_rows: int, what: str = "the query"
+) -> tuple[pd.DataFrame, int]:
+    """Rows of `query` read through a server-side cursor, `chunk_rows` at a time.
+
+    A connection lost part-way (the server restarted, the backend was terminated) raises
+    SourceUnreachable naming `what` and the database: the rows read so far are dropped, never
+    used, so the next attempt reads from the start.
+    """
     parts: list[pd.DataFrame] = []
-    with engine.connect().execution_options(stream_results=True, max_row_buffer=chunk_rows) as c:
-        for part in pd.read_sql(query, c, chunksize=chunk_rows):
-            parts.append(part)
+    try:
+        with engine.connect().execution_options(
+            stream_results=True, max_row_buffer=chunk_rows
+        ) as c:
+            for part in pd.read_sql(query, c, chunksize=chunk_rows):
+                parts.append(part)
+    except sa.exc.DBAPIError as exc:
+        if not (exc.connection_invalidated or parts):
+            raise  # never connected, or refused the query: the caller's message
+        message = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection lost"
+        read = sum(len(part) for part in parts)
+        raise SourceUnreachable(
+            f"database {redact_url(engine.url.render_as_string(hide_password=False))}: "
+            f"connection lost reading {what} after {read:,} rows ({message}): nothing was "
+            "ingested; run ingest again when the database is back (it reads from the start)"
+        ) from None
     if not parts:
         return pd.DataFrame(columns=[col.name for col in query.selected_columns]), 0
     return pd.concat(parts, ignore_index=True), len(parts)
@@ -135,13 +155,18 @@ def _read_database(config: TenantConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         telemetry_table = _table(engine, str(source.telemetry_table), "telemetry")
         query = _filtered_select(telemetry_table, config, schema.time_column, "telemetry")
-        telemetry, _ = _read_sql(engine, query, source.chunk_rows)
+        telemetry, _ = _read_sql(
+            engine, query, source.chunk_rows, f"table {source.telemetry_table}"
+        )
         if source.events_table:
             # All of the devices' failures, not only the date range: labels near the end of
             # the range and hours_since_failure need the ones just outside it.
             events_table = _table(engine, source.events_table, "events")
             events, _ = _read_sql(
-                engine, _filtered_select(events_table, config, None, "events"), source.chunk_rows
+                engine,
+                _filtered_select(events_table, config, None, "events"),
+                source.chunk_rows,
+                f"table {source.events_table}",
             )
         else:
             events = pd.DataFrame(columns=[schema.device_column, schema.event_time_column])

@@ -23,6 +23,10 @@ from pdmflow.errors import DataValidationError
 
 
 def _utc_naive(values: pd.Series, where: str) -> pd.Series:
+    if values.dtype == "datetime64[ns]":  # already what the rules make (no missing allowed)
+        if values.isna().any():
+            raise DataValidationError(f"{where}: {int(values.isna().sum())} missing timestamps")
+        return values
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         # Epoch numbers are ambiguous (s? ms? ns?): refuse rather than guess 1970.
         raise DataValidationError(f"{where}: expected date-times (ISO 8601), found numbers")
@@ -33,6 +37,19 @@ def _utc_naive(values: pd.Series, where: str) -> pd.Series:
     if parsed.isna().any():
         raise DataValidationError(f"{where}: {int(parsed.isna().sum())} missing timestamps")
     return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def _plain_numbers(values: pd.Series) -> bool:
+    """A numeric (not boolean) column: converting it to float64 cannot fail."""
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _time_ordered_per_device(codes: np.ndarray, stamps: np.ndarray) -> bool:
+    """Whether each device's readings arrive in non-decreasing time order (rows of a device
+    need not be adjacent)."""
+    order = np.argsort(codes, kind="stable")
+    same_device = codes[order][1:] == codes[order][:-1]
+    return bool((np.diff(stamps[order])[same_device] >= 0).all())
 
 
 def _require_columns(frame: pd.DataFrame, required: list[str], where: str) -> None:
@@ -68,9 +85,14 @@ def normalise_telemetry(
     warnings: list[str] = []
 
     frame = telemetry[[device, time, *sensors, *carried]].copy()
-    frame[device] = frame[device].astype(str)
+    if not pd.api.types.is_string_dtype(frame[device]) or frame[device].isna().any():
+        frame[device] = frame[device].astype(str)
     frame[time] = _utc_naive(frame[time], f"{where}, column '{time}'")
     for sensor in continuous_sensors:
+        if _plain_numbers(frame[sensor]):  # nothing to coerce
+            if frame[sensor].dtype != "float64":
+                frame[sensor] = frame[sensor].astype("float64")
+            continue
         numeric = pd.to_numeric(frame[sensor], errors="coerce")
         bad = numeric.isna() & frame[sensor].notna()
         if bad.any():
@@ -81,11 +103,17 @@ def normalise_telemetry(
         frame[sensor] = numeric.astype("float64")
     for sensor in boolean_sensors:
         values = frame[sensor]
-        if not values.dropna().isin([0, 1, True, False]).all():
+        if _plain_numbers(values) or pd.api.types.is_bool_dtype(values):
+            numbers = values.to_numpy(dtype="float64")
+            valid = bool(np.isin(numbers[~np.isnan(numbers)], (0.0, 1.0)).all())
+        else:
+            valid = bool(values.dropna().isin([0, 1, True, False]).all())
+        if not valid:
             raise DataValidationError(
                 f"{where}, column '{sensor}': expected booleans (true/false or 0/1)"
             )
-        frame[sensor] = values.astype("float64")
+        if values.dtype != "float64":
+            frame[sensor] = values.astype("float64")
 
     out_of_range: dict[str, int] = {}
     for sensor, (low, high) in (value_ranges or {}).items():
@@ -106,25 +134,35 @@ def normalise_telemetry(
         )
         frame.loc[outside, sensor] = np.nan
 
-    null_fraction = {c: float(frame[c].isna().mean()) for c in sensors}
+    # Every sensor is float64 by now: one block, one NaN test.
+    missing = np.isnan(frame[sensors].to_numpy(dtype="float64")) if sensors else None
+    null_fraction = {
+        c: float(missing[:, j].mean()) if missing is not None else 0.0
+        for j, c in enumerate(sensors)
+    }
     for sensor, fraction in null_fraction.items():
         if fraction > 0.2:
             warnings.append(f"column '{sensor}' is {fraction:.0%} missing")
 
-    was_sorted = bool(
-        frame.groupby(device, sort=False)[time].apply(lambda s: s.is_monotonic_increasing).all()
-    )
+    codes = pd.factorize(frame[device], sort=True)[0]
+    stamps = frame[time].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    was_sorted = _time_ordered_per_device(codes, stamps)
     if not was_sorted:
         warnings.append("rows were not in time order within each device; sorted")
-    frame = frame.sort_values([device, time], kind="stable")
-    duplicated = frame.duplicated([device, time], keep="last")
+    if was_sorted and bool((np.diff(codes) >= 0).all()):
+        # Already in (device, time) order: a duplicate is a row equal to the next in both keys.
+        same_as_next = (codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1])
+        duplicated = pd.Series(np.r_[same_as_next, False], index=frame.index)
+    else:
+        frame = frame.sort_values([device, time], kind="stable")
+        duplicated = frame.duplicated([device, time], keep="last")
     if duplicated.any():
         warnings.append(
             f"{int(duplicated.sum())} duplicate (device, timestamp) rows; kept the last"
         )
         frame = frame[~duplicated]
 
-    if frame[sensors].isna().any().any():
+    if missing is not None and missing.any():
         filled = frame.groupby(device, sort=False)[sensors].transform(lambda s: s.ffill().bfill())
         still_missing = filled.isna()
         if still_missing.any().any():
@@ -217,11 +255,17 @@ def normalise_events(
     _require_columns(events, [device, event_time], where)
     keep = [c for c in events.columns if c in (device, event_time, "failure_type")]
     clean = events[keep].copy()
-    clean[device] = clean[device].astype(str)
+    if not pd.api.types.is_string_dtype(clean[device]) or clean[device].isna().any():
+        clean[device] = clean[device].astype(str)
     if clean.empty:
         clean[event_time] = pd.Series(dtype="datetime64[ns]")
         return clean
     clean[event_time] = _utc_naive(clean[event_time], f"{where}, column '{event_time}'")
+    codes = pd.factorize(clean[device], sort=True)[0]
+    stamps = clean[event_time].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ordered = (np.diff(codes) > 0) | ((np.diff(codes) == 0) & (np.diff(stamps) >= 0))
+    if ordered.all():  # already in (device, time) order, as events a step wrote are
+        return clean.reset_index(drop=True)
     return clean.sort_values([device, event_time]).reset_index(drop=True)
 
 

@@ -10,8 +10,16 @@ from __future__ import annotations
 COMMON = (
     "test_rows",
     "test_devices",
-    "latency_p50_ms",
-    "latency_p99_ms",
+    "latency_onnx_p50_ms",
+    "latency_onnx_p99_ms",
+    "latency_pyfunc_p50_ms",
+    "latency_pyfunc_p99_ms",
+    "latency_device_p50_ms",
+    "latency_device_p99_ms",
+    "latency_batch_p50_ms",
+    "latency_batch_p99_ms",
+    "latency_batch_devices",
+    "throughput_devices_per_s",
     "onnx_max_abs_difference",
     "feature_count",
 )

@@ -105,7 +105,13 @@ def check_gates(
         results = [_gate("mae", metrics.get("mae"), gates.max_mae_hours, "<=")]
         parity_bound = gates.max_onnx_difference_hours
     results += [
-        _gate("latency_p99_ms", metrics.get("latency_p99_ms"), gates.max_latency_p99_ms, "<="),
+        # What an alerting system waits for: one device scored from its raw readings.
+        _gate(
+            "latency_device_p99_ms",
+            metrics.get("latency_device_p99_ms"),
+            gates.max_latency_p99_ms,
+            "<=",
+        ),
         _gate(
             "onnx_max_abs_difference",
             metrics.get("onnx_max_abs_difference"),

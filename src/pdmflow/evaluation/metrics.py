@@ -6,8 +6,6 @@ Names are fixed: every run logs the same keys.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import (
@@ -171,25 +169,6 @@ def classification_metrics(
         "precision_at_recall_0_7": precision_at_recall(y_true, probability, RECALL_FLOOR),
         "recall_at_precision_0_8": recall_at_precision(y_true, probability, PRECISION_FLOOR),
         "precision_at_top_5pct": precision_at_top_percent(y_true, probability, TOP_SCORE_PERCENT),
-    }
-
-
-def single_row_latency_ms(
-    predict: Callable[[np.ndarray], object], rows: np.ndarray, repeats: int = 300
-) -> dict[str, float]:
-    """p50/p99 wall time of one-row predictions, after a short warm-up."""
-    rows = np.asarray(rows, dtype=np.float32)
-    for i in range(min(20, len(rows))):
-        predict(rows[i : i + 1])
-    timings = []
-    for i in range(repeats):
-        row = rows[i % len(rows)][None, :]
-        start = time.perf_counter()
-        predict(row)
-        timings.append((time.perf_counter() - start) * 1000)
-    return {
-        "latency_p50_ms": float(np.percentile(timings, 50)),
-        "latency_p99_ms": float(np.percentile(timings, 99)),
     }
 
 

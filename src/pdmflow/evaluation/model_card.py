@@ -35,7 +35,8 @@ CLASSIFICATION_TABLE = (
     ("false_alarms_per_device_day", "false alarms per device-day"),
     ("cv_auc_mean", "CV AUC mean"),
     ("cv_auc_std", "CV AUC std"),
-    ("latency_p99_ms", "latency p99 (ms)"),
+    ("latency_device_p99_ms", "one device scored from raw readings, p99 (ms)"),
+    ("latency_pyfunc_p99_ms", "pyfunc predict, one row, p99 (ms)"),
 )
 REGRESSION_TABLE = (
     ("mae", "MAE (h)"),
@@ -49,7 +50,8 @@ REGRESSION_TABLE = (
     ("late_prediction_rate", "late prediction rate"),
     ("cv_mae_mean", "CV MAE mean (h)"),
     ("cv_mae_std", "CV MAE std (h)"),
-    ("latency_p99_ms", "latency p99 (ms)"),
+    ("latency_device_p99_ms", "one device scored from raw readings, p99 (ms)"),
+    ("latency_pyfunc_p99_ms", "pyfunc predict, one row, p99 (ms)"),
 )
 
 

@@ -11,6 +11,7 @@ positive-class column of `probabilities` is gathered into a clean vector; the re
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -77,6 +78,81 @@ def fit_model(
     # Float32 features: the ONNX model computes in float32, so training sees the same values.
     model.fit(X.astype(np.float32), y, callbacks=callbacks, **fit_kwargs)
     return model
+
+
+# Bins built once must serve trials with any min_data_in_leaf: no pre-filtering by it.
+DATASET_PARAMS = {"feature_pre_filter": False, "verbose": -1}
+
+
+@dataclass
+class FoldData:
+    """One fold's binned LightGBM datasets (fit and validation rows), built once and shared by
+    every trial of a study: binning the same frame again is most of a small trial's time."""
+
+    fit: lgb.Dataset
+    valid: lgb.Dataset
+    valid_X: np.ndarray  # float32, for predictions
+    valid_y: np.ndarray
+
+
+def fold_data(
+    task: str, X: pd.DataFrame, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int
+) -> list[FoldData]:
+    """Each fold's datasets, binned now (float32 features, as `fit_model` fits them)."""
+    values = X.to_numpy(dtype=np.float32)
+    labels = np.asarray(y).astype(int if task == "classification" else float)
+    names = [str(c) for c in X.columns]
+    built = []
+    for fit_rows, valid_rows in folds:
+        # The seed also picks the rows bin boundaries are sampled from (as fit_model's does).
+        params = {**DATASET_PARAMS, "seed": seed}
+        fit = lgb.Dataset(
+            values[fit_rows], labels[fit_rows], feature_name=names, params=params,
+            free_raw_data=False,
+        ).construct()
+        valid = lgb.Dataset(
+            values[valid_rows], labels[valid_rows], reference=fit, free_raw_data=False
+        ).construct()
+        built.append(FoldData(fit, valid, values[valid_rows], labels[valid_rows]))
+    return built
+
+
+def fit_booster(
+    task: str,
+    data: FoldData,
+    params: dict[str, Any],
+    seed: int,
+    early_stopping_rounds: int,
+    rul_objective: str = "l1",
+    callbacks: list[Any] | None = None,
+) -> lgb.Booster:
+    """`fit_model` on a fold's prebuilt datasets: the same trees (LightGBM's native API takes
+    the scikit-learn names as aliases), stopping early on the fold's validation rows."""
+    params = {"n_jobs": DEFAULT_THREADS, **params}
+    rounds = int(params.pop("n_estimators", 100))
+    if task == "classification":
+        objective = "binary"
+    else:
+        objective = RUL_OBJECTIVES[rul_objective]
+        params.pop("is_unbalance", None)
+    native = {**params, "objective": objective, "random_state": seed, "verbose": -1}
+    stop = lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
+    return lgb.train(
+        native,
+        data.fit,
+        num_boost_round=rounds,
+        valid_sets=[data.valid],
+        callbacks=[*(callbacks or []), stop],
+    )
+
+
+def booster_predict(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+    """Failure probability or RUL hours at the booster's best iteration."""
+    return booster.predict(X, num_iteration=booster_trees(booster))
+
+
+def booster_trees(booster: lgb.Booster) -> int:
+    return int(booster.best_iteration) if booster.best_iteration else booster.num_trees()
 
 
 def tree_count(model: LightGBMModel) -> int:

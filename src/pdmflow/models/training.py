@@ -91,14 +91,35 @@ def fold_predictions(
     score: Callable[[np.ndarray, np.ndarray], float],
     after_fold: Callable[[int, list[float]], None] | None = None,
     callbacks: list[Any] | None = None,
+    datasets: list[lightgbm.FoldData] | None = None,
 ) -> FoldResult:
     """Fit on each fold's fit rows, stop early and predict on its validation rows.
 
-    `after_fold(k, scores so far)` runs after each fold (tuning prunes there).
+    `after_fold(k, scores so far)` runs after each fold (tuning prunes there). With
+    `datasets` (`lightgbm.fold_data` of these folds), LightGBM trains on those prebuilt bins
+    instead of binning the rows again: the same models, as boosters.
     """
     predictions = np.full(len(X), np.nan)
     best_iterations, scores, models = [], [], []
     for k, (fit_rows, valid_rows) in enumerate(folds):
+        if datasets is not None and family == "lightgbm":
+            booster = lightgbm.fit_booster(
+                task,
+                datasets[k],
+                params,
+                config.training.seed,
+                config.training.early_stopping_rounds,
+                config.training.rul_objective,
+                callbacks,
+            )
+            models.append(booster)
+            predicted = lightgbm.booster_predict(booster, datasets[k].valid_X)
+            predictions[valid_rows] = predicted
+            best_iterations.append(lightgbm.booster_trees(booster))
+            scores.append(score(y[valid_rows], predicted))
+            if after_fold is not None:
+                after_fold(k, scores)
+            continue
         X_valid, y_valid = X.iloc[valid_rows], y[valid_rows]
         model = fit_family(
             family,

@@ -12,6 +12,7 @@ from pdmflow.registry.release import (
     release_history,
     rollback,
 )
+from pdmflow.registry.repair import release_problems, repair_release
 from pdmflow.registry.versions import production_version, register, update_description
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "release",
     "release_history",
     "release_lock",
+    "release_problems",
+    "repair_release",
     "rollback",
     "update_description",
 ]

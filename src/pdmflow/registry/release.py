@@ -20,6 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pdmflow.errors import StepInputError
+from pdmflow.registry.faults import kill_point
 from pdmflow.registry.versions import production_version
 
 CHAMPION_ALIAS = "champion"
@@ -40,21 +41,25 @@ def _now() -> str:
 def _to_production(name: str, version: str) -> None:
     """Production (archiving the one there), then `champion` moves to it."""
     client = MlflowClient()
+    kill_point("transition_to_production")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stage APIs are deprecated, still served
         client.transition_model_version_stage(
             name, version, "Production", archive_existing_versions=True
         )
+    kill_point("set_champion_alias")
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
 
 
 def release(name: str, version: str) -> None:
     """None -> Staging -> Production, archive the old Production, point `champion` here."""
     client = MlflowClient()
+    kill_point("transition_to_staging")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, version, "Staging")
     _to_production(name, version)
+    kill_point("set_release_tags")
     client.set_model_version_tag(name, version, "pdmflow.released_at", _now())
     client.set_model_version_tag(name, version, "pdmflow.released_by", _who())
 

@@ -27,18 +27,16 @@ from pdmflow.evaluation.champion import (
     unseen_rows,
 )
 from pdmflow.evaluation.explain import Explainer, shap_figures, shap_importance
+from pdmflow.evaluation.latency import serving_latency
 from pdmflow.evaluation.maintenance import (
     worst_devices,
-)
-from pdmflow.evaluation.metrics import (
-    single_row_latency_ms,
 )
 from pdmflow.evaluation.report import assess_test_rows
 from pdmflow.evaluation.robustness import robustness_summary, robustness_table
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
-from pdmflow.serving import SPEC_PATH
+from pdmflow.serving import SPEC_PATH, FailureScorer
 from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import downloaded, latest_step_run, step_run
 
@@ -149,8 +147,16 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
             test_devices=int(test[device].nunique()),
             feature_count=len(model_spec.feature_names),
         )
+        test_devices = test[device].unique()
         metrics.update(
-            single_row_latency_ms(lambda row: onnx_predict(session, row), X_test.to_numpy())
+            serving_latency(
+                FailureScorer.load(model_uri),
+                X_test.to_numpy(),
+                telemetry[telemetry[device].isin(test_devices)],
+                events if model_spec.time_since_failure else None,
+                lambda row: onnx_predict(session, row),
+                batch_devices=config.evaluation.latency_batch_devices,
+            )
         )
         # Measured where both models exist (train); carried here for the gates and the card.
         carried = (

@@ -7,19 +7,23 @@ and each step's run, so two pipelines compare side by side in the runs table.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
-from pdmflow.errors import GateFailure
+from pdmflow.errors import GateFailure, StepInputError
+from pdmflow.registry import lineage
 from pdmflow.steps.evaluate import run_evaluate
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import run_tune
-from pdmflow.tracking import STEP_TAG, STEPS, step_run
+from pdmflow.tracking import STEP_TAG, STEPS, step_run, tenant_experiment_id
 
 NOTE_TAG = "mlflow.note.content"
 # Headline metrics the parent takes from each step besides evaluate (which gives all of its own).
@@ -46,7 +50,7 @@ NOTE_METRICS = (
     ("robustness_worst_auc_drop", "worst AUC drop (noise / dead sensor)"),
     ("champion_auc_difference", "AUC - champion's"),
     ("champion_mae_difference", "MAE - champion's (h)"),
-    ("latency_p99_ms", "latency p99 (ms)"),
+    ("latency_device_p99_ms", "latency p99, one device (ms)"),
     ("feature_count", "features"),
     ("rows", "rows ingested"),
     ("devices", "devices"),
@@ -120,6 +124,59 @@ def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[
 
 
 RETRAIN_REASON_TAG = "pdmflow.retrain_reason"
+# On the parent, as each step finishes: its output (what the next step reads) and its run id.
+# A resumed pipeline reads them back, and carries the ones it reuses on to its own parent.
+OUTPUT_TAG = "pdmflow.output."
+STEP_RUN_TAG = "pdmflow.step_run."
+RESUMED_FROM_TAG = "pdmflow.resumed_from"
+CONFIG_DIGEST_TAG = "pdmflow.config_sha256"
+# --resume: "true" continues the latest pipeline run (an error when there is none to continue);
+# "auto" (the scheduler's retries) continues it when it did not finish, else starts afresh.
+RESUME_MODES = ("false", "true", "auto")
+
+
+def _resumable(config: TenantConfig, mode: str) -> Run | None:
+    """The tenant's latest pipeline run to continue, None to start afresh (see RESUME_MODES)."""
+    if mode == "false":
+        return None
+    runs = MlflowClient().search_runs(
+        [tenant_experiment_id(config)],
+        filter_string=f"tags.`{STEP_TAG}` = 'main'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    nothing = None
+    if not runs:
+        nothing = f"no pipeline run in experiment '{config.experiment_name}'"
+    elif runs[0].info.status == "FINISHED":
+        nothing = f"the latest pipeline run {runs[0].info.run_id} finished"
+    elif runs[0].data.tags.get(CONFIG_DIGEST_TAG, _config_digest(config)) != _config_digest(
+        config
+    ):
+        nothing = f"the config changed since the latest pipeline run {runs[0].info.run_id}"
+    if nothing is None:
+        return runs[0]
+    if mode == "auto":
+        return None
+    raise StepInputError(f"nothing to resume: {nothing}; run `pdmflow main` without --resume")
+
+
+def _latest_child(parent: Run, step: str) -> str:
+    """The run id of the newest `step` run under `parent` ("none" when there is none)."""
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`{STEP_TAG}` = '{step}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else "none"
+
+
+def _config_digest(config: TenantConfig) -> str:
+    """What the steps' outputs depend on: every config key but `tracking` (the account and
+    how long to wait for the server), so a resume may wait longer than the run it continues."""
+    settings = config.model_dump(mode="json", by_alias=True, exclude={"tracking"})
+    return lineage.sha256(json.dumps(settings, sort_keys=True))
 
 
 def run_pipeline(
@@ -128,12 +185,24 @@ def run_pipeline(
     timeout_seconds: float | None = None,
     workers: int = 1,
     reason: str | None = None,
+    resume: str = "false",
 ) -> str:
     """Run every step; return the released version (GateFailure when the model is rejected).
 
     `reason` (why the scheduler retrains: its cadence, drift, a drop in accuracy) is the tag
-    pdmflow.retrain_reason of the parent run.
+    pdmflow.retrain_reason of the parent run. `resume` (RESUME_MODES) continues the tenant's
+    latest pipeline run that did not finish: its finished steps' outputs are reused, the first
+    step that did not finish runs again, and the new parent's tag pdmflow.resumed_from names
+    the run it continues.
     """
+    earlier = _resumable(config, resume)
+    done = {}
+    if earlier is not None:
+        done = {
+            step: earlier.data.tags[OUTPUT_TAG + step]
+            for step in STEPS
+            if OUTPUT_TAG + step in earlier.data.tags
+        }
     with step_run(config, "main") as parent:
         mlflow.log_params(
             {
@@ -141,20 +210,48 @@ def run_pipeline(
                 "registered_model_name": config.registered_model_name,
             }
         )
+        mlflow.set_tag(CONFIG_DIGEST_TAG, _config_digest(config))
         if reason:
             mlflow.set_tag(RETRAIN_REASON_TAG, reason)
-        data_uri = run_ingest(config)
-        features_uri = run_features(config, data_uri)
-        tune_run_id = run_tune(config, features_uri, n_trials, timeout_seconds, workers)
-        train_run_id = run_train(config, features_uri, tune_run_id)
-        evaluate_run_id = run_evaluate(config, train_run_id)
+        if earlier is not None:
+            mlflow.set_tag(RESUMED_FROM_TAG, earlier.info.run_id)
+            if earlier.info.status == "RUNNING":  # its process died without ending it
+                MlflowClient().set_terminated(earlier.info.run_id, "FAILED")
+            reused = [step for step in STEPS if step in done]
+            print(
+                f"resuming pipeline run {earlier.info.run_id}: reusing "
+                f"{', '.join(reused) or 'no step'}",
+                flush=True,
+            )
+
+        def step(name: str, run: Callable[[], str]) -> str:
+            """The step's output: reused from the run resumed, or run now; kept on the parent."""
+            if name in done:
+                output = done[name]
+                mlflow.set_tag(STEP_RUN_TAG + name, earlier.data.tags[STEP_RUN_TAG + name])
+            else:
+                output = run()
+                mlflow.set_tag(STEP_RUN_TAG + name, _latest_child(parent, name))
+            mlflow.set_tag(OUTPUT_TAG + name, output)
+            return output
+
+        data_uri = step("ingest", lambda: run_ingest(config))
+        features_uri = step("features", lambda: run_features(config, data_uri))
+        tune_run_id = step(
+            "tune", lambda: run_tune(config, features_uri, n_trials, timeout_seconds, workers)
+        )
+        train_run_id = step("train", lambda: run_train(config, features_uri, tune_run_id))
+        evaluate_run_id = step("evaluate", lambda: run_evaluate(config, train_run_id))
         try:
-            version = run_promote(config, evaluate_run_id)
+            version = step("promote", lambda: run_promote(config, evaluate_run_id))
         except GateFailure as rejected:
             verdict: GateFailure | None = rejected
+            mlflow.set_tag(STEP_RUN_TAG + "promote", _latest_child(parent, "promote"))
         else:
             verdict = None
         children = _children(parent.info.run_id, parent.info.experiment_id)
+        for name in done:  # reused steps: their runs live under the parent resumed
+            children.setdefault(name, mlflow.get_run(earlier.data.tags[STEP_RUN_TAG + name]))
         metrics = headline_metrics(children)
         mlflow.log_metrics(metrics)
         promote_tags = children["promote"].data.tags

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
@@ -15,6 +16,7 @@ from pdmflow.registry import (
     register,
     release,
     release_lock,
+    repair_release,
     update_description,
 )
 from pdmflow.steps.evaluate import CHAMPION_VERSION_TAG
@@ -40,6 +42,10 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
     # One release of a model at a time: without the lock two promotes can both find the
     # Production version they were evaluated against, and both release.
     with release_lock(name):
+        # A promote killed part-way (a version left in Staging, @champion behind) is put right
+        # first, so the decision below reads a consistent registry.
+        for repaired in repair_release(name):
+            print(repaired)
         champion = production_version(name)
         current = str(champion.version) if champion else "none"
         evaluated_against = evaluation.data.tags.get(CHAMPION_VERSION_TAG, "none")
@@ -85,11 +91,17 @@ def _register(
         version = register(name, model_uri, tags, model_card.description(facts, location))
         facts.version = str(version.version)
         update_description(name, version.version, model_card.description(facts, location))
-        mlflow.log_text(model_card.render(facts), "model_card.md")
-        mlflow.log_dict(
-            {"version": version.version, "passed": passed, "gates": as_dicts(results)},
-            "gate_results.json",
-        )
+        try:
+            mlflow.log_text(model_card.render(facts), "model_card.md")
+            mlflow.log_dict(
+                {"version": version.version, "passed": passed, "gates": as_dicts(results)},
+                "gate_results.json",
+            )
+        except OSError:
+            # The store filled up (or turned read-only) since config.yaml was written: a
+            # version without its card and gate results is withdrawn, the registry unchanged.
+            MlflowClient().delete_model_version(name, version.version)
+            raise
         mlflow.log_metric("gates_passed", int(passed))
         mlflow.set_tags(
             {

@@ -31,7 +31,7 @@ REPRODUCES_TAG = "pdmflow.reproduces"
 TOLERANCE = 1e-6
 # Not expected to repeat: wall-clock latency, and anything measured against whichever version
 # is in Production today (champion_*, candidate_*_on_champion_rows).
-SKIPPED_PREFIXES = ("latency_", "champion_")
+SKIPPED_PREFIXES = ("latency_", "throughput_", "champion_")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
-import pandas as pd
-from mlflow.models import infer_signature
 
 from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
@@ -18,7 +16,7 @@ from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
 from pdmflow.features.selection import learning_set
-from pdmflow.models.onnx import OUTPUT_NAMES, onnx_predict, onnx_session
+from pdmflow.models.onnx import onnx_predict, onnx_session, serving_signature
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, step_run
@@ -152,10 +150,8 @@ def run_train(
         mlflow.log_metrics(metrics)
         mlflow.log_dict(selection.as_dict(), "feature_selection.json")
 
-        example = X_test.head(5).astype("float64")
-        signature = infer_signature(
-            example, pd.DataFrame({OUTPUT_NAMES[config.task]: onnx_predict(session, example)})
-        )
+        example = X_test.head(5).to_numpy(dtype="float32")
+        signature = serving_signature(len(model_spec.feature_names), config.task)
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "feature_spec.json"
             spec_path.write_text(model_spec.to_json())

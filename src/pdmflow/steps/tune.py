@@ -162,6 +162,7 @@ def run_tune(
             objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
             tuning.run_trials(objective, timeout_seconds)
         seconds = time.perf_counter() - clock
+        mlflow.log_metric("dataset_seconds", objective.dataset_seconds)
 
         study = optuna.load_study(study_name=study_name, storage=storage)
         best = tuning.best_choice(study, plan.families)

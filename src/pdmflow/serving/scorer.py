@@ -18,7 +18,8 @@ from pdmflow.data.labels import health_status
 from pdmflow.data.validation import normalise_events, normalise_telemetry
 from pdmflow.errors import PdmflowError
 from pdmflow.evaluation.explain import Explainer, top_features
-from pdmflow.features.builder import FeatureSpec, latest_features
+from pdmflow.features.builder import FeatureSpec
+from pdmflow.features.latest import LatestFeatures
 from pdmflow.models.onnx import OUTPUT_NAMES
 from pdmflow.tracking import downloaded
 
@@ -29,6 +30,26 @@ def load_feature_spec(model_uri: str) -> FeatureSpec:
     """The feature spec logged inside the model (train puts it there)."""
     with downloaded(model_uri) as local:
         return FeatureSpec.from_json((local / SPEC_PATH).read_text())
+
+
+def validate_for_spec(
+    telemetry: pd.DataFrame, events: pd.DataFrame | None, spec: FeatureSpec, where: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Telemetry (and events) validated and normalised by the rules training applied, sorted
+    by device then time, in the spec's columns; `where` names the input in errors."""
+    clean, _, _ = normalise_telemetry(
+        telemetry,
+        spec.device_column,
+        spec.time_column,
+        spec.continuous_sensors,
+        spec.boolean_sensors,
+        where,
+    )
+    if events is not None:
+        events = normalise_events(
+            events, spec.device_column, spec.event_time_column, f"events for {where}"
+        )
+    return clean, events
 
 
 class FailureScorer:
@@ -46,6 +67,7 @@ class FailureScorer:
         self.metadata = Model.load(str(model_path)).metadata or {}
         self.task = self.metadata.get("task", "classification")
         self.explainer = Explainer.load_from_model_dir(model_path)
+        self.latest = LatestFeatures(self.spec)
 
     @classmethod
     def load(cls, model_uri: str) -> FailureScorer:
@@ -54,10 +76,13 @@ class FailureScorer:
         with downloaded(model_uri) as local:
             return cls(local, model_uri)
 
-    def score_features(self, features: pd.DataFrame) -> np.ndarray:
-        """Predictions for rows that already hold the spec's feature columns."""
-        predictions = self.model.predict(features[self.spec.feature_names].astype("float64"))
-        return predictions[OUTPUT_NAMES[self.task]].to_numpy()
+    def score_features(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Predictions for feature rows: a frame holding the spec's feature columns, or an
+        array [N, n_features] in the spec's order."""
+        if isinstance(features, pd.DataFrame):
+            features = features[self.spec.feature_names]
+        values = np.asarray(features, dtype=np.float32)
+        return self.model.predict(values)[OUTPUT_NAMES[self.task]]
 
     def score_telemetry(
         self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None, explain: int = 0
@@ -77,33 +102,37 @@ class FailureScorer:
             raise ValueError(f"explain: the number of reasons per device, got {explain}")
         if explain:
             self._require_explainer()  # before any work
+        clean, events = validate_for_spec(telemetry, events, self.spec, "telemetry to score")
+        return self.score_validated(clean, events, explain)
+
+    def score_validated(
+        self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None, explain: int = 0
+    ) -> pd.DataFrame:
+        """`score_telemetry` for telemetry (and events) already validated and sorted by
+        device then time (`normalise_telemetry`), as batch scoring holds them."""
         spec = self.spec
-        clean, _, _ = normalise_telemetry(
-            telemetry,
-            spec.device_column,
-            spec.time_column,
-            spec.continuous_sensors,
-            spec.boolean_sensors,
-            "telemetry to score",
+        devices, times, values = self.latest.matrix(telemetry, events)
+        scored = self.decide(
+            pd.DataFrame({spec.device_column: devices, spec.time_column: times}),
+            self.score_features(values),
         )
-        if events is not None:
-            events = normalise_events(
-                events, spec.device_column, spec.event_time_column, "events to score"
-            )
-        features = latest_features(clean, spec, events)
-        prediction = self.score_features(features)
-        scored = features[[spec.device_column, spec.time_column]].copy()
+        if explain:
+            features = pd.DataFrame(values, columns=spec.feature_names)
+            scored = pd.concat([scored, self.reasons(features, explain)], axis=1)
+        return scored
+
+    def decide(self, scored: pd.DataFrame, prediction: np.ndarray) -> pd.DataFrame:
+        """`scored` (device and time per row) with the prediction and the decision: the alert
+        flag `predicted_failure` at the model's threshold, or an RUL model's `health_status`."""
         scored[OUTPUT_NAMES[self.task]] = prediction
         if self.task == "classification":
             scored["predicted_failure"] = prediction >= float(self.metadata["decision_threshold"])
         else:
             scored["health_status"] = health_status(
-                pd.Series(prediction),
+                pd.Series(prediction, index=scored.index),
                 self.metadata["critical_hours"],
                 self.metadata["warning_hours"],
             ).to_numpy()
-        if explain:
-            scored = pd.concat([scored, self.reasons(features, explain)], axis=1)
         return scored
 
     def _require_explainer(self) -> Explainer:

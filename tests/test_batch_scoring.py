@@ -1,0 +1,256 @@
+"""Batch scoring (`pdmflow score`): each device's latest reading equals `score_telemetry`,
+`--all-rows` equals the training features scored by the model, and bad input fails in one line
+with nothing written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import SMOKE, cli, forget_experiment
+
+from pdmflow.artifacts import read_dataset, read_features
+from pdmflow.cli import run as run_cli
+from pdmflow.config import TenantConfig, load_config
+from pdmflow.errors import DataValidationError, StepInputError
+from pdmflow.registry import register, release
+from pdmflow.serving import FailureScorer
+from pdmflow.serving.batch import ScoreWriter
+from pdmflow.steps.features import run_features
+from pdmflow.steps.ingest import run_ingest
+from pdmflow.steps.score import SKIPPED_ARTIFACT, SKIPPED_TAG, run_score
+from pdmflow.steps.train import MODEL_URI_TAG, run_train
+from pdmflow.tracking import STEP_TAG
+
+KEYS = ["device_id", "timestamp"]
+
+
+@dataclass
+class Released:
+    root: Path
+    config_path: Path
+    config: TenantConfig
+    features_uri: str
+    version: str
+    telemetry: pd.DataFrame
+    events: pd.DataFrame
+    telemetry_csv: Path
+    events_csv: Path
+
+    @property
+    def production_uri(self) -> str:
+        return f"models:/{self.config.registered_model_name}/Production"
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """ingest, features and train on the smoke config (no tuning), registered and released to
+    Production in a temp SQLite store, once for this module; the telemetry as CSV files."""
+    root = tmp_path_factory.mktemp("batch")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.chdir(root)  # the default artifact root ./mlruns lands in root
+        mlflow.set_tracking_uri(uri)
+        try:
+            config_path = root / "tenant.yaml"
+            config_path.write_text(yaml.safe_dump(yaml.safe_load(SMOKE.read_text())))
+            config = load_config(config_path)
+            dataset_uri = run_ingest(config)
+            features_uri = run_features(config, dataset_uri)
+            train_run = mlflow.get_run(run_train(config, features_uri, "none"))
+            name = config.registered_model_name
+            version = register(name, train_run.data.tags[MODEL_URI_TAG], {}, "batch test")
+            release(name, version.version)
+            telemetry, events = read_dataset(dataset_uri)
+            telemetry_csv, events_csv = root / "telemetry.csv", root / "events.csv"
+            telemetry.to_csv(telemetry_csv, index=False)
+            events.to_csv(events_csv, index=False)
+            yield Released(
+                root,
+                config_path,
+                config,
+                features_uri,
+                str(version.version),
+                telemetry,
+                events,
+                telemetry_csv,
+                events_csv,
+            )
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+            forget_experiment()
+
+
+def _score_runs(config: TenantConfig) -> list:
+    experiment = mlflow.get_experiment_by_name(config.experiment_name)
+    return mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        f"tags.`{STEP_TAG}` = 'score'",
+        order_by=["attributes.start_time DESC"],
+    )
+
+
+def _error_line(result) -> str:
+    """The CLI's one error line (stderr may hold library warnings before it)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pdmflow score: error")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_latest_rows_equal_score_telemetry_per_device(released, tmp_path):
+    output = tmp_path / "out" / "scores.parquet"
+    # The command line in this process (the error cases run it as a subprocess); small chunks:
+    # the Parquet file is appended to several times.
+    status = run_cli(
+        ["score", "--config", str(released.config_path), "--input", str(released.telemetry_csv),
+         "--events", str(released.events_csv), "--output", str(output), "--rows-per-chunk", "1500"]
+    )  # fmt: skip
+    assert status == 0
+    scored = pd.read_parquet(output)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["scores.parquet"]
+    assert len(pq_row_groups(output)) > 1
+
+    scorer = FailureScorer.load(released.production_uri)
+    expected = scorer.score_telemetry(
+        pd.read_csv(released.telemetry_csv), pd.read_csv(released.events_csv)
+    )
+    assert list(scored.columns) == [*expected.columns, "model_name", "model_version"]
+    assert len(scored) == released.telemetry["device_id"].nunique() == len(expected)
+    pd.testing.assert_frame_equal(
+        scored[expected.columns].sort_values("device_id").reset_index(drop=True),
+        expected.sort_values("device_id").reset_index(drop=True),
+    )
+    assert (scored["model_name"] == released.config.registered_model_name).all()
+    assert (scored["model_version"] == released.version).all()
+
+    run = _score_runs(released.config)[0]
+    assert run.data.params["model_version"] == released.version
+    assert run.data.params["model_name"] == released.config.registered_model_name
+    assert run.data.params["scored_model_uri"] == released.production_uri
+    assert run.data.params["scoring_mode"] == "latest"
+    assert run.data.params["output_path"] == str(output)
+    assert run.data.metrics == {
+        "rows_read": len(released.telemetry),
+        "devices": 16,
+        "devices_scored": 16,
+        "devices_skipped": 0,
+        "rows_written": 16,
+    }
+
+
+def pq_row_groups(path: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+
+
+def test_all_rows_equal_the_training_features_scored_by_the_model(released, tmp_path):
+    output = tmp_path / "backfill.csv"
+    result = run_score(released.config, str(output), all_rows=True, rows_per_chunk=2000)
+    scored = pd.read_csv(output, parse_dates=["timestamp"])
+    assert len(scored) == result.metrics["rows_written"]
+
+    scorer = FailureScorer.load(released.production_uri)
+    tables, _ = read_features(released.features_uri)
+    training = pd.concat(tables.values(), ignore_index=True)
+    expected = training[KEYS].assign(expected=scorer.score_features(training))
+    joined = expected.merge(scored, on=KEYS, how="left", validate="one_to_one")
+    assert joined["failure_probability"].notna().all()  # every training row was scored
+    np.testing.assert_allclose(joined["failure_probability"], joined["expected"], atol=1e-6)
+    threshold = float(scorer.metadata["decision_threshold"])
+    assert (scored["predicted_failure"] == (scored["failure_probability"] >= threshold)).all()
+    # Rows without a label (the last horizon of each device) are scored too: never fewer.
+    assert len(scored) >= len(training)
+    assert _score_runs(released.config)[0].data.params["scoring_mode"] == "all_rows"
+
+
+def test_a_device_with_too_little_history_is_listed_and_the_others_scored(
+    released, tmp_path, capsys
+):
+    newcomer = released.telemetry.tail(2).assign(device_id="newcomer")
+    telemetry = pd.concat([released.telemetry, newcomer], ignore_index=True)
+    telemetry.to_parquet(tmp_path / "fleet.parquet", index=False)
+    output = tmp_path / "scores.csv"
+    result = run_score(
+        released.config,
+        str(output),
+        input_path=str(tmp_path / "fleet.parquet"),
+        events_path=str(released.events_csv),
+    )
+    warning = capsys.readouterr().err
+    assert "1 device(s) skipped, too little history" in warning and "newcomer" in warning
+    assert list(result.skipped["device"]) == ["newcomer"]
+    assert result.metrics["devices"] == 17
+    assert result.metrics["devices_skipped"] == 1
+    scored = pd.read_csv(output)
+    assert set(scored["device_id"]) == set(released.telemetry["device_id"])
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags[SKIPPED_TAG] == "newcomer"
+    artifact = f"runs:/{run.info.run_id}/{SKIPPED_ARTIFACT}"
+    listed = pd.read_csv(mlflow.artifacts.download_artifacts(artifact, dst_path=str(tmp_path)))
+    assert list(listed["device"]) == ["newcomer"] and list(listed["readings"]) == [2]
+
+    # Every device too short: an error, nothing written.
+    newcomer.to_parquet(tmp_path / "newcomer.parquet", index=False)
+    with pytest.raises(DataValidationError, match="all 1 devices have too little history"):
+        run_score(
+            released.config,
+            str(tmp_path / "none.csv"),
+            input_path=str(tmp_path / "newcomer.parquet"),
+            events_path=str(released.events_csv),
+        )
+    assert not (tmp_path / "none.csv").exists()
+
+
+def test_a_missing_sensor_column_is_one_line_naming_it_and_nothing_is_written(released, tmp_path):
+    broken = tmp_path / "no_pressure.csv"
+    released.telemetry.drop(columns="pressure").to_csv(broken, index=False)
+    output = tmp_path / "out" / "scores.parquet"
+    result = cli(
+        "score", "--config", str(released.config_path), "--input", str(broken),
+        "--events", str(released.events_csv), "--output", str(output), cwd=released.root,
+    )  # fmt: skip
+    assert result.returncode == 2
+    line = _error_line(result)
+    expected = f"pdmflow score: error: telemetry file {broken}: missing required column 'pressure'"
+    assert line.startswith(expected)
+    assert not output.parent.exists()
+
+
+def test_an_unknown_model_uri_is_one_line_naming_it_and_nothing_is_written(released, tmp_path):
+    output = tmp_path / "scores.csv"
+    result = cli(
+        "score", "--config", str(released.config_path), "--source-config",
+        "--model-uri", "models:/no-such-model/Production", "--output", str(output),
+        cwd=released.root,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert _error_line(result) == (
+        "pdmflow score: error: model URI models:/no-such-model/Production: "
+        "no registered model 'no-such-model'"
+    )
+    assert not output.exists() and list(tmp_path.iterdir()) == []
+    # A registered model without a version in the stage asked for.
+    staging = f"models:/{released.config.registered_model_name}/Staging"
+    with pytest.raises(StepInputError, match=f"^model URI {staging}: .* no version in stage"):
+        run_score(released.config, str(output), model_uri=staging)
+    assert not output.exists()
+
+
+def test_a_failure_while_writing_leaves_no_output(tmp_path):
+    output = tmp_path / "scores.parquet"
+    frame = pd.DataFrame({"device_id": ["a"], "failure_probability": [0.5]})
+    with pytest.raises(RuntimeError), ScoreWriter(output) as writer:
+        writer.write(frame)
+        raise RuntimeError("the model server went away")
+    assert list(tmp_path.iterdir()) == []
