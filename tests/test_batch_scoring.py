@@ -25,7 +25,7 @@ from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.score import SKIPPED_ARTIFACT, SKIPPED_TAG, run_score
 from pdmflow.steps.train import MODEL_URI_TAG, run_train
-from pdmflow.tracking import STEP_TAG
+from pdmflow.tracking import STEP_TAG, downloaded
 
 KEYS = ["device_id", "timestamp"]
 
@@ -254,3 +254,35 @@ def test_a_failure_while_writing_leaves_no_output(tmp_path):
         writer.write(frame)
         raise RuntimeError("the model server went away")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_version_logged_with_named_column_signature_still_scores(released):
+    """Versions released before the tensor signature (one named float64 column per feature)
+    keep scoring, with the same probabilities as the tensor-signed model."""
+    import mlflow.onnx
+    from mlflow.models import infer_signature
+
+    from pdmflow.serving.scorer import SPEC_PATH
+
+    current = FailureScorer.load(f"models:/{released.config.registered_model_name}/Production")
+    with downloaded(current.model_uri) as local:
+        graph = mlflow.onnx.load_model(str(local))
+        spec_file = local / SPEC_PATH
+        example = pd.DataFrame(
+            np.zeros((2, len(current.spec.feature_names))), columns=current.spec.feature_names
+        )
+        with mlflow.start_run():
+            logged = mlflow.onnx.log_model(
+                graph,
+                name="model",
+                signature=infer_signature(example),
+                extra_files=[str(spec_file)],
+                metadata=current.metadata,
+            )
+    older = FailureScorer.load(logged.model_uri)
+    assert older.model.metadata.get_input_schema().input_names() == current.spec.feature_names
+    expected = current.score_telemetry(released.telemetry, released.events)
+    scored = older.score_telemetry(released.telemetry, released.events)
+    np.testing.assert_allclose(
+        scored["failure_probability"], expected["failure_probability"], atol=1e-7
+    )

@@ -118,3 +118,50 @@ def test_a_device_without_full_history_is_named():
         LatestFeatures(spec).matrix(short, events)
     with pytest.raises(DataValidationError, match="pass the failure events"):
         LatestFeatures(spec).matrix(telemetry, None)
+
+
+def test_clean_input_skips_normalising_and_any_mess_takes_the_full_rules():
+    """Serving reads clean telemetry straight into arrays, equal to what normalising gives;
+    unsorted, duplicated, missing, untyped or zoned input goes through normalise_telemetry."""
+    from pdmflow.data.validation import clean_arrays, normalise_telemetry
+
+    telemetry, _, spec = degenerate_fleet()
+    columns = (spec.device_column, spec.time_column, spec.continuous_sensors, spec.boolean_sensors)
+    normalised = normalise_telemetry(telemetry, *columns, "test")[0]
+    ready = clean_arrays(normalised, *columns)
+    assert ready is not None
+    assert list(ready.devices) == list(normalised["device_id"])
+    np.testing.assert_array_equal(ready.times, normalised["timestamp"].to_numpy())
+    np.testing.assert_array_equal(ready.continuous, normalised[["temp", "vib"]].to_numpy())
+    np.testing.assert_array_equal(ready.booleans, normalised[["valve", "service"]].to_numpy())
+    missing = normalised.copy()
+    missing.loc[3, "temp"] = np.nan
+    messes = {
+        "shuffled": normalised.sample(frac=1, random_state=1),
+        "duplicated": pd.concat([normalised, normalised.tail(1)], ignore_index=True),
+        "missing value": missing,
+        "numbers as text": normalised.astype({"temp": str}),
+        "zoned times": normalised.assign(timestamp=normalised["timestamp"].dt.tz_localize("UTC")),
+        "boolean not 0/1": normalised.assign(valve=normalised["valve"] * 2),
+    }
+    for mess, frame in messes.items():
+        assert clean_arrays(frame, *columns) is None, mess
+
+
+def test_serving_history_reaches_back_to_the_last_maintenance():
+    """hours_since_maintenance looks back up to its cap: `serving_history` of readings gives
+    training's value; enough for every window and lag (2 h here) but not the cap would not."""
+    telemetry, events, spec = degenerate_fleet()
+    noisy = telemetry[telemetry["device_id"] == "noisy"].reset_index(drop=True)
+    noisy["service"] = 0.0
+    noisy.loc[1, "service"] = 1.0  # one maintenance, early on
+    built = build_features(noisy, spec, events).tail(1)
+    last = noisy["timestamp"].iloc[-1]
+    assert spec.serving_history == pd.Timedelta(hours=spec.time_since_cap_hours) > spec.history
+    for back, equal in ((spec.serving_history, True), (pd.Timedelta(hours=2), False)):
+        given = noisy[noisy["timestamp"] >= last - back].reset_index(drop=True)
+        served = LatestFeatures(spec).frame(given, events)
+        same = np.isclose(
+            served["hours_since_maintenance"].iloc[0], built["hours_since_maintenance"].iloc[0]
+        )
+        assert same == equal

@@ -214,7 +214,10 @@ def test_tracking_outage_is_retried_verdicts_are_not(tenant, tmp_path, fake_pdmf
     # The retry continues the failed pipeline from its first unfinished step.
     first, retry = calls(unreachable)
     assert "--resume" not in first["args"]
-    assert retry["args"][-2:] == ["--resume", "auto"]
+    # ... and only a pipeline run this retrain started (not an older failed one).
+    assert retry["args"][-4:-1] == ["--resume", "auto", "--resume-since"]
+    started = state(tmp_path)["tenants"]["unreachable"]["last_retrain"]["started_at"]
+    assert retry["args"][-1] == started
     assert TrackingUnreachable.exit_code == 4
     outcomes = {t: e["last_retrain"]["outcome"] for t, e in state(tmp_path)["tenants"].items()}
     assert outcomes == {

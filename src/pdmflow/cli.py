@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
                 help="continue the latest pipeline run from its first unfinished step "
                 "(auto: only when it did not finish, else start afresh)",
             )
+            sub.add_argument(
+                "--resume-since",
+                default=None,
+                help="with --resume auto: continue only a pipeline run started at or after "
+                "this ISO time (the scheduler passes its retrain's start)",
+            )
         if name == "tune-worker":
             sub.add_argument("--study", required=True, help="study name (the tune run prints it)")
     train = step("train", "fit LightGBM, export and check ONNX, log the model")
@@ -264,6 +270,7 @@ def run(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 reason=args.reason,
                 resume=args.resume,
+                resume_since=args.resume_since,
             )
             print(f"pipeline released {config.registered_model_name} version {version}")
     except PdmflowError as error:

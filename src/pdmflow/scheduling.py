@@ -418,7 +418,10 @@ class TenantRunner:
                 # A retry continues the failed attempt's pipeline from its first unfinished
                 # step (auto: afresh when that attempt never started one).
                 status, attempts, _ = self._with_retries(
-                    "retrain", command, RETRAIN_VERDICTS, [*command, "--resume", "auto"]
+                    "retrain",
+                    command,
+                    RETRAIN_VERDICTS,
+                    [*command, "--resume", "auto", "--resume-since", attempt["started_at"]],
                 )
         except LockHeld as held:
             log.warning("%s: skipping this retrain: %s", tenant_id, held)

@@ -21,3 +21,24 @@ def test_resume_with_no_pipeline_run_is_one_line_and_exit_2(tracking_store, caps
         "pdmflow main: error: nothing to resume: no pipeline run in experiment "
         "'pdmflow-smoke'; run `pdmflow main` without --resume"
     )
+
+
+def test_auto_resume_continues_only_a_run_started_since_the_retrain_began(tracking_store):
+    """A scheduler retry passes its retrain's start: an older failed pipeline (older data) is
+    not continued, one the retried attempt started is."""
+    import mlflow
+    import pandas as pd
+
+    from pdmflow.config import load_config
+    from pdmflow.steps.pipeline import _resumable
+    from pdmflow.tracking import step_run
+
+    config = load_config(SMOKE)
+    with step_run(config, "main") as run:  # a pipeline run that then failed
+        pass
+    mlflow.MlflowClient().set_terminated(run.info.run_id, "FAILED")
+    started = pd.Timestamp(mlflow.get_run(run.info.run_id).info.start_time, unit="ms", tz="UTC")
+    before, after = started - pd.Timedelta(seconds=5), started + pd.Timedelta(seconds=5)
+    assert _resumable(config, "auto", before.isoformat()).info.run_id == run.info.run_id
+    assert _resumable(config, "auto", after.isoformat()) is None
+    assert _resumable(config, "auto").info.run_id == run.info.run_id

@@ -12,6 +12,7 @@ Problems that do not make training meaningless are warnings in the report.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -309,3 +310,64 @@ def summarise(report: dict[str, Any]) -> str:
         lines.append(f"label:       {report['label_positive_rate']:.1%} positive")
     lines += [f"warning:     {w}" for w in report["warnings"]] or ["warnings:    none"]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CleanArrays:
+    """Telemetry as the arrays `normalise_telemetry` would give, for a frame that needs none of
+    its work: devices (object, text), times (datetime64[ns]), sensors (float64 matrices)."""
+
+    devices: np.ndarray
+    times: np.ndarray
+    continuous: np.ndarray
+    booleans: np.ndarray
+
+
+def _plain_float_matrix(telemetry: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """[rows, columns] float64 of numeric (or boolean) columns without a missing value."""
+    if not columns:
+        return np.empty((len(telemetry), 0))
+    values = []
+    for column in columns:
+        series = telemetry[column]
+        if not (_plain_numbers(series) or pd.api.types.is_bool_dtype(series)):
+            return None
+        values.append(series.to_numpy(dtype="float64", na_value=np.nan))
+    matrix = np.column_stack(values)
+    return None if np.isnan(matrix).any() else matrix
+
+
+def clean_arrays(
+    telemetry: pd.DataFrame,
+    device: str,
+    time: str,
+    continuous_sensors: list[str],
+    boolean_sensors: list[str],
+) -> CleanArrays | None:
+    """The arrays of telemetry that is already clean: every column present and typed (text
+    devices, naive datetime64[ns] times, numeric sensors, booleans 0/1), nothing missing, rows
+    in (device, time) order without a duplicate. None when any of that fails: then
+    `normalise_telemetry` applies the rules (and names what is wrong). Serving's fast path:
+    what a scoring client sends is usually clean, and checking is cheaper than normalising.
+    """
+    columns = telemetry.columns
+    if telemetry.empty or any(c not in columns for c in [device, time, *continuous_sensors]):
+        return None
+    if any(c not in columns for c in boolean_sensors):
+        return None
+    names, stamps = telemetry[device], telemetry[time]
+    if not pd.api.types.is_string_dtype(names) or names.hasnans:
+        return None
+    if stamps.dtype != "datetime64[ns]" or stamps.hasnans:
+        return None
+    continuous = _plain_float_matrix(telemetry, continuous_sensors)
+    booleans = _plain_float_matrix(telemetry, boolean_sensors)
+    if continuous is None or booleans is None or not np.isin(booleans, (0.0, 1.0)).all():
+        return None
+    devices = names.to_numpy(dtype=object)
+    times = stamps.to_numpy()
+    same_device = devices[1:] == devices[:-1]
+    later = np.diff(times.view(np.int64)) > 0
+    if not (same_device <= later).all() or not (devices[1:] >= devices[:-1]).all():
+        return None  # out of order, or a duplicate (device, time): the full rules decide
+    return CleanArrays(devices, times, continuous, booleans)

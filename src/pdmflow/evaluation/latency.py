@@ -50,12 +50,12 @@ def percentiles(prefix: str, timings: np.ndarray) -> dict[str, float]:
 def recent_readings(
     telemetry: pd.DataFrame, spec: FeatureSpec, margin_readings: int = 2
 ) -> dict[str, pd.DataFrame]:
-    """Per device, the raw readings its latest reading's features need: `spec.history` back
-    (and `spec.min_readings`), plus a couple more so the window edge is covered."""
+    """Per device, the raw readings its latest reading's features need: `spec.serving_history`
+    back (and `spec.min_readings`), plus a couple more so the window edge is covered."""
     device, time_column = spec.device_column, spec.time_column
     needed = {}
     for name, readings in telemetry.groupby(device, sort=False):
-        cut = readings[time_column].iloc[-1] - spec.history
+        cut = readings[time_column].iloc[-1] - spec.serving_history
         first = int(np.searchsorted(readings[time_column].to_numpy(), cut.to_datetime64()))
         first = max(0, min(first, len(readings) - spec.min_readings) - margin_readings)
         needed[str(name)] = readings.iloc[first:].reset_index(drop=True)

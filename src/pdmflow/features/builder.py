@@ -93,6 +93,15 @@ class FeatureSpec:
         return max(pd.Timedelta(x) for x in [*self.lags, *self.windows])
 
     @property
+    def serving_history(self) -> pd.Timedelta:
+        """How far back serving must give readings for a device's latest features to equal
+        training's: `history`, or the time-since cap when hours_since_maintenance is built
+        (the last maintenance reading may lie that far back)."""
+        if self.maintenance_sensor and "hours_since_maintenance" in self.feature_names:
+            return max(self.history, pd.Timedelta(hours=self.time_since_cap_hours))
+        return self.history
+
+    @property
     def min_readings(self) -> int:
         """Readings a device needs, at least, besides `history` of time."""
         return max(3, self.spectral_window if self.spectral_sensors else 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pdmflow.data.validation import CleanArrays
 from pdmflow.errors import DataValidationError
 from pdmflow.features.builder import CYCLES, FeatureSpec
 
@@ -239,22 +240,35 @@ class LatestFeatures:
     def matrix(
         self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(device per row, its latest timestamp, [devices, features] float32 in spec order).
+        """(device per row, its latest timestamp, [devices, features] float32 in spec order)
+        for validated telemetry (`normalise_telemetry`).
 
         A device with less than `spec.history` of readings (or fewer than `spec.min_readings`)
         is an error naming it.
         """
+        spec = self.spec
+        clean = CleanArrays(
+            telemetry[spec.device_column].to_numpy(),
+            telemetry[spec.time_column].to_numpy(dtype="datetime64[ns]"),
+            _matrix(telemetry, spec.continuous_sensors),
+            _matrix(telemetry, spec.boolean_sensors),
+        )
+        return self.from_arrays(clean, events)
+
+    def from_arrays(
+        self, telemetry: CleanArrays, events: pd.DataFrame | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`matrix` for telemetry held as arrays, rows in (device, time) order; `events` need
+        a device and an event-time (datetime64) column, in any order."""
         spec, plan = self.spec, self._plan
         if spec.time_since_failure and events is None:
             raise DataValidationError(
                 "this model uses hours_since_failure: pass the failure events along with "
                 "telemetry"
             )
-        devices = telemetry[spec.device_column].to_numpy()
-        stamps = telemetry[spec.time_column].to_numpy(dtype="datetime64[ns]")
+        devices, stamps = telemetry.devices, telemetry.times
         times_ns = stamps.view(np.int64)
-        continuous = _matrix(telemetry, spec.continuous_sensors)
-        booleans = _matrix(telemetry, spec.boolean_sensors)
+        continuous, booleans = telemetry.continuous, telemetry.booleans
         changes = np.flatnonzero(devices[1:] != devices[:-1]) + 1
         starts, ends = np.r_[0, changes], np.r_[changes, len(devices)]
         failures = (
@@ -296,5 +310,6 @@ def latest_features(
     telemetry: pd.DataFrame, spec: FeatureSpec, events: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """One feature row per device at its latest reading (`LatestFeatures(spec).frame`). Give
-    at least `spec.history` of recent readings per device; more only costs time."""
+    at least `spec.serving_history` of recent readings per device (`spec.history`, or the
+    time-since cap for hours_since_maintenance); more only costs time."""
     return LatestFeatures(spec).frame(telemetry, events)

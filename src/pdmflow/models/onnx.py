@@ -37,6 +37,20 @@ OUTPUT_NAMES = {
 }
 
 
+# How the registered model's ONNX Runtime session runs (MLflow keeps this in the MLmodel file):
+# one thread that does not spin. A tree ensemble on a few rows gains nothing from a thread
+# pool, and idle pool threads spinning on every core cost a second serving process its CPU.
+SERVING_SESSION_OPTIONS = {
+    "intra_op_num_threads": 1,
+    "inter_op_num_threads": 1,
+    "execution_mode": "sequential",
+    "extra_session_config": {
+        "session.intra_op.allow_spinning": "0",
+        "session.inter_op.allow_spinning": "0",
+    },
+}
+
+
 def serving_signature(n_features: int, task: str) -> ModelSignature:
     """The registered model's signature: the graph's own contract, a float32 tensor
     [N, n_features] in the feature spec's order and one output [N].

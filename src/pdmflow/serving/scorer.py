@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.models import Model
 
 from pdmflow.data.labels import health_status
-from pdmflow.data.validation import normalise_events, normalise_telemetry
+from pdmflow.data.validation import clean_arrays, normalise_events, normalise_telemetry
 from pdmflow.errors import PdmflowError
 from pdmflow.evaluation.explain import Explainer, top_features
 from pdmflow.features.builder import FeatureSpec
@@ -30,6 +30,20 @@ def load_feature_spec(model_uri: str) -> FeatureSpec:
     """The feature spec logged inside the model (train puts it there)."""
     with downloaded(model_uri) as local:
         return FeatureSpec.from_json((local / SPEC_PATH).read_text())
+
+
+def _typed_events(events: pd.DataFrame, spec: FeatureSpec) -> bool:
+    """Events already as normalising makes them: text devices, naive datetime64[ns] times."""
+    device, when = spec.device_column, spec.event_time_column
+    if device not in events.columns or when not in events.columns:
+        return False
+    names = events[device]
+    return (
+        pd.api.types.is_string_dtype(names)
+        and not names.hasnans
+        and events[when].dtype == "datetime64[ns]"
+        and not events[when].hasnans
+    )
 
 
 def validate_for_spec(
@@ -68,6 +82,9 @@ class FailureScorer:
         self.task = self.metadata.get("task", "classification")
         self.explainer = Explainer.load_from_model_dir(model_path)
         self.latest = LatestFeatures(self.spec)
+        # Versions logged before the tensor signature take named float64 columns.
+        schema = self.model.metadata.get_input_schema()
+        self._named_columns = schema is not None and not schema.is_tensor_spec()
 
     @classmethod
     def load(cls, model_uri: str) -> FailureScorer:
@@ -81,6 +98,11 @@ class FailureScorer:
         array [N, n_features] in the spec's order."""
         if isinstance(features, pd.DataFrame):
             features = features[self.spec.feature_names]
+        if self._named_columns:
+            frame = pd.DataFrame(
+                np.asarray(features, dtype=np.float64), columns=self.spec.feature_names
+            )
+            return self.model.predict(frame)[OUTPUT_NAMES[self.task]].to_numpy()
         values = np.asarray(features, dtype=np.float32)
         return self.model.predict(values)[OUTPUT_NAMES[self.task]]
 
@@ -102,16 +124,34 @@ class FailureScorer:
             raise ValueError(f"explain: the number of reasons per device, got {explain}")
         if explain:
             self._require_explainer()  # before any work
-        clean, events = validate_for_spec(telemetry, events, self.spec, "telemetry to score")
-        return self.score_validated(clean, events, explain)
+        spec = self.spec
+        ready = clean_arrays(
+            telemetry,
+            spec.device_column,
+            spec.time_column,
+            spec.continuous_sensors,
+            spec.boolean_sensors,
+        )
+        if ready is None:  # anything to normalise: the full rules, as training applied them
+            clean, events = validate_for_spec(telemetry, events, spec, "telemetry to score")
+            return self.score_validated(clean, events, explain)
+        if events is not None and not _typed_events(events, spec):
+            events = normalise_events(
+                events, spec.device_column, spec.event_time_column, "events to score"
+            )
+        return self._score(*self.latest.from_arrays(ready, events), explain)
 
     def score_validated(
         self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None, explain: int = 0
     ) -> pd.DataFrame:
         """`score_telemetry` for telemetry (and events) already validated and sorted by
         device then time (`normalise_telemetry`), as batch scoring holds them."""
+        return self._score(*self.latest.matrix(telemetry, events), explain)
+
+    def _score(
+        self, devices: np.ndarray, times: np.ndarray, values: np.ndarray, explain: int
+    ) -> pd.DataFrame:
         spec = self.spec
-        devices, times, values = self.latest.matrix(telemetry, events)
         scored = self.decide(
             pd.DataFrame({spec.device_column: devices, spec.time_column: times}),
             self.score_features(values),

@@ -11,11 +11,12 @@ import json
 from collections.abc import Callable
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
-from pdmflow.errors import GateFailure, StepInputError
+from pdmflow.errors import ConfigError, GateFailure, StepInputError
 from pdmflow.registry import lineage
 from pdmflow.steps.evaluate import run_evaluate
 from pdmflow.steps.features import run_features
@@ -135,8 +136,13 @@ CONFIG_DIGEST_TAG = "pdmflow.config_sha256"
 RESUME_MODES = ("false", "true", "auto")
 
 
-def _resumable(config: TenantConfig, mode: str) -> Run | None:
-    """The tenant's latest pipeline run to continue, None to start afresh (see RESUME_MODES)."""
+def _resumable(config: TenantConfig, mode: str, since: str | None = None) -> Run | None:
+    """The tenant's latest pipeline run to continue, None to start afresh (see RESUME_MODES).
+
+    With `since` (an ISO time), a run started before it is not continued: a scheduler's retry
+    must not pick up an older retrain that failed, with its older data, when the attempt it
+    retries never got as far as starting its own pipeline run.
+    """
     if mode == "false":
         return None
     runs = MlflowClient().search_runs(
@@ -146,8 +152,16 @@ def _resumable(config: TenantConfig, mode: str) -> Run | None:
         max_results=1,
     )
     nothing = None
+    since_ms = None
+    if since is not None:
+        try:
+            since_ms = int(pd.Timestamp(since).timestamp() * 1000)
+        except ValueError:
+            raise ConfigError(f"--resume-since: expected an ISO time, got {since!r}") from None
     if not runs:
         nothing = f"no pipeline run in experiment '{config.experiment_name}'"
+    elif since_ms is not None and runs[0].info.start_time < since_ms:
+        nothing = f"the latest pipeline run {runs[0].info.run_id} started before {since}"
     elif runs[0].info.status == "FINISHED":
         nothing = f"the latest pipeline run {runs[0].info.run_id} finished"
     elif runs[0].data.tags.get(CONFIG_DIGEST_TAG, _config_digest(config)) != _config_digest(
@@ -186,6 +200,7 @@ def run_pipeline(
     workers: int = 1,
     reason: str | None = None,
     resume: str = "false",
+    resume_since: str | None = None,
 ) -> str:
     """Run every step; return the released version (GateFailure when the model is rejected).
 
@@ -195,7 +210,7 @@ def run_pipeline(
     step that did not finish runs again, and the new parent's tag pdmflow.resumed_from names
     the run it continues.
     """
-    earlier = _resumable(config, resume)
+    earlier = _resumable(config, resume, resume_since)
     done = {}
     if earlier is not None:
         done = {

@@ -16,7 +16,12 @@ from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
 from pdmflow.features.selection import learning_set
-from pdmflow.models.onnx import onnx_predict, onnx_session, serving_signature
+from pdmflow.models.onnx import (
+    SERVING_SESSION_OPTIONS,
+    onnx_predict,
+    onnx_session,
+    serving_signature,
+)
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, step_run
@@ -164,6 +169,7 @@ def run_train(
                 input_example=example,
                 extra_files=[str(spec_path), *(str(path) for path in explainer_paths)],
                 onnx_execution_providers=["CPUExecutionProvider"],
+                onnx_session_options=SERVING_SESSION_OPTIONS,
                 metadata=metadata,
             )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
