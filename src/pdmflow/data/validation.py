@@ -324,15 +324,22 @@ class CleanArrays:
 
 
 def _plain_float_matrix(telemetry: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
-    """[rows, columns] float64 of numeric (or boolean) columns without a missing value."""
+    """[rows, columns] float64 of numeric (or boolean) columns without a missing value.
+
+    Column by column: a frame's `dtypes` or a list getitem costs more here than the columns.
+    """
     if not columns:
         return np.empty((len(telemetry), 0))
     values = []
     for column in columns:
         series = telemetry[column]
-        if not (_plain_numbers(series) or pd.api.types.is_bool_dtype(series)):
+        dtype = series.dtype
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
             return None
-        values.append(series.to_numpy(dtype="float64", na_value=np.nan))
+        if isinstance(dtype, np.dtype):
+            values.append(series.to_numpy(dtype="float64"))
+        else:  # nullable extension types: their NA as NaN, found below
+            values.append(series.to_numpy(dtype="float64", na_value=np.nan))
     matrix = np.column_stack(values)
     return None if np.isnan(matrix).any() else matrix
 

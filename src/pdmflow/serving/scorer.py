@@ -152,27 +152,37 @@ class FailureScorer:
         self, devices: np.ndarray, times: np.ndarray, values: np.ndarray, explain: int
     ) -> pd.DataFrame:
         spec = self.spec
-        scored = self.decide(
-            pd.DataFrame({spec.device_column: devices, spec.time_column: times}),
-            self.score_features(values),
+        # One frame built at once: adding columns one by one costs more than the model.
+        scored = pd.DataFrame(
+            {
+                spec.device_column: devices,
+                spec.time_column: times,
+                **self.decisions(self.score_features(values)),
+            }
         )
         if explain:
             features = pd.DataFrame(values, columns=spec.feature_names)
             scored = pd.concat([scored, self.reasons(features, explain)], axis=1)
         return scored
 
-    def decide(self, scored: pd.DataFrame, prediction: np.ndarray) -> pd.DataFrame:
-        """`scored` (device and time per row) with the prediction and the decision: the alert
-        flag `predicted_failure` at the model's threshold, or an RUL model's `health_status`."""
-        scored[OUTPUT_NAMES[self.task]] = prediction
+    def decisions(self, prediction: np.ndarray) -> dict[str, np.ndarray]:
+        """The prediction and the decision, as columns: the alert flag `predicted_failure` at
+        the model's threshold, or an RUL model's `health_status`."""
+        columns = {OUTPUT_NAMES[self.task]: prediction}
         if self.task == "classification":
-            scored["predicted_failure"] = prediction >= float(self.metadata["decision_threshold"])
+            columns["predicted_failure"] = prediction >= float(self.metadata["decision_threshold"])
         else:
-            scored["health_status"] = health_status(
-                pd.Series(prediction, index=scored.index),
+            columns["health_status"] = health_status(
+                pd.Series(prediction),
                 self.metadata["critical_hours"],
                 self.metadata["warning_hours"],
             ).to_numpy()
+        return columns
+
+    def decide(self, scored: pd.DataFrame, prediction: np.ndarray) -> pd.DataFrame:
+        """`scored` (device and time per row) with the `decisions` columns added."""
+        for name, column in self.decisions(prediction).items():
+            scored[name] = column
         return scored
 
     def _require_explainer(self) -> Explainer:
