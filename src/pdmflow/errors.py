@@ -45,3 +45,7 @@ class ArtifactWriteError(PdmflowError):
     """An artifact could not be written: the artifact store is full, read-only or forbidden."""
 
     exit_code = 6
+
+
+class ModelFilesError(PdmflowError):
+    """A model's files are missing or corrupt (MLmodel, the ONNX graph, the feature spec)."""

@@ -13,10 +13,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import Model
+from onnxruntime import InferenceSession
 
 from pdmflow.data.labels import health_status
 from pdmflow.data.validation import clean_arrays, normalise_events, normalise_telemetry
-from pdmflow.errors import PdmflowError
+from pdmflow.errors import ModelFilesError, PdmflowError
 from pdmflow.evaluation.explain import Explainer, top_features
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.latest import LatestFeatures
@@ -66,6 +67,45 @@ def validate_for_spec(
     return clean, events
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_model_files(local: Path, model_uri: str) -> None:
+    """The files serving needs, present and readable, or one line naming what is wrong: the
+    MLmodel file, the ONNX graph (loaded by ONNX Runtime, as serving will), the feature spec."""
+    if not (local / "MLmodel").is_file():
+        raise ModelFilesError(f"model {model_uri}: no MLmodel file (not an MLflow model)")
+    try:
+        flavor = Model.load(str(local)).flavors.get("onnx")
+    except Exception as error:
+        raise ModelFilesError(
+            f"model {model_uri}: MLmodel is not readable ({_first_line(error)})"
+        ) from None
+    if flavor is None:
+        raise ModelFilesError(f"model {model_uri}: not an ONNX model (no onnx flavor in MLmodel)")
+    graph = local / flavor.get("data", "model.onnx")
+    if not graph.is_file():
+        raise ModelFilesError(f"model {model_uri}: ONNX file {graph.name} is missing")
+    try:
+        InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ModelFilesError(
+            f"model {model_uri}: ONNX file {graph.name} is not loadable ({_first_line(error)})"
+        ) from None
+    spec = local / SPEC_PATH
+    if not spec.is_file():
+        raise ModelFilesError(f"model {model_uri}: feature spec {SPEC_PATH} is missing")
+    try:
+        FeatureSpec.from_json(spec.read_text())
+    except PdmflowError:
+        raise
+    except Exception as error:
+        raise ModelFilesError(
+            f"model {model_uri}: feature spec {SPEC_PATH} is not readable ({_first_line(error)})"
+        ) from None
+
+
 class FailureScorer:
     """A released model plus the spec and decision rules it was trained with.
 
@@ -90,8 +130,16 @@ class FailureScorer:
     def load(cls, model_uri: str) -> FailureScorer:
         """`models:/<name>/Production`, `models:/<name>@champion`, or any model URI."""
         # Everything is read into memory here, so the downloaded copy can go.
-        with downloaded(model_uri) as local:
-            return cls(local, model_uri)
+        try:
+            with downloaded(model_uri) as local:
+                check_model_files(local, model_uri)
+                return cls(local, model_uri)
+        except PdmflowError:
+            raise
+        except Exception as error:  # an unknown URI, an unreadable store
+            raise ModelFilesError(
+                f"model {model_uri}: cannot be read ({_first_line(error)})"
+            ) from None
 
     def score_features(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predictions for feature rows: a frame holding the spec's feature columns, or an
