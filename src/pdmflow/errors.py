@@ -1,6 +1,12 @@
 """Errors a user can act on. The CLI prints them as one line and exits non-zero."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none): what a one-line
+    error quotes of an exception from a library."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class PdmflowError(Exception):
     """Base class: the message names the file, column, device or key and what was expected."""
 

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from pdmflow.errors import StepInputError
+from pdmflow.errors import StepInputError, first_line
 from pdmflow.registry.faults import kill_point
 
 
@@ -66,6 +66,5 @@ def resolve_model(model_uri: str) -> tuple[str, str, str]:
                 )
             version = str(max(int(v.version) for v in versions))
     except MlflowException as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise StepInputError(f"model URI {model_uri}: {reason}") from None
+        raise StepInputError(f"model URI {model_uri}: {first_line(error)}") from None
     return name, str(version), f"models:/{name}/{version}"

@@ -17,7 +17,7 @@ from onnxruntime import InferenceSession
 
 from pdmflow.data.labels import health_status
 from pdmflow.data.validation import clean_arrays, normalise_events, normalise_telemetry
-from pdmflow.errors import ModelFilesError, PdmflowError
+from pdmflow.errors import ModelFilesError, PdmflowError, first_line
 from pdmflow.evaluation.explain import Explainer, top_features
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.latest import LatestFeatures
@@ -67,10 +67,6 @@ def validate_for_spec(
     return clean, events
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def check_model_files(local: Path, model_uri: str) -> None:
     """The files serving needs, present and readable, or one line naming what is wrong: the
     MLmodel file, the ONNX graph (loaded by ONNX Runtime, as serving will), the feature spec."""
@@ -80,7 +76,7 @@ def check_model_files(local: Path, model_uri: str) -> None:
         flavor = Model.load(str(local)).flavors.get("onnx")
     except Exception as error:
         raise ModelFilesError(
-            f"model {model_uri}: MLmodel is not readable ({_first_line(error)})"
+            f"model {model_uri}: MLmodel is not readable ({first_line(error)})"
         ) from None
     if flavor is None:
         raise ModelFilesError(f"model {model_uri}: not an ONNX model (no onnx flavor in MLmodel)")
@@ -91,7 +87,7 @@ def check_model_files(local: Path, model_uri: str) -> None:
         InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     except Exception as error:
         raise ModelFilesError(
-            f"model {model_uri}: ONNX file {graph.name} is not loadable ({_first_line(error)})"
+            f"model {model_uri}: ONNX file {graph.name} is not loadable ({first_line(error)})"
         ) from None
     spec = local / SPEC_PATH
     if not spec.is_file():
@@ -102,7 +98,7 @@ def check_model_files(local: Path, model_uri: str) -> None:
         raise
     except Exception as error:
         raise ModelFilesError(
-            f"model {model_uri}: feature spec {SPEC_PATH} is not readable ({_first_line(error)})"
+            f"model {model_uri}: feature spec {SPEC_PATH} is not readable ({first_line(error)})"
         ) from None
 
 
@@ -138,7 +134,7 @@ class FailureScorer:
             raise
         except Exception as error:  # an unknown URI, an unreadable store
             raise ModelFilesError(
-                f"model {model_uri}: cannot be read ({_first_line(error)})"
+                f"model {model_uri}: cannot be read ({first_line(error)})"
             ) from None
 
     def score_features(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import _apply_renames, _read_file, describe_source, read_source
-from pdmflow.errors import DataValidationError, StepInputError
+from pdmflow.errors import DataValidationError, StepInputError, first_line
 from pdmflow.registry.versions import resolve_model
 from pdmflow.serving import FailureScorer
 from pdmflow.serving.batch import (
@@ -47,16 +47,12 @@ class ScoreResult:
     skipped: pd.DataFrame
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def _load(model_uri: str, pinned_uri: str) -> FailureScorer:
     try:
         return FailureScorer.load(pinned_uri)
     except (MlflowException, OSError) as error:
         raise StepInputError(
-            f"model URI {model_uri}: cannot be loaded ({_first_line(error)})"
+            f"model URI {model_uri}: cannot be loaded ({first_line(error)})"
         ) from None
 
 
