@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
-PYTEST_ARGS ?=
+# Two workers, each test file on one of them (a file's module fixtures are built once).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: run test ui server lint bench quality clean
 

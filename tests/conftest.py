@@ -11,11 +11,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+# Under pytest-xdist (`make test` runs two workers) each worker, and every process it starts,
+# gets one thread for LightGBM, OpenMP and BLAS: two multi-threaded processes spinning on the
+# same cores run several times slower (pdmflow/models/threads.py). Set before NumPy loads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for name in ("PDMFLOW_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+
 import mlflow
 import pytest
 import yaml
-
-import pdmflow  # noqa: F401  (sets OpenMP's wait policy before any test loads LightGBM)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"

@@ -21,6 +21,7 @@ from pdmflow.models.onnx import (
     onnx_predict,
     onnx_session,
 )
+from pdmflow.models.threads import estimator_threads
 
 N_FEATURES = 6
 
@@ -97,7 +98,8 @@ def test_forest_defaults_can_be_overridden_with_sklearn_names(data):
     X, failure, rul = data
     small = random_forest.fit("classification", X, failure, {"n_estimators": 7}, seed=0)
     assert small.n_estimators == 7 and len(small.estimators_) == 7
-    assert (small.min_samples_leaf, small.max_features, small.n_jobs) == (5, "sqrt", 2)
+    assert (small.min_samples_leaf, small.max_features) == (5, "sqrt")
+    assert small.n_jobs == estimator_threads()
     regressor = random_forest.fit("regression", X, rul, {"n_estimators": 5}, seed=0)
     assert regressor.min_samples_leaf == 5
     with pytest.raises(ConfigError, match="training.random_forest_params: unknown num_leaves"):

@@ -33,6 +33,7 @@ import schedule
 
 from pdmflow.config import DEFAULT_CONFIG_PATH, ScheduleConfig, load_config
 from pdmflow.errors import ConfigError, GateFailure, PdmflowError
+from pdmflow.models.threads import THREADS_ENV, share_of_cores
 
 log = logging.getLogger("pdmflow.scheduler")
 
@@ -371,6 +372,9 @@ class TenantRunner:
         self._busy = threading.Lock()
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
+        # Estimator threads of this tenant's child: its share of the cores, since several
+        # tenants may retrain at once (Fleet sets it; PDMFLOW_THREADS, when set, wins).
+        self.threads: int | None = None
 
     def trigger(self, kind: str, reason: str | None = None) -> bool:
         """Start a retrain ('retrain') or a check ('monitor') on this tenant's thread and return
@@ -506,9 +510,12 @@ class TenantRunner:
         with self._child_lock:  # stop() cannot miss a child started right after it looked
             if self.stopping.is_set():
                 return 1, ""
+            env = {**os.environ, "PYTHONPATH": python_path}
+            if self.threads is not None:
+                env.setdefault(THREADS_ENV, str(self.threads))
             child = self._child = subprocess.Popen(
                 command,
-                env={**os.environ, "PYTHONPATH": python_path},
+                env=env,
                 stdout=subprocess.PIPE if capture else None,
                 text=True,
             )
@@ -560,6 +567,8 @@ class Fleet:
             tenant.tenant_id: TenantRunner(tenant, self.settings, self.state, self.stopping, clock)
             for tenant in tenants
         }
+        for runner in self.runners.values():
+            runner.threads = share_of_cores(len(self.runners))
         self.jobs: dict[str, dict[str, schedule.Job]] = {}
 
     def schedule_jobs(self, scheduler: schedule.Scheduler) -> None:

@@ -24,13 +24,13 @@ from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from pdmflow.models.onnx import INPUT_NAME, OUTPUT_NAMES, onnx_predict
+from pdmflow.models.threads import estimator_threads
 
 LightGBMModel = lgb.LGBMClassifier | lgb.LGBMRegressor
 
 
 # training.rul_objective -> LightGBM objective for remaining useful life.
 RUL_OBJECTIVES = {"l2": "regression", "huber": "huber", "l1": "regression_l1"}
-DEFAULT_THREADS = 2
 
 
 def fit_model(
@@ -51,7 +51,7 @@ def fit_model(
     keeps its best iteration (`best_iteration_`), which predictions and the ONNX export use.
     """
     # Threads: params may set n_jobs (tuning workers split the cores between them).
-    params = {"n_jobs": DEFAULT_THREADS, **params}
+    params = {"n_jobs": estimator_threads(), **params}
     if task == "classification":
         model: LightGBMModel = lgb.LGBMClassifier(
             objective="binary", random_state=seed, verbose=-1, **params
@@ -128,7 +128,7 @@ def fit_booster(
 ) -> lgb.Booster:
     """`fit_model` on a fold's prebuilt datasets: the same trees (LightGBM's native API takes
     the scikit-learn names as aliases), stopping early on the fold's validation rows."""
-    params = {"n_jobs": DEFAULT_THREADS, **params}
+    params = {"n_jobs": estimator_threads(), **params}
     rounds = int(params.pop("n_estimators", 100))
     if task == "classification":
         objective = "binary"

@@ -24,13 +24,13 @@ from pdmflow.models.onnx import (
     float32_exact_forest,
     set_single_output,
 )
+from pdmflow.models.threads import estimator_threads
 
 RandomForestModel = RandomForestClassifier | RandomForestRegressor
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 300,
     "min_samples_leaf": 5,
     "max_features": "sqrt",
-    "n_jobs": 2,
     "class_weight": None,
 }
 TREE_ENSEMBLES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
@@ -57,7 +57,7 @@ def fit(
         raise ValueError(
             f"random forest: task must be 'classification' or 'regression', got {task!r}"
         )
-    settings = {**DEFAULT_PARAMS, **params}
+    settings = {"n_jobs": estimator_threads(), **DEFAULT_PARAMS, **params}
     if task == "regression":
         settings.pop("class_weight")  # classifier-only
     unknown = sorted(set(settings) - set(model.get_params()))
