@@ -361,6 +361,7 @@ class TenantRunner:
         state: SchedulerState,
         stopping: threading.Event,
         clock: Callable[[], datetime] = utc_now,
+        threads: int | None = None,
     ) -> None:
         self.tenant = tenant
         self.settings = settings
@@ -373,8 +374,8 @@ class TenantRunner:
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         # Estimator threads of this tenant's child: its share of the cores, since several
-        # tenants may retrain at once (Fleet sets it; PDMFLOW_THREADS, when set, wins).
-        self.threads: int | None = None
+        # tenants may retrain at once (PDMFLOW_THREADS in the environment, when set, wins).
+        self.threads = threads
 
     def trigger(self, kind: str, reason: str | None = None) -> bool:
         """Start a retrain ('retrain') or a check ('monitor') on this tenant's thread and return
@@ -563,12 +564,13 @@ class Fleet:
         self.clock = clock
         self.stopping = threading.Event()
         self.state = SchedulerState(state_file_path(self.settings.state_dir), clock, mode)
+        threads = share_of_cores(len(tenants))
         self.runners = {
-            tenant.tenant_id: TenantRunner(tenant, self.settings, self.state, self.stopping, clock)
+            tenant.tenant_id: TenantRunner(
+                tenant, self.settings, self.state, self.stopping, clock, threads
+            )
             for tenant in tenants
         }
-        for runner in self.runners.values():
-            runner.threads = share_of_cores(len(self.runners))
         self.jobs: dict[str, dict[str, schedule.Job]] = {}
 
     def schedule_jobs(self, scheduler: schedule.Scheduler) -> None:

@@ -39,5 +39,6 @@ def estimator_threads() -> int:
 
 
 def share_of_cores(processes: int) -> int:
-    """Threads for each of `processes` processes sharing this machine's cores."""
-    return max(1, available_cores() // max(1, processes))
+    """Threads for each of `processes` processes sharing this process's budget
+    (`estimator_threads`); one process gets all of it."""
+    return max(1, estimator_threads() // max(1, processes))

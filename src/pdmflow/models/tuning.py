@@ -27,7 +27,7 @@ from sklearn.metrics import mean_absolute_error, roc_auc_score
 from pdmflow.config import TenantConfig
 from pdmflow.errors import ConfigError, PdmflowError, StepInputError
 from pdmflow.models import lightgbm
-from pdmflow.models.threads import estimator_threads, share_of_cores
+from pdmflow.models.threads import share_of_cores
 from pdmflow.models.training import Folds, fold_predictions
 
 # What each task optimises on the validation rows: (metric name, direction).
@@ -84,9 +84,8 @@ def best_choice(study: optuna.Study, candidates: list[str]) -> dict[str, Any]:
 
 
 def threads_per_worker(workers: int) -> int:
-    """Estimator threads for each of `workers` processes sharing this machine's cores (one
-    worker: `PDMFLOW_THREADS` when set, as for any fit)."""
-    return estimator_threads() if workers == 1 else share_of_cores(workers)
+    """Estimator threads for each of `workers` processes sharing this machine's cores."""
+    return share_of_cores(workers)
 
 
 @dataclass(frozen=True)
