@@ -83,6 +83,15 @@ def test_empty_dataset(tmp_path, write_config, store_env, smoke_frames):
     assert_clean_failure(result, tmp_path, "plant.parquet", "empty")
 
 
+@pytest.mark.parametrize("threads", ["two", "0"])
+def test_bad_thread_count(tmp_path, write_config, store_env, threads):
+    env = {**store_env, "PDMFLOW_THREADS": threads}
+    result = cli("main", "--config", str(write_config()), env=env, cwd=tmp_path)
+    assert_clean_failure(result, tmp_path, "PDMFLOW_THREADS", f"got '{threads}'")
+    # Checked before the tracking store is touched: no run, not even a failed one.
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_a_step_without_its_input(tmp_path, write_config, store_env):
     result = cli("train", "--config", str(write_config()), env=store_env, cwd=tmp_path)
     assert_clean_failure(result, tmp_path, "no finished 'features' run", "pdmflow-smoke")

@@ -189,6 +189,9 @@ def _print_status(config: TenantConfig) -> None:
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        from pdmflow.models.threads import estimator_threads
+
+        estimator_threads()  # a bad PDMFLOW_THREADS stops here, before any run starts
         if args.step == "reproduce":
             from pdmflow.steps.reproduce import run_reproduce
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from pdmflow.errors import ConfigError
+
 THREADS_ENV = "PDMFLOW_THREADS"
 
 
@@ -34,7 +36,10 @@ def estimator_threads() -> int:
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ValueError(f"{THREADS_ENV}: expected a positive integer, got {value!r}")
+        raise ConfigError(
+            f"environment variable {THREADS_ENV}: expected a positive integer (threads), "
+            f"got {value!r}"
+        )
     return threads
 
 
