@@ -301,15 +301,20 @@ def _full_history(clock: _FleetClock, spec: FeatureSpec) -> np.ndarray:
     )
 
 
-def _device_chunks(clock: _FleetClock, rows_per_chunk: int) -> list[tuple[int, int]]:
-    """[start, end) row ranges of whole devices, about `rows_per_chunk` rows each."""
-    starts = np.flatnonzero(clock.position == 0)
+def device_chunks(
+    device_starts: np.ndarray, rows: int, rows_per_chunk: int
+) -> list[tuple[int, int]]:
+    """[start, end) ranges of whole devices, about `rows_per_chunk` rows each (a chunk holds at
+    least one device), for `rows` rows sorted by device whose devices begin at `device_starts`
+    (ascending, the first 0)."""
+    if rows == 0:
+        return []
     chunks, begin = [], 0
-    for start in starts[1:]:
+    for start in device_starts[1:]:
         if start - begin >= rows_per_chunk:
             chunks.append((begin, int(start)))
             begin = int(start)
-    chunks.append((begin, len(clock.position)))
+    chunks.append((begin, rows))
     return chunks
 
 
@@ -332,7 +337,8 @@ def build_features(
     keep = _full_history(clock, spec)
     values = np.empty((int(keep.sum()), len(spec.feature_names)), dtype=np.float32)
     written = 0
-    for begin, end in _device_chunks(clock, rows_per_chunk):
+    starts = np.flatnonzero(clock.position == 0)
+    for begin, end in device_chunks(starts, len(clock.position), rows_per_chunk):
         chunk = telemetry.iloc[begin:end]
         columns = _feature_columns(chunk, spec, events)
         chunk_keep = keep[begin:end]

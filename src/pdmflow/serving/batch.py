@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pdmflow.errors import DataValidationError
-from pdmflow.features.builder import FeatureSpec, build_features
+from pdmflow.features.builder import FeatureSpec, build_features, device_chunks
 from pdmflow.serving.scorer import FailureScorer, validate_for_spec
 
 ALERT_COLUMN = "predicted_failure"
@@ -92,20 +92,14 @@ def short_history_devices(telemetry: pd.DataFrame, spec: FeatureSpec) -> pd.Data
     return summary[short].rename_axis("device").reset_index()
 
 
-def device_chunks(devices: pd.Series, rows_per_chunk: int) -> list[tuple[int, int]]:
-    """[start, end) row ranges of whole devices, about `rows_per_chunk` rows each (a chunk
-    holds at least one device), for rows sorted by device."""
+def whole_device_chunks(devices: pd.Series, rows_per_chunk: int) -> list[tuple[int, int]]:
+    """[start, end) row ranges of whole devices, about `rows_per_chunk` rows each, for rows
+    sorted by device."""
     values = devices.to_numpy()
     if len(values) == 0:
         return []
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    chunks, begin = [], 0
-    for start in starts[1:]:
-        if start - begin >= rows_per_chunk:
-            chunks.append((begin, int(start)))
-            begin = int(start)
-    chunks.append((begin, len(values)))
-    return chunks
+    return device_chunks(starts, len(values), rows_per_chunk)
 
 
 def score_latest(
@@ -150,7 +144,7 @@ def scored_chunks(
     device = scorer.spec.device_column
     skip = set(skipped["device"])
     score = score_all_rows if all_rows else score_latest
-    for begin, end in device_chunks(telemetry[device], rows_per_chunk):
+    for begin, end in whole_device_chunks(telemetry[device], rows_per_chunk):
         chunk = telemetry.iloc[begin:end]
         if skip:
             chunk = chunk[~chunk[device].isin(skip)]
