@@ -70,13 +70,13 @@ def fit_model(
     if eval_set is not None:
         eval_X, eval_y = eval_set
         eval_y = np.asarray(eval_y).astype(int if task == "classification" else float)
-        fit_kwargs.update(eval_X=(eval_X.astype(np.float32),), eval_y=(eval_y,))
+        fit_kwargs.update(eval_X=(eval_X.astype(np.float32, copy=False),), eval_y=(eval_y,))
         if early_stopping_rounds:
             callbacks.append(
                 lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
             )
     # Float32 features: the ONNX model computes in float32, so training sees the same values.
-    model.fit(X.astype(np.float32), y, callbacks=callbacks, **fit_kwargs)
+    model.fit(X.astype(np.float32, copy=False), y, callbacks=callbacks, **fit_kwargs)
     return model
 
 
@@ -107,12 +107,10 @@ def fold_data(
         # The seed also picks the rows bin boundaries are sampled from (as fit_model's does).
         params = {**DATASET_PARAMS, "seed": seed}
         fit = lgb.Dataset(
-            values[fit_rows], labels[fit_rows], feature_name=names, params=params,
-            free_raw_data=False,
+            values[fit_rows], labels[fit_rows], feature_name=names, params=params
         ).construct()
-        valid = lgb.Dataset(
-            values[valid_rows], labels[valid_rows], reference=fit, free_raw_data=False
-        ).construct()
+        # The bins alone stay (free_raw_data): the raw copies of a fold are the size of X.
+        valid = lgb.Dataset(values[valid_rows], labels[valid_rows], reference=fit).construct()
         built.append(FoldData(fit, valid, values[valid_rows], labels[valid_rows]))
     return built
 

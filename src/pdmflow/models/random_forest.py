@@ -68,7 +68,7 @@ def fit(
         )
     model.set_params(**settings)
     # Float32 features: the ONNX model computes in float32, so training sees the same values.
-    model.fit(X.astype(np.float32), y)
+    model.fit(X.astype(np.float32, copy=False), y)
     return model
 
 
