@@ -11,6 +11,7 @@ from servers import new_database
 
 from pdmflow.cli import run as run_cli
 from pdmflow.config import load_config
+from pdmflow.models.lightgbm import at_learning_rate
 from pdmflow.models.tuning import WORKERS_SUFFIX, search_space
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
@@ -59,12 +60,15 @@ def test_two_workers_share_one_study_and_train_takes_its_best(tracking_store, wr
         assert first["0"] != first["1"]
 
         # train takes the study's best, through the tune run's best_params.json
-        expected = search_space(optuna.trial.FixedTrial(study.best_params), "lightgbm")
+        expected = search_space(
+            optuna.trial.FixedTrial(study.best_params), "lightgbm", config.tuning.learning_rate
+        )
         best_json = mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json")
         assert json.loads(best_json) == {"family": "lightgbm", "params": expected}
         train_run = mlflow.get_run(run_train(config, features_uri, "latest"))
         assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
-        for key, value in expected.items():
+        released = at_learning_rate(expected, config.tuning.release_learning_rate)
+        for key, value in released.items():
             assert train_run.data.params[f"lgbm_{key}"] == str(value)
 
         # The command's own error handling, in this process (a process start is seconds here).

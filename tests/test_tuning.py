@@ -40,14 +40,24 @@ def test_study_logs_trials_best_params_and_history(tracking_store, write_config,
     # train takes exactly these parameters
     params = read_best_params(tune_run_id)
     train_run = mlflow.get_run(run_train(config, features_uri, tune_run_id))
-    assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
     assert params["family"] == "lightgbm" == train_run.data.params["family"]
     assert train_run.data.params["lgbm_num_leaves"] == str(params["params"]["num_leaves"])
+    # Every trial boosts at tuning.learning_rate; the study searched the rest. train releases
+    # at tuning.release_learning_rate with 4 times the rounds ceiling.
+    assert all("learning_rate" not in t.data.params for t in trials)
+    assert params["params"]["learning_rate"] == config.tuning.learning_rate == 0.1
+    assert train_run.data.params["lgbm_learning_rate"] == "0.025"
+    ceiling = int(train_run.data.params["lgbm_n_estimators"])
+    assert ceiling == 4 * params["params"]["n_estimators"]
+    assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
+    assert train_run.data.params["tuned_learning_rate"] == "0.1"
 
 
 def test_optuna_chooses_among_families_and_train_follows(tracking_store, write_config):
     families = ["lightgbm", "random_forest"]
-    config = load_config(write_config({"tuning": {"families": families, "timeout_seconds": 900}}))
+    # learning_rate null: the rate is searched with the rest.
+    tuning = {"families": families, "timeout_seconds": 900, "learning_rate": None}
+    config = load_config(write_config({"tuning": tuning}))
     features_uri = run_features(config, run_ingest(config))
     tune_run_id = run_tune(config, features_uri, n_trials=3)
     trials = MlflowClient().search_runs(
@@ -58,8 +68,9 @@ def test_optuna_chooses_among_families_and_train_follows(tracking_store, write_c
     assert {t.data.params["family"] for t in trials} <= set(families)
     # Each family's own search space: LightGBM's leaves, the forest's leaf size.
     for trial in trials:
-        own = "num_leaves" if trial.data.params["family"] == "lightgbm" else "rf_min_samples_leaf"
-        assert own in trial.data.params
+        lightgbm = trial.data.params["family"] == "lightgbm"
+        own = {"num_leaves", "learning_rate"} if lightgbm else {"rf_min_samples_leaf"}
+        assert own <= set(trial.data.params)
     best = read_best_params(tune_run_id)
     assert mlflow.get_run(tune_run_id).data.params["best_family"] == best["family"]
     train_run = mlflow.get_run(run_train(config, features_uri, tune_run_id))
@@ -98,7 +109,8 @@ def test_trials_on_reused_fold_datasets_find_the_same_best_trial(write_config):
         predictions = []
 
         def objective(trial):
-            params = {**search_space(trial, "lightgbm"), "n_estimators": 60, "n_jobs": 1}
+            params = search_space(trial, "lightgbm", config.tuning.learning_rate)
+            params = {**params, "n_estimators": 60, "n_jobs": 1}
             result = fold_predictions(
                 "lightgbm",
                 config.task,

@@ -269,6 +269,13 @@ class TuningConfig(_Strict):
     storage: str | None = None
     # Model families Optuna chooses among; empty: training.family only.
     families: list[Literal["lightgbm", "random_forest"]] = []
+    # LightGBM's learning rate in every trial; the study searches the trees' shape and
+    # regularisation. null: the rate is searched too (0.01-0.3), and trials at low rates take
+    # many times longer (README "Training").
+    learning_rate: float | None = Field(0.1, gt=0, le=1)
+    # train fits the study's best LightGBM parameters at this slower rate, its rounds ceiling
+    # scaled up to match (early stopping picks the rounds); null: released at the tuned rate.
+    release_learning_rate: float | None = Field(0.025, gt=0, le=1)
 
 
 class GateConfig(_Strict):

@@ -16,6 +16,7 @@ from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
 from pdmflow.features.selection import learning_set
+from pdmflow.models import lightgbm
 from pdmflow.models.onnx import (
     SERVING_SESSION_OPTIONS,
     onnx_predict,
@@ -54,12 +55,27 @@ def _resolve_params(config: TenantConfig, tune_run_id: str) -> tuple[str, dict[s
     return best["family"], best["params"], f"tune run {tune_run_id}"
 
 
+def _release_rate(
+    config: TenantConfig, family: str, params: dict[str, Any], source: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tuned LightGBM parameters at tuning.release_learning_rate when that is slower than the
+    rate the trials boosted at (rounds ceiling scaled to match); and the params saying so."""
+    release = config.tuning.release_learning_rate
+    tuned = params.get("learning_rate")
+    if source == "config" or family != "lightgbm" or release is None or tuned is None:
+        return params, {}
+    if release >= tuned:
+        return params, {}
+    return lightgbm.at_learning_rate(params, release), {"tuned_learning_rate": tuned}
+
+
 def run_train(
     config: TenantConfig, features_uri: str = "latest", tune_run_id: str = "latest"
 ) -> str:
     """Run the step; return the train run id (its tag pdmflow.model_uri names the model)."""
     features_uri = latest_input(config, "features", features_uri)
     family, params, params_source = _resolve_params(config, tune_run_id)
+    params, rate_params = _release_rate(config, family, params, params_source)
     tables, spec = read_features(features_uri)
     label = label_column(config)
     test = tables["test"]
@@ -79,6 +95,7 @@ def run_train(
                 ),
                 "features_built": len(spec.feature_names),
                 "anomaly_score_feature": config.features.anomaly_score,
+                **rate_params,
             }
         )
         prefix = "lgbm" if family == "lightgbm" else "rf"

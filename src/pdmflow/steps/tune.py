@@ -165,7 +165,7 @@ def run_tune(
         mlflow.log_metric("dataset_seconds", objective.dataset_seconds)
 
         study = optuna.load_study(study_name=study_name, storage=storage)
-        best = tuning.best_choice(study, plan.families)
+        best = tuning.best_choice(study, plan)
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
         mlflow.log_param("best_family", best["family"])
         metrics = tuning.summary(study, plan.metric, cross_validated=len(data.folds) > 1)
