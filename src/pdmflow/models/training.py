@@ -70,6 +70,14 @@ def family_to_onnx(model: Any, n_features: int) -> onnx.ModelProto:
     return random_forest.to_onnx(model, n_features)
 
 
+def float32_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`frame[columns]` as float32, built column by column: every estimator fits float32 (as the
+    ONNX graph computes), and a float64 copy of a million learning rows is a gigabyte."""
+    return pd.DataFrame(
+        {c: frame[c].to_numpy(np.float32) for c in columns}, index=frame.index, copy=False
+    )
+
+
 @dataclass
 class FoldResult:
     """Out-of-fold predictions (NaN where a row was never validated) and per-fold facts."""
@@ -268,7 +276,7 @@ def fit_candidate(
     """
     task = config.task
     y = learning[label].to_numpy(dtype=float)
-    X = learning[feature_names]
+    X = float32_columns(learning, feature_names)
     anomaly = None
     if config.features.anomaly_score:
         anomaly, scores = anomaly_feature(X, y, train_rows, config)
