@@ -64,7 +64,11 @@ def test_two_workers_share_one_study_and_train_takes_its_best(tracking_store, wr
             optuna.trial.FixedTrial(study.best_params), "lightgbm", config.tuning.learning_rate
         )
         best_json = mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json")
-        assert json.loads(best_json) == {"family": "lightgbm", "params": expected}
+        assert json.loads(best_json) == {
+            "family": "lightgbm",
+            "params": expected,
+            "release_learning_rate": config.tuning.release_learning_rate,
+        }
         train_run = mlflow.get_run(run_train(config, features_uri, "latest"))
         assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"
         released = at_learning_rate(expected, config.tuning.release_learning_rate)

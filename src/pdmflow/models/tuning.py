@@ -178,6 +178,8 @@ def read_plan(
             f"study '{name}' does not exist in tuning.storage: pass the name the tune run "
             "printed (its param study_name)"
         ) from None
+    # A study from before the fixed tuning rate searched the rate (learning_rate None).
+    attrs = {"learning_rate": None, **attrs}
     missing = [f.name for f in fields(StudyPlan) if f.name not in attrs]
     if missing:
         raise StepInputError(

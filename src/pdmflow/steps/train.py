@@ -31,15 +31,18 @@ MODEL_NAME = "model"
 MODEL_URI_TAG = "pdmflow.model_uri"
 
 
-def _resolve_params(config: TenantConfig, tune_run_id: str) -> tuple[str, dict[str, Any], str]:
-    """(family, params, where they came from): a tune run, the latest one, or the config."""
+def _resolve_params(
+    config: TenantConfig, tune_run_id: str
+) -> tuple[str, dict[str, Any], str, float | None]:
+    """(family, params, where they came from, the tune run's release learning rate): a tune
+    run, the latest one, or the config (no release rate)."""
 
-    def from_config() -> tuple[str, dict[str, Any], str]:
+    def from_config() -> tuple[str, dict[str, Any], str, float | None]:
         family = config.training.family
         params = (
             config.training.params if family == "lightgbm" else config.training.random_forest_params
         )
-        return family, dict(params), "config"
+        return family, dict(params), "config", None
 
     if tune_run_id == "none":
         return from_config()
@@ -52,17 +55,18 @@ def _resolve_params(config: TenantConfig, tune_run_id: str) -> tuple[str, dict[s
         best = read_best_params(tune_run_id)
     except Exception as exc:
         raise StepInputError(f"tune run {tune_run_id}: no best_params.json ({exc})") from None
-    return best["family"], best["params"], f"tune run {tune_run_id}"
+    # A tune run from before the release rate existed names none: its params are released as is.
+    release = best.get("release_learning_rate")
+    return best["family"], best["params"], f"tune run {tune_run_id}", release
 
 
 def _release_rate(
-    config: TenantConfig, family: str, params: dict[str, Any], source: str
+    family: str, params: dict[str, Any], release: float | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tuned LightGBM parameters at tuning.release_learning_rate when that is slower than the
-    rate the trials boosted at (rounds ceiling scaled to match); and the params saying so."""
-    release = config.tuning.release_learning_rate
+    """Tuned LightGBM parameters at the tune run's release learning rate when that is slower
+    than the rate the trials boosted at (rounds ceiling scaled to match); and params saying so."""
     tuned = params.get("learning_rate")
-    if source == "config" or family != "lightgbm" or release is None or tuned is None:
+    if family != "lightgbm" or release is None or tuned is None:
         return params, {}
     if release >= tuned:
         return params, {}
@@ -74,8 +78,8 @@ def run_train(
 ) -> str:
     """Run the step; return the train run id (its tag pdmflow.model_uri names the model)."""
     features_uri = latest_input(config, "features", features_uri)
-    family, params, params_source = _resolve_params(config, tune_run_id)
-    params, rate_params = _release_rate(config, family, params, params_source)
+    family, params, params_source, release_rate = _resolve_params(config, tune_run_id)
+    params, rate_params = _release_rate(family, params, release_rate)
     tables, spec = read_features(features_uri)
     label = label_column(config)
     test = tables["test"]

@@ -172,6 +172,8 @@ def run_tune(
         finished = metrics["trials_complete"] + metrics["trials_pruned"]
         metrics.update(tuning_seconds=seconds, trials_per_minute=60 * finished / seconds)
         mlflow.log_metrics(metrics)
+        # The release rate is fixed with the tuning, so reproducing this run releases the same.
+        best["release_learning_rate"] = config.tuning.release_learning_rate
         mlflow.log_text(json.dumps(best, indent=2), "best_params.json")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -182,7 +184,7 @@ def run_tune(
 
 
 def read_best_params(tune_run_id: str) -> dict[str, Any]:
-    """{"family": ..., "params": {...}} chosen by a tune run."""
+    """{"family": ..., "params": {...}, "release_learning_rate": ...} chosen by a tune run."""
     best = json.loads(mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json"))
     if "family" not in best:  # written before families existed: LightGBM parameters
         best = {"family": "lightgbm", "params": best}
