@@ -83,9 +83,8 @@ def fit_model(
 def at_learning_rate(params: dict[str, Any], rate: float) -> dict[str, Any]:
     """`params` boosting at `rate`, the `n_estimators` ceiling scaled by how much slower
     (or faster) each round now learns; early stopping still picks the rounds."""
-    tuned = float(params.get("learning_rate", 0.1))
-    ceiling = int(params.get("n_estimators", 100))
-    return {**params, "learning_rate": rate, "n_estimators": max(1, round(ceiling * tuned / rate))}
+    rounds = round(int(params["n_estimators"]) * float(params["learning_rate"]) / rate)
+    return {**params, "learning_rate": rate, "n_estimators": max(1, rounds)}
 
 
 # Bins built once must serve trials with any min_data_in_leaf: no pre-filtering by it.

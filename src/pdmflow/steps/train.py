@@ -33,16 +33,17 @@ MODEL_URI_TAG = "pdmflow.model_uri"
 
 def _resolve_params(
     config: TenantConfig, tune_run_id: str
-) -> tuple[str, dict[str, Any], str, float | None]:
-    """(family, params, where they came from, the tune run's release learning rate): a tune
-    run, the latest one, or the config (no release rate)."""
+) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+    """(family, params, where they came from, extra train params): a tune run, the latest one,
+    or the config. A tune run's LightGBM parameters are released at the release learning rate
+    it recorded, when that is slower than its trials' (the rounds ceiling scaled to match)."""
 
-    def from_config() -> tuple[str, dict[str, Any], str, float | None]:
+    def from_config() -> tuple[str, dict[str, Any], str, dict[str, Any]]:
         family = config.training.family
         params = (
             config.training.params if family == "lightgbm" else config.training.random_forest_params
         )
-        return family, dict(params), "config", None
+        return family, dict(params), "config", {}
 
     if tune_run_id == "none":
         return from_config()
@@ -55,22 +56,13 @@ def _resolve_params(
         best = read_best_params(tune_run_id)
     except Exception as exc:
         raise StepInputError(f"tune run {tune_run_id}: no best_params.json ({exc})") from None
-    # A tune run from before the release rate existed names none: its params are released as is.
-    release = best.get("release_learning_rate")
-    return best["family"], best["params"], f"tune run {tune_run_id}", release
-
-
-def _release_rate(
-    family: str, params: dict[str, Any], release: float | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tuned LightGBM parameters at the tune run's release learning rate when that is slower
-    than the rate the trials boosted at (rounds ceiling scaled to match); and params saying so."""
-    tuned = params.get("learning_rate")
-    if family != "lightgbm" or release is None or tuned is None:
-        return params, {}
-    if release >= tuned:
-        return params, {}
-    return lightgbm.at_learning_rate(params, release), {"tuned_learning_rate": tuned}
+    family, params, source = best["family"], best["params"], f"tune run {tune_run_id}"
+    # A tune run from before the release rate existed records none: released as tuned.
+    release, tuned = best.get("release_learning_rate"), params.get("learning_rate")
+    if family != "lightgbm" or release is None or tuned is None or release >= tuned:
+        return family, params, source, {}
+    released = lightgbm.at_learning_rate(params, release)
+    return family, released, source, {"tuned_learning_rate": tuned}
 
 
 def run_train(
@@ -78,8 +70,7 @@ def run_train(
 ) -> str:
     """Run the step; return the train run id (its tag pdmflow.model_uri names the model)."""
     features_uri = latest_input(config, "features", features_uri)
-    family, params, params_source, release_rate = _resolve_params(config, tune_run_id)
-    params, rate_params = _release_rate(family, params, release_rate)
+    family, params, params_source, rate_params = _resolve_params(config, tune_run_id)
     tables, spec = read_features(features_uri)
     label = label_column(config)
     test = tables["test"]
