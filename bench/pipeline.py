@@ -96,6 +96,9 @@ def by_size(config: Path, sizes: list[int], n_trials: int | None) -> None:
             f"| {rows:,} | {cells} | {total / 60:.1f} min | {peak:.2f} | "
             f"{REFERENCE.get(rows, '-')} |"
         )
+    for rows, timed in results:
+        peaks = ", ".join(f"{s} {timed[s][1] / 1024:.2f}" for s in STEPS)
+        print(f"peak RSS GiB by step at {rows:,} rows: {peaks}")
 
 
 def main() -> None:

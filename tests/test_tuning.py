@@ -78,21 +78,15 @@ def test_optuna_chooses_among_families_and_train_follows(tracking_store, write_c
     assert train_run.data.tags["pdmflow.family"] == best["family"]
 
 
-def test_trials_on_reused_fold_datasets_find_the_same_best_trial(write_config):
-    """LightGBM's bins built once per fold (what tune's objective does) give every trial the
-    model that binning its rows again gives: a seeded study picks the same best trial."""
-    import numpy as np
-    import optuna
-    from sklearn.metrics import roc_auc_score
-
+def two_fold_learning_rows(write_config):
+    """The smoke fleet's learning rows on 2 CV folds: (config, learning set, X, y, the folds'
+    prebuilt LightGBM datasets), as tune's objective gets them."""
     from pdmflow.artifacts import LABELS
     from pdmflow.data.sources import read_source
     from pdmflow.data.validation import validate
     from pdmflow.features.selection import learning_set
     from pdmflow.features.split import label_and_split
     from pdmflow.models import lightgbm
-    from pdmflow.models.training import fold_predictions
-    from pdmflow.models.tuning import search_space
 
     config = load_config(write_config({"split": {"cv_folds": 2}}))
     telemetry, events, _ = validate(*read_source(config), config, "test")
@@ -101,6 +95,20 @@ def test_trials_on_reused_fold_datasets_find_the_same_best_trial(write_config):
     learning = learning_set(tables, spec, label, config)
     X, y = learning.rows[learning.selection.kept], learning.rows[label].to_numpy(float)
     datasets = lightgbm.fold_data(config.task, X, y, learning.folds, config.training.seed)
+    return config, learning, X, y, datasets
+
+
+def test_trials_on_reused_fold_datasets_find_the_same_best_trial(write_config):
+    """LightGBM's bins built once per fold (what tune's objective does) give every trial the
+    model that binning its rows again gives: a seeded study picks the same best trial."""
+    import numpy as np
+    import optuna
+    from sklearn.metrics import roc_auc_score
+
+    from pdmflow.models.training import fold_predictions
+    from pdmflow.models.tuning import search_space
+
+    config, learning, X, y, datasets = two_fold_learning_rows(write_config)
 
     def score(truth, predicted):
         return float(roc_auc_score(truth.astype(int), predicted))
@@ -138,3 +146,62 @@ def test_trials_on_reused_fold_datasets_find_the_same_best_trial(write_config):
     assert reused.best_value == rebinned.best_value
     for a, b in zip(rebinned_predictions, reused_predictions, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_trials_fit_a_random_sample_of_at_most_tuning_max_rows(tracking_store, write_config):
+    """tuning.max_rows rows for the trials, with tuning.early_stopping_rounds of patience;
+    `null` tunes on every row with training's patience."""
+    tuning = {"max_rows": 3000, "timeout_seconds": 900, "early_stopping_rounds": 4}
+    config = load_config(write_config({"split": {"cv_folds": 2}, "tuning": tuning}))
+    features_uri = run_features(config, run_ingest(config))
+    tune_run_id = run_tune(config, features_uri, n_trials=3)
+    params = mlflow.get_run(tune_run_id).data.params
+    assert params["tuning_sample"] == "random" and params["max_rows"] == "3000"
+    assert int(params["tuning_rows"]) == 3000 < int(params["learning_rows"])
+    assert params["early_stopping_rounds"] == "4"
+
+    def rounds_past_best(run_id):
+        trials = MlflowClient().search_runs(
+            [mlflow.get_run(run_id).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{run_id}' and tags.optuna.trial_state = 'COMPLETE'",
+        )
+        assert trials
+        return {t.data.metrics["rounds_boosted"] - t.data.metrics["rounds_kept"] for t in trials}
+
+    # Each of the 2 folds boosted 4 rounds past its best (none reached the rounds ceiling).
+    assert rounds_past_best(tune_run_id) == {8}
+    tuning = {"max_rows": None, "timeout_seconds": 900, "early_stopping_rounds": None}
+    config = load_config(write_config({"split": {"cv_folds": 2}, "tuning": tuning}))
+    tune_run_id = run_tune(config, features_uri, n_trials=2)
+    params = mlflow.get_run(tune_run_id).data.params
+    assert params["tuning_sample"] == "all" and params["tuning_rows"] == params["learning_rows"]
+    assert rounds_past_best(tune_run_id) == {2 * config.training.early_stopping_rounds}
+
+
+def test_trials_stop_after_tuning_early_stopping_rounds(write_config):
+    """A trial's folds stop `tuning.early_stopping_rounds` rounds after their best one, on the
+    prebuilt bins as on the rows; null keeps training.early_stopping_rounds."""
+    from pdmflow.models.training import fold_predictions
+
+    config, learning, X, y, datasets = two_fold_learning_rows(write_config)
+    params = {"n_estimators": 3000, "learning_rate": 0.3, "num_leaves": 31, "n_jobs": 1}
+
+    def rounds_past_best(patience, reuse):
+        rounds: list[int] = []
+
+        def count(env):
+            if env.iteration == env.begin_iteration:
+                rounds.append(0)
+            rounds[-1] += 1
+
+        result = fold_predictions(
+            "lightgbm", config.task, X, y, learning.folds, params, config,
+            lambda truth, predicted: 0.0, callbacks=[count],
+            datasets=datasets if reuse else None, early_stopping_rounds=patience,
+        )  # fmt: skip
+        assert all(r < params["n_estimators"] for r in rounds)  # every fold stopped early
+        return [r - best for r, best in zip(rounds, result.best_iterations, strict=True)]
+
+    for reuse in (True, False):
+        assert rounds_past_best(4, reuse) == [4, 4]
+        assert rounds_past_best(None, reuse) == [config.training.early_stopping_rounds] * 2

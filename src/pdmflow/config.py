@@ -276,6 +276,13 @@ class TuningConfig(_Strict):
     # train fits the study's best LightGBM parameters at this slower rate, its rounds ceiling
     # scaled up to match (early stopping picks the rounds); null: released at the tuned rate.
     release_learning_rate: float | None = Field(0.025, gt=0, le=1)
+    # Trials fit and score at most this many learning rows, drawn at random (each fold keeps
+    # its share); train still fits on all of them. null: every row.
+    max_rows: int | None = Field(100_000, ge=1000)
+    # Trials stop after this many rounds without gain on a fold's validation rows: a round at
+    # tuning.learning_rate learns more than one at the release rate, so less patience does.
+    # null: training.early_stopping_rounds.
+    early_stopping_rounds: int | None = Field(20, ge=1)
 
 
 class GateConfig(_Strict):

@@ -39,9 +39,12 @@ def fit_family(
     config: TenantConfig,
     eval_set: tuple[pd.DataFrame, np.ndarray] | None = None,
     callbacks: list[Any] | None = None,
+    early_stopping_rounds: int | None = None,
 ) -> Any:
-    """One fitted estimator of `family`; LightGBM stops early on `eval_set` when given."""
+    """One fitted estimator of `family`; LightGBM stops early on `eval_set` when given, after
+    `early_stopping_rounds` (default training.early_stopping_rounds) rounds without gain."""
     seed = config.training.seed
+    patience = early_stopping_rounds or config.training.early_stopping_rounds
     if family == "random_forest":
         return random_forest.fit(task, X, y, params, seed)
     return lightgbm.fit_model(
@@ -51,7 +54,7 @@ def fit_family(
         params,
         seed,
         eval_set=eval_set,
-        early_stopping_rounds=config.training.early_stopping_rounds if eval_set else None,
+        early_stopping_rounds=patience if eval_set else None,
         rul_objective=config.training.rul_objective,
         callbacks=callbacks,
     )
@@ -86,6 +89,17 @@ class FoldResult:
     best_iterations: list[int]
     scores: list[float]
     models: list[Any]
+    rounds: list[int]  # the rounds each LightGBM fit boosted (its best iteration + patience)
+
+
+class _RoundCounter:
+    """A LightGBM callback: how many rounds a fit boosted."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    def __call__(self, env: Any) -> None:
+        self.rounds += 1
 
 
 def fold_predictions(
@@ -100,26 +114,32 @@ def fold_predictions(
     after_fold: Callable[[int, list[float]], None] | None = None,
     callbacks: list[Any] | None = None,
     datasets: list[lightgbm.FoldData] | None = None,
+    early_stopping_rounds: int | None = None,
 ) -> FoldResult:
     """Fit on each fold's fit rows, stop early and predict on its validation rows.
 
     `after_fold(k, scores so far)` runs after each fold (tuning prunes there). With
     `datasets` (`lightgbm.fold_data` of these folds), LightGBM trains on those prebuilt bins
-    instead of binning the rows again: the same models, as boosters.
+    instead of binning the rows again: the same models, as boosters. `early_stopping_rounds`:
+    the patience of each fold's fit (default training.early_stopping_rounds).
     """
+    patience = early_stopping_rounds or config.training.early_stopping_rounds
     predictions = np.full(len(X), np.nan)
-    best_iterations, scores, models = [], [], []
+    best_iterations, scores, models, rounds = [], [], [], []
     for k, (fit_rows, valid_rows) in enumerate(folds):
+        counter = _RoundCounter()
+        fold_callbacks = [*(callbacks or []), counter]
         if datasets is not None and family == "lightgbm":
             booster = lightgbm.fit_booster(
                 task,
                 datasets[k],
                 params,
                 config.training.seed,
-                config.training.early_stopping_rounds,
+                patience,
                 config.training.rul_objective,
-                callbacks,
+                fold_callbacks,
             )
+            rounds.append(counter.rounds)
             models.append(booster)
             predicted = lightgbm.booster_predict(booster, datasets[k].valid_X)
             predictions[valid_rows] = predicted
@@ -137,17 +157,19 @@ def fold_predictions(
             params,
             config,
             eval_set=(X_valid, y_valid),
-            callbacks=callbacks,
+            callbacks=fold_callbacks,
+            early_stopping_rounds=patience,
         )
         models.append(model)
         predicted = predict_family(model, X_valid)
         predictions[valid_rows] = predicted
         if family == "lightgbm":
             best_iterations.append(lightgbm.tree_count(model))
+            rounds.append(counter.rounds)
         scores.append(score(y_valid, predicted))
         if after_fold is not None:
             after_fold(k, scores)
-    return FoldResult(predictions, best_iterations, scores, models)
+    return FoldResult(predictions, best_iterations, scores, models, rounds)
 
 
 def healthy_rows(y: np.ndarray, config: TenantConfig) -> np.ndarray:

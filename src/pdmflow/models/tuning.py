@@ -42,9 +42,7 @@ BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def search_space(
-    trial: optuna.Trial, family: str, learning_rate: float | None
-) -> dict[str, Any]:
+def search_space(trial: optuna.Trial, family: str, learning_rate: float | None) -> dict[str, Any]:
     """The brief's parameters per family, in the estimators' scikit-learn names.
 
     LightGBM trials boost at `learning_rate` (tuning.learning_rate) and search the trees'
@@ -94,6 +92,11 @@ def best_choice(study: optuna.Study, plan: StudyPlan) -> dict[str, Any]:
     return {"family": family, "params": search_space(fixed, family, plan.learning_rate)}
 
 
+def trial_patience(config: TenantConfig) -> int:
+    """Early-stopping rounds of a trial's folds: tuning's, else training's."""
+    return config.tuning.early_stopping_rounds or config.training.early_stopping_rounds
+
+
 def threads_per_worker(workers: int) -> int:
     """Estimator threads for each of `workers` processes sharing this machine's cores."""
     return share_of_cores(workers)
@@ -112,6 +115,8 @@ class StudyPlan:
     task: str
     families: list[str]
     learning_rate: float | None  # LightGBM's rate in every trial; None: searched
+    early_stopping_rounds: int  # each fold's patience in a trial
+    max_rows: int | None  # the rows the trials tune on (see `sampled`); None: all
     seed: int
     host: str  # the machine the tune run started its workers on ...
     threads_per_worker: int  # ... and the threads each of them uses there
@@ -132,6 +137,8 @@ class StudyPlan:
             task=config.task,
             families=families(config),
             learning_rate=config.tuning.learning_rate,
+            early_stopping_rounds=trial_patience(config),
+            max_rows=config.tuning.max_rows,
             seed=config.training.seed,
             host=socket.gethostname(),
             threads_per_worker=threads_per_worker(workers),
@@ -178,8 +185,14 @@ def read_plan(
             f"study '{name}' does not exist in tuning.storage: pass the name the tune run "
             "printed (its param study_name)"
         ) from None
-    # A study from before the fixed tuning rate searched the rate (learning_rate None).
-    attrs = {"learning_rate": None, **attrs}
+    # A study from before these settings searched the rate (learning_rate None), tuned on
+    # every row with training's patience.
+    older = {
+        "learning_rate": None,
+        "max_rows": None,
+        "early_stopping_rounds": config.training.early_stopping_rounds,
+    }
+    attrs = {**older, **attrs}
     missing = [f.name for f in fields(StudyPlan) if f.name not in attrs]
     if missing:
         raise StepInputError(
@@ -220,6 +233,53 @@ class TuningData:
     y: np.ndarray
     folds: Folds
 
+    def subset(self, positions: np.ndarray) -> TuningData:
+        """These rows only (positions ascending), each fold keeping its rows among them."""
+        kept = np.zeros(len(self.y), dtype=bool)
+        kept[positions] = True
+        renumbered = np.cumsum(kept) - 1
+        folds = [
+            (renumbered[fit[kept[fit]]], renumbered[valid[kept[valid]]])
+            for fit, valid in self.folds
+        ]
+        return TuningData(self.X.iloc[positions], self.y[positions], folds)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The learning rows a study tunes on (tuning.max_rows): their positions, and how they
+    were chosen ("all", "random", or "all: <why the random rows were not used>")."""
+
+    positions: np.ndarray
+    how: str
+
+
+def sampled(
+    data: TuningData, max_rows: int | None, seed: int, task: str
+) -> tuple[TuningData, Sample]:
+    """`data` on at most `max_rows` of its rows, drawn at random (seeded); train still fits on
+    all of them.
+
+    The rows are features already built from each device's history, so any of them can go:
+    every fold keeps its share of its fit and validation rows, in their time order (a time
+    fold stays purged, a device fold keeps its devices apart). Where the draw would leave a
+    fold without rows, or a classification fold with one label value, every row is used.
+    """
+    n = len(data.y)
+    if max_rows is None or n <= max_rows:
+        return data, Sample(np.arange(n), "all")
+    positions = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+    subset = data.subset(positions)
+    for k, fold in enumerate(subset.folds, start=1):
+        for rows, role in zip(fold, ("fit on", "validate on"), strict=True):
+            if len(rows) == 0 or (task == "classification" and len(np.unique(subset.y[rows])) < 2):
+                return data, Sample(
+                    np.arange(n),
+                    f"all: {max_rows:,} random rows leave fold {k} one label "
+                    f"value or none to {role}",
+                )
+    return subset, Sample(positions, "random")
+
 
 class TrialLog(Protocol):
     """Where each trial is recorded (the step: one MLflow run per trial)."""
@@ -243,7 +303,8 @@ def _score(task: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 class Objective:
     """One trial: sample a family and its parameters, fit the folds (pruning between them),
-    record it with `fit_seconds` and `log_seconds` (time in the trial log). LightGBM trials
+    record it with `fit_seconds`, `log_seconds` (time in the trial log) and, for LightGBM,
+    `rounds_boosted` and `rounds_kept` (over its folds). LightGBM trials
     train on fold datasets binned once, when the objective is made (`dataset_seconds`)."""
 
     def __init__(
@@ -296,6 +357,7 @@ class Objective:
                 _score(self.config.task),
                 after_fold,
                 datasets=self.datasets,
+                early_stopping_rounds=plan.early_stopping_rounds,
             )
         except optuna.TrialPruned as stopped:
             state, pruned = "PRUNED", stopped
@@ -311,6 +373,9 @@ class Objective:
                 trial.set_user_attr("cv_std", float(np.std(result.scores)))
             if result.best_iterations:
                 trial.set_user_attr("best_iteration", int(np.median(result.best_iterations)))
+                # What the trial's fits cost: rounds boosted, of which the models kept.
+                metrics["rounds_boosted"] = float(sum(result.rounds))
+                metrics["rounds_kept"] = float(sum(result.best_iterations))
         fit_seconds = time.perf_counter() - clock
         clock = time.perf_counter()
         # The run's log_seconds cannot count the write that carries it; the trial's attr does.

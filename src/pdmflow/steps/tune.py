@@ -36,16 +36,38 @@ from pdmflow.tracking import step_run
 WORKER_TAG = "pdmflow.tune_worker"
 
 
-def _tuning_data(config: TenantConfig, features_uri: str) -> tuple[tuning.TuningData, int]:
-    """The rows trials learn from, and how many features selection kept."""
+def _tuning_data(
+    config: TenantConfig, features_uri: str, max_rows: int | None, seed: int
+) -> tuple[tuning.TuningData, dict[str, Any]]:
+    """The rows trials learn from (at most `max_rows` of the learning rows, drawn with
+    `seed`), and the params that say which."""
     tables, spec = read_features(features_uri)
     label = label_column(config)
     learning = learning_set(tables, spec, label, config)
     kept = learning.selection.kept
-    data = tuning.TuningData(
-        learning.rows[kept], learning.rows[label].to_numpy(float), learning.folds
+    every_row = tuning.TuningData(
+        learning.rows, learning.rows[label].to_numpy(float), learning.folds
     )
-    return data, len(kept)
+    data, sample = tuning.sampled(every_row, max_rows, seed, config.task)
+    data.X = data.X[kept]  # the selected features of the sampled rows alone: a smaller copy
+    if sample.how == "random":
+        print(
+            f"tune: trials use {len(data.y):,} random rows of {len(learning.rows):,} "
+            "(tuning.max_rows); train fits on all of them",
+            file=sys.stderr,
+        )
+    elif sample.how != "all":
+        print(
+            f"tune: tuning.max_rows {max_rows:,}: trials use every row ({sample.how})",
+            file=sys.stderr,
+        )
+    described = {
+        "features_selected": len(kept),
+        "learning_rows": len(learning.rows),
+        "tuning_rows": len(data.y),
+        "tuning_sample": sample.how,
+    }
+    return data, described
 
 
 class _TrialRuns:
@@ -114,7 +136,9 @@ def run_tune(
     features_uri = latest_input(config, "features", features_uri)
     n_trials = n_trials or config.tuning.n_trials
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
-    data, features_selected = _tuning_data(config, features_uri)
+    data, described = _tuning_data(
+        config, features_uri, config.tuning.max_rows, config.training.seed
+    )
     # In memory: one storage object, shared by the study and its worker registry.
     storage = config.tuning.storage or optuna.storages.InMemoryStorage()
 
@@ -130,9 +154,11 @@ def run_tune(
                 "pruner": "MedianPruner",
                 "objective": f"{plan.direction} {plan.metric}",
                 "cv_folds": config.split.cv_folds,
+                "early_stopping_rounds": tuning.trial_patience(config),
                 "split_by": config.split.by,
                 "families": ",".join(plan.families),
-                "features_selected": features_selected,
+                **described,
+                "max_rows": config.tuning.max_rows,
                 "study_name": study_name,
                 "storage": redact_url(config.tuning.storage) if config.tuning.storage else "memory",
                 "workers": workers,
@@ -206,7 +232,7 @@ def run_tune_worker(
             "the tune run uses"
         )
     plan = tuning.read_plan(study_name, storage, config)
-    data, _ = _tuning_data(config, plan.features_uri)
+    data, _ = _tuning_data(config, plan.features_uri, plan.max_rows, plan.seed)
     worker = tuning.join_study(study_name, storage, plan)  # once ready: tune waits for this
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
     objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
