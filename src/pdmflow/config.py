@@ -278,7 +278,7 @@ class TuningConfig(_Strict):
     release_learning_rate: float | None = Field(0.025, gt=0, le=1)
     # Trials fit and score at most this many learning rows, drawn at random (each fold keeps
     # its share); train still fits on all of them. null: every row.
-    max_rows: int | None = Field(100_000, ge=1000)
+    max_rows: int | None = Field(50_000, ge=1000)
     # Trials stop after this many rounds without gain on a fold's validation rows: a round at
     # tuning.learning_rate learns more than one at the release rate, so less patience does.
     # null: training.early_stopping_rounds.

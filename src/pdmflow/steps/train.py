@@ -77,6 +77,8 @@ def run_train(
 
     with step_run(config, "train") as run:
         learning = learning_set(tables, spec, label, config)
+        # The train and validation rows live on, concatenated, in learning.rows: one copy.
+        del tables
         selection, folds = learning.selection, learning.folds
         model_spec = spec.with_features(selection.kept)
         mlflow.log_params(
