@@ -23,6 +23,14 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow end-to-end tests first, otherwise in collection order: `make test`'s
+    workers (`-n 2 --dist loadfile`) take whole files in this order, so the long ones start
+    early instead of ending the run on one worker while the other idles."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 SMOKE = REPO / "configs" / "smoke.yaml"
 # Gates any sane model passes, for tests where releasing is the point, not the model.
 LENIENT_GATES = {
