@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
-# Two workers, each test file on one of them (a file's module fixtures are built once).
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# Two workers, each test file on one of them (a file's module fixtures are built once), taking
+# the files in the order tests/conftest.py gives them (costliest first), not xdist's own.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test ui server lint bench quality clean
 

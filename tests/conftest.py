@@ -23,15 +23,22 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with slow end-to-end tests first, otherwise in collection order: `make test`'s
-    workers (`-n 2 --dist loadfile`) take whole files in this order, so the long ones start
-    early instead of ending the run on one worker while the other idles."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-SMOKE = REPO / "configs" / "smoke.yaml"
+    """The costliest files first (their `cost(seconds=...)` mark: what the file took on one
+    `make test` worker of this machine), the rest in collection order. `make test`'s workers
+    (`-n 2 --dist loadfile --no-loadscope-reorder`) take whole files in this order, so a long
+    file starts early instead of ending the run on one worker while the other idles."""
+
+    def cost(item) -> float:
+        mark = item.get_closest_marker("cost")
+        return float(mark.kwargs["seconds"]) if mark else 0.0
+
+    items.sort(key=lambda item: -cost(item))  # stable: a file's tests stay in their order
+
+
 # Gates any sane model passes, for tests where releasing is the point, not the model.
 LENIENT_GATES = {
     "max_robustness_auc_drop": None,

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from servers import mlflow_server, new_database
 from sqlalchemy.engine import make_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=55)]
 
 ADMIN_PASSWORD = f"admin-{secrets.token_hex(8)}"
 PASSWORDS = {"a": f"tenant-a-{secrets.token_hex(8)}", "b": f"tenant-b-{secrets.token_hex(8)}"}

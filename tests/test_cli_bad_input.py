@@ -8,6 +8,7 @@ from conftest import SMOKE, cli
 from pdmflow.config import load_config
 from pdmflow.data.sources import read_source
 
+pytestmark = pytest.mark.cost(seconds=90)
 
 def registered_versions(tmp_path):
     db = tmp_path / "mlflow.db"

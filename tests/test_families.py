@@ -22,6 +22,7 @@ from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.training import fit_candidate
 from pdmflow.serving import FailureScorer
 
+pytestmark = pytest.mark.cost(seconds=75)
 LABEL = LABELS["classification"]
 BIN = Path(sys.executable).parent
 

@@ -28,7 +28,7 @@ from pdmflow.registry import lineage
 from pdmflow.steps.pipeline import run_pipeline
 from pdmflow.steps.reproduce import REPRODUCES_TAG, run_reproduce
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=45)]
 
 MODEL = "pdmflow-smoke-failure"
 

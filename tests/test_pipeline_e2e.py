@@ -19,7 +19,7 @@ from pdmflow.evaluation.catalog import evaluate_metric_names
 from pdmflow.features.builder import build_features
 from pdmflow.serving import FailureScorer, load_feature_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=65)]
 MODEL = "pdmflow-smoke-failure"
 BIN = Path(sys.executable).parent
 

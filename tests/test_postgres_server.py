@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from servers import mlflow_server, new_database
 from sqlalchemy.engine import make_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=120)]
 
 
 @pytest.fixture(scope="module")

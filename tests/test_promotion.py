@@ -13,6 +13,7 @@ from pdmflow.steps.pipeline import run_pipeline
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
 
+pytestmark = pytest.mark.cost(seconds=140)
 MODEL = "pdmflow-smoke-failure"
 
 

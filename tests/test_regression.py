@@ -13,6 +13,7 @@ from pdmflow.errors import ConfigError, GateFailure
 from pdmflow.serving import FailureScorer
 from pdmflow.steps.pipeline import run_pipeline
 
+pytestmark = pytest.mark.cost(seconds=100)
 
 def test_rul_and_health_labels_hand_computed():
     t0 = pd.Timestamp("2026-01-01")

@@ -37,7 +37,7 @@ from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.train import run_train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=65)]
 
 MODEL = "pdmflow-smoke-failure"
 HELD = f"^model {MODEL}: another release holds the release lock \\((.+)\\); gave up after 0.5 s"

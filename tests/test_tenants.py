@@ -10,7 +10,7 @@ from pdmflow.errors import StepInputError
 from pdmflow.steps.features import run_features
 from pdmflow.steps.pipeline import run_pipeline
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=300)]
 TENANTS = ("manufacturing_org_1", "power_gen_org_1")
 
 

@@ -10,6 +10,7 @@ from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import read_best_params, run_tune
 
+pytestmark = pytest.mark.cost(seconds=90)
 
 @pytest.mark.parametrize("cv_folds", [0, 3])
 def test_study_logs_trials_best_params_and_history(tracking_store, write_config, cv_folds):

@@ -14,7 +14,7 @@ from conftest import cli, forget_experiment
 from mlflow import MlflowClient
 from servers import MlflowServer, new_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=110)]
 
 MODEL = "pdmflow-smoke-failure"
 ONE_LINE = re.compile(
