@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import SMOKE, cli, forget_experiment
 
-from pdmflow.artifacts import read_dataset, read_features
+from pdmflow.artifacts import MODEL_URI_TAG, read_dataset, read_features
 from pdmflow.cli import run as run_cli
 from pdmflow.config import TenantConfig, load_config
 from pdmflow.errors import DataValidationError, StepInputError
@@ -24,7 +24,7 @@ from pdmflow.serving.batch import ScoreWriter
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.score import SKIPPED_ARTIFACT, SKIPPED_TAG, run_score
-from pdmflow.steps.train import MODEL_URI_TAG, run_train
+from pdmflow.steps.train import run_train
 from pdmflow.tracking import STEP_TAG, downloaded
 
 KEYS = ["device_id", "timestamp"]

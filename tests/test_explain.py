@@ -16,7 +16,7 @@ import shap
 import yaml
 from conftest import SMOKE, deep_merge, forget_experiment
 
-from pdmflow.artifacts import read_dataset
+from pdmflow.artifacts import MODEL_URI_TAG, read_dataset
 from pdmflow.config import load_config
 from pdmflow.errors import PdmflowError
 from pdmflow.evaluation.explain import (
@@ -38,7 +38,7 @@ from pdmflow.models.training import ANOMALY_FEATURE, Candidate
 from pdmflow.serving import FailureScorer
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
-from pdmflow.steps.train import MODEL_URI_TAG, run_train
+from pdmflow.steps.train import run_train
 from pdmflow.tracking import downloaded
 
 FEATURES = [f"f{i}" for i in range(6)]

@@ -201,19 +201,25 @@ def run(argv: list[str] | None = None) -> int:
 
         use_account(config)
         wait_for_tracking_server(config, args.step)
-        # Imported late so `--help` and config errors answer without loading MLflow and LightGBM.
-        from pdmflow.steps import evaluate, features, ingest, pipeline, promote, train, tune
-
+        # Each step's module imported in its branch, late: `--help` and config errors answer
+        # without loading MLflow and LightGBM, and a step loads only what it uses (ingest
+        # without ONNX, SHAP and matplotlib: seconds per process).
         if args.step == "ingest":
-            print(ingest.run_ingest(config))
+            from pdmflow.steps.ingest import run_ingest
+
+            print(run_ingest(config))
         elif args.step == "features":
-            print(features.run_features(config, args.data_uri))
+            from pdmflow.steps.features import run_features
+
+            print(run_features(config, args.data_uri))
         elif args.step == "tune":
-            print(
-                tune.run_tune(config, args.features_uri, args.n_trials, args.timeout, args.workers)
-            )
+            from pdmflow.steps.tune import run_tune
+
+            print(run_tune(config, args.features_uri, args.n_trials, args.timeout, args.workers))
         elif args.step == "tune-worker":
-            tune.run_tune_worker(config, args.study, args.n_trials, args.timeout)
+            from pdmflow.steps.tune import run_tune_worker
+
+            run_tune_worker(config, args.study, args.n_trials, args.timeout)
         elif args.step == "monitor":
             from pdmflow.steps.monitor import run_monitor
 
@@ -233,9 +239,13 @@ def run(argv: list[str] | None = None) -> int:
                 rows_per_chunk=args.rows_per_chunk,
             )
         elif args.step == "train":
-            print(train.run_train(config, args.features_uri, args.tune_run_id))
+            from pdmflow.steps.train import run_train
+
+            print(run_train(config, args.features_uri, args.tune_run_id))
         elif args.step == "evaluate":
-            print(evaluate.run_evaluate(config, args.train_run_id))
+            from pdmflow.steps.evaluate import run_evaluate
+
+            print(run_evaluate(config, args.train_run_id))
         elif args.step == "status":
             _print_status(config)
         elif args.step == "rollback":
@@ -264,9 +274,13 @@ def run(argv: list[str] | None = None) -> int:
                 f"version {archived} archived ({args.reason})"
             )
         elif args.step == "promote":
-            promote.run_promote(config, args.evaluate_run_id)
+            from pdmflow.steps.promote import run_promote
+
+            run_promote(config, args.evaluate_run_id)
         else:
-            version = pipeline.run_pipeline(
+            from pdmflow.steps.pipeline import run_pipeline
+
+            version = run_pipeline(
                 config,
                 args.n_trials,
                 args.timeout,

@@ -9,12 +9,13 @@ import mlflow
 import pytest
 from conftest import SMOKE, cli
 
+from pdmflow.artifacts import MODEL_URI_TAG
 from pdmflow.config import load_config
 from pdmflow.errors import ModelFilesError
 from pdmflow.serving import SPEC_PATH, FailureScorer
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
-from pdmflow.steps.train import MODEL_URI_TAG, run_train
+from pdmflow.steps.train import run_train
 
 
 @pytest.fixture

@@ -23,10 +23,13 @@ from onnx import TensorProto, helper
 from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 
+from pdmflow.models.memory import fix_mmap_threshold
 from pdmflow.models.onnx import INPUT_NAME, OUTPUT_NAMES, onnx_predict
 from pdmflow.models.threads import estimator_threads
 
 LightGBMModel = lgb.LGBMClassifier | lgb.LGBMRegressor
+# Each fit's bin-sampling buffers go back to the system when freed (models/memory.py).
+fix_mmap_threshold()
 
 
 # training.rul_objective -> LightGBM objective for remaining useful life.

@@ -16,7 +16,14 @@ from mlflow.models import get_model_info
 from onnxruntime import InferenceSession
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
-from pdmflow.artifacts import label_column, read_dataset, read_features, read_split_membership
+from pdmflow.artifacts import (
+    CHAMPION_VERSION_TAG,
+    MODEL_URI_TAG,
+    label_column,
+    read_dataset,
+    read_features,
+    read_split_membership,
+)
 from pdmflow.config import EvaluationConfig, TenantConfig
 from pdmflow.errors import PdmflowError, StepInputError
 from pdmflow.evaluation.catalog import CHAMPION_KEY
@@ -37,10 +44,7 @@ from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.registry import production_version
 from pdmflow.serving import SPEC_PATH, FailureScorer
-from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import downloaded, latest_step_run, step_run
-
-CHAMPION_VERSION_TAG = "pdmflow.champion_version"
 
 
 def _load(

@@ -6,6 +6,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from pdmflow.artifacts import CHAMPION_VERSION_TAG, MODEL_URI_TAG
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure, StepInputError
 from pdmflow.evaluation import model_card
@@ -19,8 +20,6 @@ from pdmflow.registry import (
     repair_release,
     update_description,
 )
-from pdmflow.steps.evaluate import CHAMPION_VERSION_TAG
-from pdmflow.steps.train import MODEL_URI_TAG
 from pdmflow.tracking import latest_step_run, step_run
 
 

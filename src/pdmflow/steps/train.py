@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 
-from pdmflow.artifacts import label_column, latest_input, read_features
+from pdmflow.artifacts import MODEL_URI_TAG, label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
@@ -28,7 +28,6 @@ from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, step_run
 
 MODEL_NAME = "model"
-MODEL_URI_TAG = "pdmflow.model_uri"
 
 
 def _resolve_params(
