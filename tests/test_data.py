@@ -390,3 +390,30 @@ def test_process_log_through_the_config(write_config):
     other_schema = {**overrides, "schema": {"continuous_sensors": [*process_sensors, "pressure"]}}
     with pytest.raises(ConfigError, match="schema names sensor 'pressure'"):
         read_source(load_config(write_config(other_schema)))
+
+
+def test_logged_dataset_schema_is_the_one_mlflow_would_infer():
+    """frame_dataset gives MLflow's pandas dataset the schema MLflow's own (value by value)
+    inference gives, required flags included, with the same digest and profile."""
+    import mlflow
+
+    from pdmflow.data.dataset_source import RunArtifactDatasetSource, frame_dataset
+
+    frame = pd.DataFrame(
+        {
+            "device_id": ["a", "b", "c"] * 700,
+            "timestamp": pd.date_range("2026-01-01", periods=2100, freq="30min", tz="UTC"),
+            "temperature": np.linspace(20.0, 80.0, 2100),
+            "pump_on": [True, False, True] * 700,
+            "cycles": np.arange(2100),
+        }
+    )
+    # A missing value beyond the rows the types are read from: that column is not required.
+    frame.loc[2050, "temperature"] = np.nan
+    source = RunArtifactDatasetSource("runs:/0/dataset/telemetry.parquet", origin="test")
+    ours = frame_dataset(frame, source, name="t")
+    theirs = mlflow.data.from_pandas(frame, source=source, name="t")
+    assert ours.schema == theirs.schema
+    assert not ours.schema.input_dict()["temperature"].required
+    assert ours.digest == theirs.digest and ours.profile == theirs.profile
+    assert ours.to_dict() == theirs.to_dict()

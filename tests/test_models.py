@@ -268,6 +268,24 @@ def test_calibration_slope_is_bounded_where_isotonic_would_jump():
         assert (moved <= 1e-5) == bounded, moved
 
 
+def test_max_bin_bounds_the_split_points_of_every_feature(data):
+    """training.max_bin reaches LightGBM's histograms: a feature cut into 8 bins can be split at
+    7 points at most, where LightGBM's own 255 bins give many more."""
+    X, failure, _ = data
+
+    def most_split_points(model) -> int:
+        splits = model.booster_.trees_to_dataframe().dropna(subset=["threshold"])
+        return int(splits.groupby("split_feature")["threshold"].nunique().max())
+
+    params = {"n_estimators": 60, "num_leaves": 15}
+    coarse = fit_model("classification", X, failure, params, seed=1, max_bin=8)
+    fine = fit_model("classification", X, failure, params, seed=1)
+    assert most_split_points(coarse) <= 7 < most_split_points(fine)
+    # A max_bin in the params wins over the argument.
+    overridden = fit_model("classification", X, failure, {**params, "max_bin": 255}, 1, max_bin=8)
+    assert most_split_points(overridden) > 7
+
+
 @pytest.fixture(scope="module")
 def lightgbm_with_holdout(data):
     X, failure, _ = data

@@ -249,3 +249,15 @@ def test_mlflow_models_serve_answers_invocations(released):
     # Either way the answer is {"predictions": {"failure_probability": [...]}}.
     for served in (as_tensor, as_frame):
         np.testing.assert_allclose(served["failure_probability"], expected, atol=1e-6)
+
+
+def test_the_released_model_declares_its_pinned_requirements(released):
+    """The requirements are given, not inferred (no subprocess per train run), and are what
+    serving needs to install: MLflow, ONNX, ONNX Runtime and NumPy at this environment's
+    versions."""
+    from importlib.metadata import version
+
+    path = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/Production/requirements.txt")
+    declared = set(Path(path).read_text().split())
+    expected = {f"{name}=={version(name)}" for name in ("mlflow", "numpy", "onnx", "onnxruntime")}
+    assert declared == expected

@@ -12,6 +12,7 @@ from pdmflow.steps.tune import read_best_params, run_tune
 
 pytestmark = pytest.mark.cost(seconds=90)
 
+
 @pytest.mark.parametrize("cv_folds", [0, 3])
 def test_study_logs_trials_best_params_and_history(tracking_store, write_config, cv_folds):
     # No time limit in the way of 6 trials (smoke's 60 s can cut them short on a busy machine).
@@ -95,7 +96,9 @@ def two_fold_learning_rows(write_config):
     tables, spec, _, _ = label_and_split(telemetry, events, config, label)
     learning = learning_set(tables, spec, label, config)
     X, y = learning.rows[learning.selection.kept], learning.rows[label].to_numpy(float)
-    datasets = lightgbm.fold_data(config.task, X, y, learning.folds, config.training.seed)
+    datasets = lightgbm.fold_data(
+        config.task, X, y, learning.folds, config.training.seed, config.training.max_bin
+    )
     return config, learning, X, y, datasets
 
 
@@ -206,3 +209,42 @@ def test_trials_stop_after_tuning_early_stopping_rounds(write_config):
     for reuse in (True, False):
         assert rounds_past_best(4, reuse) == [4, 4]
         assert rounds_past_best(None, reuse) == [config.training.early_stopping_rounds] * 2
+
+
+def test_trials_bin_features_into_tuning_max_bin_and_the_release_into_training_max_bin(
+    write_config,
+):
+    """The objective's fold datasets hold tuning.max_bin bins per feature (the study plan
+    carries it to every worker); the released model's fits use training.max_bin."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from pdmflow.models import tuning
+    from pdmflow.models.training import fit_family
+
+    config, learning, X, y, _ = two_fold_learning_rows(write_config)
+    config = config.model_copy(
+        update={
+            "tuning": config.tuning.model_copy(update={"max_bin": 8}),
+            "training": config.training.model_copy(update={"max_bin": 16}),
+        }
+    )
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r", experiment_id="0"))
+    plan = tuning.StudyPlan.for_tune_run(run, "runs:/r/features", 2, config, workers=1)
+    assert plan.max_bin == 8
+    storage = optuna.storages.InMemoryStorage()
+    tuning.create_study("bins", storage, plan)
+    worker = tuning.join_study("bins", storage, plan)
+    data = tuning.TuningData(X, y, learning.folds)
+    objective = tuning.Objective(worker, data, config, trial_log=None)
+    assert len(objective.datasets) == 2
+    for fold in objective.datasets:
+        bins = [fold.fit.feature_num_bin(i) for i in range(X.shape[1])]
+        assert max(bins) <= 8 and max(bins) > 2
+
+    released = fit_family("lightgbm", config.task, X, y, {"n_estimators": 5}, config)
+    assert released.booster_.params["max_bin"] == 16
+    # With tuning.max_bin null the trials bin as the release does.
+    unset = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_bin": None})})
+    assert tuning.trial_bins(unset) == 16

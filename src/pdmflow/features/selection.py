@@ -86,6 +86,7 @@ def select_features(
             eval_set=(validation[kept], validation[label].to_numpy()),
             early_stopping_rounds=config.training.early_stopping_rounds,
             rul_objective=config.training.rul_objective,
+            max_bin=config.training.max_bin,
         )
         gain = model.booster_.feature_importance("gain", iteration=lightgbm.tree_count(model))
         order = np.argsort(-gain, kind="stable")

@@ -46,15 +46,18 @@ def fit_model(
     early_stopping_rounds: int | None = None,
     rul_objective: str = "l1",
     callbacks: list[Any] | None = None,
+    max_bin: int | None = None,
 ) -> LightGBMModel:
     """Fit LightGBM for the task; params use LightGBM's scikit-learn names.
 
     With `eval_set` and `early_stopping_rounds`, boosting stops once the evaluation loss has
     not improved for that many rounds; `params["n_estimators"]` is then a ceiling and the model
     keeps its best iteration (`best_iteration_`), which predictions and the ONNX export use.
+    `max_bin`: histogram bins per feature (training.max_bin; None: LightGBM's 255); a
+    `max_bin` in params wins.
     """
     # Threads: params may set n_jobs (tuning workers split the cores between them).
-    params = {"n_jobs": estimator_threads(), **params}
+    params = {"n_jobs": estimator_threads(), **_bins(max_bin), **params}
     if task == "classification":
         model: LightGBMModel = lgb.LGBMClassifier(
             objective="binary", random_state=seed, verbose=-1, **params
@@ -94,6 +97,10 @@ def at_learning_rate(params: dict[str, Any], rate: float) -> dict[str, Any]:
 DATASET_PARAMS = {"feature_pre_filter": False, "verbose": -1}
 
 
+def _bins(max_bin: int | None) -> dict[str, int]:
+    return {} if max_bin is None else {"max_bin": int(max_bin)}
+
+
 @dataclass
 class FoldData:
     """One fold's binned LightGBM datasets (fit and validation rows), built once and shared by
@@ -106,21 +113,30 @@ class FoldData:
 
 
 def fold_data(
-    task: str, X: pd.DataFrame, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], seed: int
+    task: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    max_bin: int | None = None,
 ) -> list[FoldData]:
-    """Each fold's datasets, binned now (float32 features, as `fit_model` fits them)."""
+    """Each fold's datasets, binned now (float32 features and `max_bin` bins, as `fit_model`
+    fits them)."""
     values = X.to_numpy(dtype=np.float32)
     labels = np.asarray(y).astype(int if task == "classification" else float)
     names = [str(c) for c in X.columns]
     built = []
     for fit_rows, valid_rows in folds:
         # The seed also picks the rows bin boundaries are sampled from (as fit_model's does).
-        params = {**DATASET_PARAMS, "seed": seed}
+        params = {**DATASET_PARAMS, **_bins(max_bin), "seed": seed}
         fit = lgb.Dataset(
             values[fit_rows], labels[fit_rows], feature_name=names, params=params
         ).construct()
         # The bins alone stay (free_raw_data): the raw copies of a fold are the size of X.
-        valid = lgb.Dataset(values[valid_rows], labels[valid_rows], reference=fit).construct()
+        # The reference's own params: other params make LightGBM warn that it overrides them.
+        valid = lgb.Dataset(
+            values[valid_rows], labels[valid_rows], reference=fit, params=params
+        ).construct()
         built.append(FoldData(fit, valid, values[valid_rows], labels[valid_rows]))
     return built
 

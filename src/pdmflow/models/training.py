@@ -57,6 +57,7 @@ def fit_family(
         early_stopping_rounds=patience if eval_set else None,
         rul_objective=config.training.rul_objective,
         callbacks=callbacks,
+        max_bin=config.training.max_bin,
     )
 
 

@@ -97,6 +97,11 @@ def trial_patience(config: TenantConfig) -> int:
     return config.tuning.early_stopping_rounds or config.training.early_stopping_rounds
 
 
+def trial_bins(config: TenantConfig) -> int:
+    """LightGBM's histogram bins per feature in a trial: tuning's, else training's."""
+    return config.tuning.max_bin or config.training.max_bin
+
+
 def threads_per_worker(workers: int) -> int:
     """Estimator threads for each of `workers` processes sharing this machine's cores."""
     return share_of_cores(workers)
@@ -117,6 +122,7 @@ class StudyPlan:
     learning_rate: float | None  # LightGBM's rate in every trial; None: searched
     early_stopping_rounds: int  # each fold's patience in a trial
     max_rows: int | None  # the rows the trials tune on (see `sampled`); None: all
+    max_bin: int  # LightGBM's histogram bins per feature in every trial
     seed: int
     host: str  # the machine the tune run started its workers on ...
     threads_per_worker: int  # ... and the threads each of them uses there
@@ -139,6 +145,7 @@ class StudyPlan:
             learning_rate=config.tuning.learning_rate,
             early_stopping_rounds=trial_patience(config),
             max_rows=config.tuning.max_rows,
+            max_bin=trial_bins(config),
             seed=config.training.seed,
             host=socket.gethostname(),
             threads_per_worker=threads_per_worker(workers),
@@ -186,11 +193,12 @@ def read_plan(
             "printed (its param study_name)"
         ) from None
     # A study from before these settings searched the rate (learning_rate None), tuned on
-    # every row with training's patience.
+    # every row with training's patience and LightGBM's own 255 bins.
     older = {
         "learning_rate": None,
         "max_rows": None,
         "early_stopping_rounds": config.training.early_stopping_rounds,
+        "max_bin": 255,
     }
     attrs = {**older, **attrs}
     missing = [f.name for f in fields(StudyPlan) if f.name not in attrs]
@@ -305,7 +313,8 @@ class Objective:
     """One trial: sample a family and its parameters, fit the folds (pruning between them),
     record it with `fit_seconds`, `log_seconds` (time in the trial log) and, for LightGBM,
     `rounds_boosted` and `rounds_kept` (over its folds). LightGBM trials
-    train on fold datasets binned once, when the objective is made (`dataset_seconds`)."""
+    train on fold datasets binned once (the plan's `max_bin`), when the objective is made
+    (`dataset_seconds`)."""
 
     def __init__(
         self, worker: Worker, data: TuningData, config: TenantConfig, trial_log: TrialLog
@@ -316,7 +325,14 @@ class Objective:
         # LightGBM's bins of every fold, built once for all of this worker's trials.
         clock = time.perf_counter()
         self.datasets = (
-            lightgbm.fold_data(config.task, data.X, data.y, data.folds, config.training.seed)
+            lightgbm.fold_data(
+                config.task,
+                data.X,
+                data.y,
+                data.folds,
+                config.training.seed,
+                worker.plan.max_bin,
+            )
             if "lightgbm" in worker.plan.families
             else None
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import onnx
 import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.entities import Run
@@ -42,6 +43,7 @@ from pdmflow.evaluation.report import assess_test_rows
 from pdmflow.evaluation.robustness import robustness_summary, robustness_table
 from pdmflow.features.builder import FeatureSpec, build_features
 from pdmflow.models.onnx import onnx_predict, onnx_session
+from pdmflow.models.threads import estimator_threads
 from pdmflow.registry import production_version
 from pdmflow.serving import SPEC_PATH, FailureScorer
 from pdmflow.tracking import downloaded, latest_step_run, step_run
@@ -49,13 +51,13 @@ from pdmflow.tracking import downloaded, latest_step_run, step_run
 
 def _load(
     model_uri: str, explain: bool = True
-) -> tuple[InferenceSession, FeatureSpec, Explainer | None]:
-    """The model's ONNX session, its feature spec and (with `explain`) its explainer, None for
+) -> tuple[onnx.ModelProto, FeatureSpec, Explainer | None]:
+    """The model's ONNX graph, its feature spec and (with `explain`) its explainer, None for
     models logged before explainers were, from one download."""
     with downloaded(model_uri) as local:
         spec = FeatureSpec.from_json((local / SPEC_PATH).read_text())
         explainer = Explainer.load_from_model_dir(local) if explain else None
-        return onnx_session(mlflow.onnx.load_model(str(local))), spec, explainer
+        return mlflow.onnx.load_model(str(local)), spec, explainer
 
 
 def _same_definitions(a: FeatureSpec, b: FeatureSpec) -> bool:
@@ -72,7 +74,8 @@ def _champion_prediction(
     them is scored from it. A champion built with another feature spec gets its own features
     rebuilt from the same raw dataset, joined back on (device, time).
     """
-    session, champion_spec, _ = _load(champion_uri, explain=False)
+    graph, champion_spec, _ = _load(champion_uri, explain=False)
+    session = onnx_session(graph, threads=estimator_threads())
     if _same_definitions(champion_spec, spec) and set(champion_spec.feature_names) <= set(
         test.columns
     ):
@@ -123,7 +126,10 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     if not model_uri or not features_uri:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
     tables, spec = read_features(features_uri)
-    session, model_spec, explainer = _load(model_uri)
+    graph, model_spec, explainer = _load(model_uri)
+    # Whole test tables on every core; the latency's bare-ONNX figure on one, as serving runs.
+    session = onnx_session(graph, threads=estimator_threads())
+    single_row_session = onnx_session(graph)
     test = tables["test"]
     metadata = get_model_info(model_uri).metadata or {}
     threshold = float(metadata["decision_threshold"]) if config.task == "classification" else None
@@ -158,7 +164,7 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
                 X_test.to_numpy(),
                 telemetry[telemetry[device].isin(test_devices)],
                 events if model_spec.time_since_failure else None,
-                lambda row: onnx_predict(session, row),
+                lambda row: onnx_predict(single_row_session, row),
                 batch_devices=config.evaluation.latency_batch_devices,
             )
         )

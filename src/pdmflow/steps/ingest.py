@@ -10,7 +10,7 @@ import pandas as pd
 
 from pdmflow.artifacts import DATASET_DIR
 from pdmflow.config import TenantConfig
-from pdmflow.data.dataset_source import RunArtifactDatasetSource
+from pdmflow.data.dataset_source import RunArtifactDatasetSource, frame_dataset
 from pdmflow.data.sources import describe_source, read_source
 from pdmflow.data.validation import summarise, validate
 from pdmflow.tracking import step_run
@@ -44,9 +44,9 @@ def run_ingest(
             mlflow.log_artifacts(str(out), DATASET_DIR)
         # The dataset's source is the Parquet artifact downstream steps read, and its origin
         # (synthetic fleet, file, database URL without password).
-        dataset = mlflow.data.from_pandas(
+        dataset = frame_dataset(
             telemetry,
-            source=RunArtifactDatasetSource(
+            RunArtifactDatasetSource(
                 f"runs:/{run.info.run_id}/{DATASET_DIR}/telemetry.parquet", origin=source
             ),
             name=f"{config.tenant_id}-telemetry",

@@ -21,8 +21,10 @@ from pdmflow.models.onnx import (
     SERVING_SESSION_OPTIONS,
     onnx_predict,
     onnx_session,
+    serving_requirements,
     serving_signature,
 )
+from pdmflow.models.threads import estimator_threads
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, step_run
@@ -96,6 +98,8 @@ def run_train(
         )
         prefix = "lgbm" if family == "lightgbm" else "rf"
         mlflow.log_params({f"{prefix}_{k}": v for k, v in params.items()})
+        if family == "lightgbm" and "max_bin" not in params:
+            mlflow.log_param("lgbm_max_bin", config.training.max_bin)
         candidate = fit_candidate(
             learning.rows,
             learning.train_rows,
@@ -112,7 +116,7 @@ def run_train(
         figure = gain_importance_figure(explainer)
         mlflow.log_figure(figure, "plots/gain_importance.png")
         plt.close(figure)
-        session = onnx_session(onnx_model)
+        session = onnx_session(onnx_model, threads=estimator_threads())
         X_test = test[model_spec.feature_names]
         parity = float(abs(onnx_predict(session, X_test) - candidate.predict(X_test)).max())
 
@@ -183,6 +187,7 @@ def run_train(
                 extra_files=[str(spec_path), *(str(path) for path in explainer_paths)],
                 onnx_execution_providers=["CPUExecutionProvider"],
                 onnx_session_options=SERVING_SESSION_OPTIONS,
+                pip_requirements=serving_requirements(),
                 metadata=metadata,
             )
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)

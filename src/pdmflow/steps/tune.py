@@ -155,6 +155,7 @@ def run_tune(
                 "objective": f"{plan.direction} {plan.metric}",
                 "cv_folds": config.split.cv_folds,
                 "early_stopping_rounds": tuning.trial_patience(config),
+                "max_bin": plan.max_bin,
                 "split_by": config.split.by,
                 "families": ",".join(plan.families),
                 **described,
