@@ -410,10 +410,21 @@ def test_logged_dataset_schema_is_the_one_mlflow_would_infer():
     )
     # A missing value beyond the rows the types are read from: that column is not required.
     frame.loc[2050, "temperature"] = np.nan
+    # Text that starts after the first thousand rows.
+    frame["note"] = [None] * 1500 + ["valve serviced"] * 600
     source = RunArtifactDatasetSource("runs:/0/dataset/telemetry.parquet", origin="test")
-    ours = frame_dataset(frame, source, name="t")
-    theirs = mlflow.data.from_pandas(frame, source=source, name="t")
-    assert ours.schema == theirs.schema
-    assert not ours.schema.input_dict()["temperature"].required
-    assert ours.digest == theirs.digest and ours.profile == theirs.profile
-    assert ours.to_dict() == theirs.to_dict()
+
+    def assert_as_mlflow_infers(frame: pd.DataFrame) -> None:
+        ours = frame_dataset(frame, source, name="t")
+        theirs = mlflow.data.from_pandas(frame, source=source, name="t")
+        assert ours.schema == theirs.schema
+        assert ours.digest == theirs.digest and ours.profile == theirs.profile
+        assert ours.to_dict() == theirs.to_dict()
+
+    assert_as_mlflow_infers(frame)
+    schema = frame_dataset(frame, source, name="t").schema.input_dict()
+    assert not schema["temperature"].required and schema["pump_on"].required
+    assert schema["note"].type.name == "string" and not schema["note"].required
+    # Columns only their values can type (mixed objects, none present) go through MLflow's.
+    assert_as_mlflow_infers(frame.assign(note=[None] * 2099 + [3]))
+    assert_as_mlflow_infers(frame.assign(note=None))

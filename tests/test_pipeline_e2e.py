@@ -252,9 +252,8 @@ def test_mlflow_models_serve_answers_invocations(released):
 
 
 def test_the_released_model_declares_its_pinned_requirements(released):
-    """The requirements are given, not inferred (no subprocess per train run), and are what
-    serving needs to install: MLflow, ONNX, ONNX Runtime and NumPy at this environment's
-    versions."""
+    """The requirements train declares (it no longer lets MLflow infer them) are what serving
+    needs to install: MLflow, ONNX, ONNX Runtime and NumPy at this environment's versions."""
     from importlib.metadata import version
 
     path = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/Production/requirements.txt")

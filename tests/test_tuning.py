@@ -216,6 +216,7 @@ def test_trials_bin_features_into_tuning_max_bin_and_the_release_into_training_m
 ):
     """The objective's fold datasets hold tuning.max_bin bins per feature (the study plan
     carries it to every worker); the released model's fits use training.max_bin."""
+    from dataclasses import asdict
     from types import SimpleNamespace
 
     import optuna
@@ -235,7 +236,11 @@ def test_trials_bin_features_into_tuning_max_bin_and_the_release_into_training_m
     assert plan.max_bin == 8
     storage = optuna.storages.InMemoryStorage()
     tuning.create_study("bins", storage, plan)
-    worker = tuning.join_study("bins", storage, plan)
+    # A worker joining with another config bins as the study's plan says.
+    other = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_bin": 32})})
+    joined = tuning.read_plan("bins", storage, other)
+    assert joined.max_bin == 8
+    worker = tuning.join_study("bins", storage, joined)
     data = tuning.TuningData(X, y, learning.folds)
     objective = tuning.Objective(worker, data, config, trial_log=None)
     assert len(objective.datasets) == 2
@@ -245,6 +250,12 @@ def test_trials_bin_features_into_tuning_max_bin_and_the_release_into_training_m
 
     released = fit_family("lightgbm", config.task, X, y, {"n_estimators": 5}, config)
     assert released.booster_.params["max_bin"] == 16
+    # A study created before the trials' bins were planned binned as LightGBM does (255).
+    older = optuna.create_study(study_name="older", storage=storage)
+    for key, value in asdict(plan).items():
+        if key != "max_bin":
+            older.set_user_attr(key, value)
+    assert tuning.read_plan("older", storage, other).max_bin == 255
     # With tuning.max_bin null the trials bin as the release does.
     unset = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_bin": None})})
     assert tuning.trial_bins(unset) == 16

@@ -16,7 +16,7 @@ from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.models import infer_signature
 from mlflow.types.schema import ColSpec, Schema
 
-# Rows MLflow's own inference sees to type the columns (their dtypes decide it).
+# Present values of a column MLflow's own inference sees to type it.
 SCHEMA_SAMPLE_ROWS = 1000
 
 
@@ -63,16 +63,28 @@ class _FrameDataset(PandasDataset):
         return self._given_schema
 
 
+def _column_spec(column: pd.Series) -> ColSpec | None:
+    """The column's ColSpec as MLflow infers it from every value, found from a sample of its
+    present values: MLflow types a column by its dtype, and an object column of strings as
+    string. None where only every value could tell (an empty column, mixed objects)."""
+    present = column.dropna()
+    if present.empty:
+        return None
+    if column.dtype == object and not present.map(type).eq(str).all():
+        return None
+    sample = present.head(SCHEMA_SAMPLE_ROWS).to_frame(column.name)
+    inferred = infer_signature(sample).inputs.inputs
+    if len(inferred) != 1 or inferred[0].name != column.name:
+        return None
+    return ColSpec(inferred[0].type, column.name, required=len(present) == len(column))
+
+
 def frame_dataset(frame: pd.DataFrame, source: DatasetSource, name: str) -> PandasDataset:
-    """`mlflow.data.from_pandas(frame, source, name=name)` with the schema MLflow would infer,
-    found column by column: its own inference tests every value of every column for missing
-    ones (7 s at 100k readings, a minute at 1M). Types come from a sample of the rows, which
-    MLflow types by dtype; a column is required when it holds no missing value."""
-    sampled = infer_signature(frame.head(SCHEMA_SAMPLE_ROWS)).inputs
-    schema = Schema(
-        [
-            ColSpec(column.type, column.name, required=bool(frame[column.name].notna().all()))
-            for column in sampled.inputs
-        ]
-    )
-    return _FrameDataset(frame, source, name, schema)
+    """`mlflow.data.from_pandas(frame, source, name=name)`, its schema found column by column
+    (`_column_spec`) where MLflow's own inference visits every value of every column in Python
+    (README "The whole pipeline by fleet size"). A column only its values can type sends the
+    whole frame through MLflow's inference."""
+    specs = [_column_spec(frame[column]) for column in frame.columns]
+    if any(spec is None for spec in specs):
+        return mlflow.data.from_pandas(frame, source=source, name=name)
+    return _FrameDataset(frame, source, name, Schema(specs))

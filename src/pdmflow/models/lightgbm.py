@@ -150,8 +150,9 @@ def fit_booster(
     rul_objective: str = "l1",
     callbacks: list[Any] | None = None,
 ) -> lgb.Booster:
-    """`fit_model` on a fold's prebuilt datasets: the same trees (LightGBM's native API takes
-    the scikit-learn names as aliases), stopping early on the fold's validation rows."""
+    """`fit_model` on a fold's prebuilt datasets: the same trees as `fit_model` with the bins
+    they were built with (LightGBM's native API takes the scikit-learn names as aliases),
+    stopping early on the fold's validation rows."""
     params = {"n_jobs": estimator_threads(), **params}
     rounds = int(params.pop("n_estimators", 100))
     if task == "classification":
