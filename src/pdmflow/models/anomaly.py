@@ -22,6 +22,7 @@ from pdmflow.models.onnx import (
     onnx_session,
     set_single_output,
 )
+from pdmflow.models.threads import estimator_threads
 
 
 def fit_isolation_forest(
@@ -71,4 +72,5 @@ def anomaly_scores(model_proto: onnx.ModelProto, X: pd.DataFrame | np.ndarray) -
     """Anomaly score [N] float32 per row, computed by ONNX Runtime; a row's score depends on
     that row only."""
     values = np.asarray(X, dtype=np.float32)
-    return onnx_session(model_proto).run(None, {INPUT_NAME: values})[0]
+    session = onnx_session(model_proto, threads=estimator_threads())  # whole tables
+    return session.run(None, {INPUT_NAME: values})[0]
