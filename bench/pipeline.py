@@ -121,7 +121,7 @@ def main() -> None:
         no_robustness = Path(store) / "no_robustness.yaml"
         variant = yaml.safe_load(config.read_text())
         variant["evaluation"] = {**variant.get("evaluation", {}), "robustness": False}
-        variant["gates"] = {**variant.get("gates", {}), "max_robustness_auc_drop": None}
+        variant["gates"] = {**variant.get("gates", {}), "max_noise_auc_drop": None}
         no_robustness.write_text(yaml.safe_dump(variant))
         rows = []
         for step in STEPS:

@@ -72,7 +72,7 @@ def tenant_config(write_config, tenant: str):
                 "password_env": f"TEST_{tenant.upper()}_PW",
             },
             "evaluation": {"robustness": False},
-            "gates": {"max_robustness_auc_drop": None},
+            "gates": {"max_noise_auc_drop": None},
         },
         name=f"{tenant}.yaml",
     )

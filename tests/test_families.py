@@ -35,7 +35,7 @@ def test_random_forest_with_anomaly_score_runs_end_to_end_into_production(tmp_pa
             "features": {"anomaly_score": True},
             # A dead sensor moves the anomaly score of every reading: on this small fleet the
             # forest's AUC drop passes 0.05. The gate's own tests cover it; here: measured only.
-            "gates": {"max_robustness_auc_drop": None},
+            "gates": {"max_noise_auc_drop": None},
         }
     )
     config = load_config(path)

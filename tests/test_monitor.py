@@ -97,7 +97,7 @@ def _release_from_csv(tmp_path, write_config):
             # One thread: the test shares its cores; boosting stops early anyway.
             "training": {"params": {"n_estimators": 100, "n_jobs": 1}},
             "evaluation": {"robustness": False, "shap_rows": 200},
-            "gates": {"max_robustness_auc_drop": None},
+            "gates": {"max_noise_auc_drop": None},
         }
     )
     config = load_config(path)

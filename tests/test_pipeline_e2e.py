@@ -98,14 +98,25 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
     # The parent tells the story: the evaluate metrics, the headline figures, decision, note.
     for name, value in evaluate.data.metrics.items():
         assert parent.data.metrics[name] == value
-    for name in ("rows", "devices", "feature_count", "tune_best_validation_auc", "gates_passed"):
+    for name in (
+        "rows",
+        "devices",
+        "feature_count",
+        "tune_best_validation_average_precision",
+        "gates_passed",
+    ):
         assert name in parent.data.metrics
+    # The reference model beside the candidate, on the same test rows, and the lift.
+    for name in ("auc", "average_precision", "f1", "brier_score"):
+        lift = parent.data.metrics[name] - parent.data.metrics[f"reference_{name}"]
+        assert parent.data.metrics[f"lift_{name}"] == pytest.approx(lift, abs=1e-12)
     assert parent.data.metrics["gates_passed"] == 1
     assert parent.data.tags["pdmflow.registered_version"] == "1"
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith(f"**Released**: version 1 of `{MODEL}` is in Production")
     for child in children:
         assert child.info.run_id in note
+    assert "| metric | candidate | reference |" in note
     (train,) = step_runs(config, "train")
     assert "plots/gain_importance.png" in {
         a.path for a in MlflowClient().list_artifacts(train.info.run_id, "plots")
@@ -113,6 +124,7 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
     (promote,) = step_runs(config, "promote")
     card = mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/model_card.md")
     assert card == MlflowClient().get_model_version(MODEL, "1").description
+    assert "| metric | candidate | reference |" in card
     (ingest,) = step_runs(config, "ingest")
     dataset = ingest.inputs.dataset_inputs[0].dataset
     assert dataset.name == "smoke-telemetry" and dataset.digest
@@ -125,7 +137,7 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'"
     )
     assert len(trials) == config.tuning.n_trials
-    assert "best_validation_auc" in tune.data.metrics
+    assert "best_validation_average_precision" in tune.data.metrics
 
 
 def test_production_and_champion_score_the_same(released):

@@ -79,7 +79,7 @@ def test_candidate_worse_than_the_champion_is_not_released(tracking_store, write
                     "min_auc": 0.5,
                     "min_precision": 0.0,
                     "min_recall": 0.0,
-                    "max_robustness_auc_drop": None,
+                    "max_noise_auc_drop": None,
                 },
             }
         )
@@ -115,7 +115,7 @@ def test_champion_is_compared_only_on_devices_it_never_learned_from(tracking_sto
         "min_auc": 0.5,
         "min_precision": 0.0,
         "min_recall": 0.0,
-        "max_robustness_auc_drop": None,
+        "max_noise_auc_drop": None,
     }
     split = {"by": "device", "test_fraction": 0.3, "cv_folds": 0}
     first = load_config(write_config({"split": split, "gates": relaxed}, name="first.yaml"))

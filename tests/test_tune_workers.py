@@ -63,8 +63,11 @@ def test_two_workers_share_one_study_and_train_takes_its_best(tracking_store, wr
         expected = search_space(
             optuna.trial.FixedTrial(study.best_params), "lightgbm", config.tuning.learning_rate
         )
-        best_json = mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json")
-        assert json.loads(best_json) == {
+        best = json.loads(mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json"))
+        # The best trial's feature groups: raw values always, the others it switched on.
+        switched_on = {k.removeprefix("group_") for k, v in study.best_params.items() if v is True}
+        assert set(best.pop("feature_groups")) == {"raw", *switched_on}
+        assert best == {
             "family": "lightgbm",
             "params": expected,
             "release_learning_rate": config.tuning.release_learning_rate,

@@ -11,10 +11,12 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from mlflow import MlflowClient
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.features.builder import FeatureSpec
+from pdmflow.models.reference import SavedReference
 from pdmflow.tracking import downloaded, latest_step_run
 
 DATASET_DIR = "dataset"
@@ -30,6 +32,8 @@ SPLIT_MEMBERSHIP = "split_membership.json"
 # the Production version an evaluate run compared the candidate with.
 MODEL_URI_TAG = "pdmflow.model_uri"
 CHAMPION_VERSION_TAG = "pdmflow.champion_version"
+# The reference model a train run fits beside the candidate (models/reference.py).
+REFERENCE_ARTIFACT = "reference"
 
 
 def label_column(config: TenantConfig) -> str:
@@ -86,3 +90,11 @@ def latest_input(config: TenantConfig, step: str, uri: str) -> str:
     if uri != "latest":
         return uri
     return f"runs:/{latest_step_run(config, step).info.run_id}/{OUTPUT_DIRS[step]}"
+
+
+def read_reference(train_run_id: str) -> SavedReference | None:
+    """The reference model a train run logged; None for runs from before references."""
+    if not MlflowClient().list_artifacts(train_run_id, REFERENCE_ARTIFACT):
+        return None
+    with downloaded(f"runs:/{train_run_id}/{REFERENCE_ARTIFACT}") as local:
+        return SavedReference.load(local)

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from pdmflow.errors import ConfigError
-from pdmflow.evaluation.catalog import evaluate_metric_names
+from pdmflow.evaluation.catalog import LIFT_METRICS, TUNING_OBJECTIVES, evaluate_metric_names
 
 DEFAULT_CONFIG_PATH = "configs/default.yaml"
 # A gate rule in gates.require: a comparison and a number.
@@ -210,7 +210,10 @@ class SplitConfig(_Strict):
 class ThresholdConfig(_Strict):
     """How the decision threshold is chosen on out-of-fold (or validation) predictions."""
 
-    rule: Literal["f1", "precision_at_least", "recall_at_least", "cost"] = "f1"
+    # meet_gates: the most recall whose precision reaches gates.min_precision plus
+    # `precision_margin` (the validation-to-test gap), else the F1 threshold, with a warning.
+    rule: Literal["f1", "precision_at_least", "recall_at_least", "cost", "meet_gates"] = "f1"
+    precision_margin: float = Field(0.05, ge=0, lt=1)
     precision: float | None = Field(None, gt=0, le=1)
     recall: float | None = Field(None, gt=0, le=1)
     missed_failure_cost: float | None = Field(None, gt=0)
@@ -291,6 +294,24 @@ class TuningConfig(_Strict):
     # keeps training.max_bin, which finds thresholds a process log needs (README "Training").
     # null: training.max_bin.
     max_bin: int | None = Field(63, ge=2)
+    # What trials optimise on their validation rows. Classification: average_precision
+    # (rare failures: it rewards ranking the few failing rows first, where AUC is already
+    # near 1 for every trial), auc or log_loss; regression: mae or rmse. null: the task's first.
+    objective: Literal["average_precision", "auc", "log_loss", "mae", "rmse"] | None = None
+    # Trials also choose which feature groups the model reads (raw values always; lags,
+    # short/long rolling mean and std, rolling shape, differences, interactions, cross-sensor,
+    # spectral, cyclical, time since an event ...). The reference model's recipe and the
+    # full feature set are the first two trials, so the tuned model is never behind them on
+    # the objective.
+    feature_groups: bool = True
+
+
+class LiftGate(_Strict):
+    """The candidate must beat the in-run reference model on `metric` by at least `margin`
+    (for error metrics, lower by at least `margin`)."""
+
+    metric: str = "average_precision"
+    margin: float = 0.0
 
 
 class GateConfig(_Strict):
@@ -312,9 +333,19 @@ class GateConfig(_Strict):
     # standard: the gates above. strict (classification): also AUC >= 0.85, precision at
     # probability >= 0.7 >= 0.80, ECE < 0.10 and CV AUC std < 0.05 (needs split.cv_folds >= 2).
     profile: Literal["standard", "strict"] = "standard"
-    # The candidate's worst AUC drop under sensor noise or one dead sensor (evaluation.robustness);
-    # null: not gated.
-    max_robustness_auc_drop: float | None = Field(0.05, ge=0)
+    # The candidate's AUC drop under 10 % sensor noise (robustness_noise_10pct_auc_drop):
+    # a model must not hang on a sensor's last decimals. null: not gated.
+    max_noise_auc_drop: float | None = Field(0.05, ge=0)
+    # The AUC drop with one sensor dead or frozen (robustness_dead_sensor_auc_drop, the worst
+    # sensor). Opt-in: when a component fails in one sensor, a model that catches it must lose
+    # AUC without that sensor; the card names the sensors the model depends on instead, and
+    # serving flags their health. null: measured and reported, not gated.
+    max_dead_sensor_auc_drop: float | None = Field(None, ge=0)
+    # The worst drop of any perturbation (noise or a dead sensor); null: not gated.
+    max_robustness_auc_drop: float | None = Field(None, ge=0)
+    # Candidate against the reference model trained beside it in the same run, e.g.
+    # {metric: average_precision, margin: 0.0}; null: reported (lift_* metrics), not gated.
+    min_lift_over_reference: LiftGate | None = None
     # The champion gate passes when the bootstrap interval's lower bound of (candidate - champion)
     # AUC is >= -max_auc_regression; this asks for a lower bound > 0 (a significant improvement).
     require_better_than_champion: bool = False
@@ -477,12 +508,39 @@ class TenantConfig(_Strict):
                 raise ValueError(
                     "gates.profile strict gates the CV AUC spread: set split.cv_folds to 2 or more"
                 )
-        robustness_gated = gates.max_robustness_auc_drop is not None
-        if self.task == "classification" and robustness_gated and not self.evaluation.robustness:
+        if self.task == "classification":
+            for key in (
+                "max_noise_auc_drop",
+                "max_dead_sensor_auc_drop",
+                "max_robustness_auc_drop",
+            ):
+                if getattr(gates, key) is None:
+                    continue
+                if not self.evaluation.robustness:
+                    raise ValueError(
+                        f"gates.{key} needs evaluation.robustness: true (or set the gate to null)"
+                    )
+                if key == "max_noise_auc_drop" and 0.10 not in self.evaluation.noise_levels:
+                    raise ValueError(
+                        "gates.max_noise_auc_drop gates 10 % noise: add 0.1 to "
+                        "evaluation.noise_levels (or set the gate to null)"
+                    )
+        lift = gates.min_lift_over_reference
+        if lift is not None and lift.metric not in LIFT_METRICS[self.task]:
             raise ValueError(
-                "gates.max_robustness_auc_drop needs evaluation.robustness: true "
-                "(or set the gate to null)"
+                f"gates.min_lift_over_reference.metric: '{lift.metric}' is not compared with "
+                f"the reference for task {self.task} (expected one of "
+                f"{', '.join(LIFT_METRICS[self.task])})"
             )
+        objective = self.tuning.objective
+        if objective is not None and objective not in TUNING_OBJECTIVES[self.task]:
+            raise ValueError(
+                f"tuning.objective: '{objective}' is not an objective of task {self.task} "
+                f"(expected one of {', '.join(TUNING_OBJECTIVES[self.task])})"
+            )
+        rule = self.training.threshold.rule
+        if rule == "meet_gates" and self.task != "classification":
+            raise ValueError("training.threshold.rule meet_gates is for task classification")
         for metric, rule in gates.require.items():
             if not GATE_RULE.fullmatch(rule):
                 raise ValueError(

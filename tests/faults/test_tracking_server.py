@@ -55,7 +55,7 @@ def short_wait(write_config, seconds: float):
         {
             "tracking": {"max_wait_seconds": seconds},
             "evaluation": {"robustness": False, "shap_rows": 50},
-            "gates": {"max_robustness_auc_drop": None},
+            "gates": {"max_noise_auc_drop": None},
         }
     )
 

@@ -281,7 +281,8 @@ def _validate_events(
     device = schema.device_column
     clean = normalise_events(events, device, schema.event_time_column, f"events {source}")
     if clean.empty:
-        warnings.append("no failure events: every label will be 0")
+        if config.labels.target_column is None:  # with a target column the label is there
+            warnings.append("no failure events: every label will be 0")
         return clean
     unknown = sorted(set(clean[device]) - known_devices)
     if unknown:

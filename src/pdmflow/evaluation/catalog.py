@@ -55,6 +55,7 @@ CLASSIFICATION = (
     # with evaluation.robustness
     "robustness_worst_auc_drop",
     "robustness_noise_10pct_auc_drop",
+    "robustness_dead_sensor_auc_drop",
 )
 
 REGRESSION = (
@@ -75,7 +76,31 @@ REGRESSION = (
     "cv_mae_std",
     "robustness_worst_mae_increase",
     "robustness_noise_10pct_mae_increase",
+    "robustness_dead_sensor_mae_increase",
 )
+
+# The reference model (models/reference.py) is scored on the same test rows: each of these
+# is logged as reference_<name> and lift_<name> (candidate minus reference).
+LIFT_METRICS = {
+    "classification": (
+        "auc",
+        "average_precision",
+        "f1",
+        "precision",
+        "recall",
+        "brier_score",
+        "ece",
+        "log_loss",
+    ),
+    "regression": ("mae", "rmse", "r2", "nasa_score"),
+}
+# Metrics where lower is better: a lift below zero is the candidate ahead.
+LOWER_IS_BETTER = frozenset({"brier_score", "ece", "log_loss", "mae", "rmse", "nasa_score"})
+# tuning.objective by task; the first is the default.
+TUNING_OBJECTIVES = {
+    "classification": ("average_precision", "auc", "log_loss"),
+    "regression": ("mae", "rmse"),
+}
 
 # Logged only when a Production version exists to compare with (key: auc or mae).
 CHAMPION = (
@@ -97,6 +122,8 @@ def evaluate_metric_names(
     evaluation.robustness, `champion` when a Production version exists, `cv` with
     split.cv_folds >= 2."""
     names = {*COMMON, *(CLASSIFICATION if task == "classification" else REGRESSION)}
+    names |= {f"{kind}_{name}" for name in LIFT_METRICS[task] for kind in ("reference", "lift")}
+    names.add("reference_feature_count")
     if not robustness:
         names -= {n for n in names if n.startswith("robustness_")}
     if not cv:

@@ -11,7 +11,7 @@ import operator
 from dataclasses import asdict, dataclass
 
 from pdmflow.config import GATE_RULE, GateConfig
-from pdmflow.evaluation.catalog import CHAMPION_KEY
+from pdmflow.evaluation.catalog import CHAMPION_KEY, LOWER_IS_BETTER
 
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
@@ -124,15 +124,25 @@ def check_gates(
             _gate(f"strict.{metric}", metrics.get(metric), bound, comparison)
             for metric, comparison, bound in STRICT
         ]
-    if task == "classification" and gates.max_robustness_auc_drop is not None:
-        results.append(
-            _gate(
-                "robustness_worst_auc_drop",
-                metrics.get("robustness_worst_auc_drop"),
-                gates.max_robustness_auc_drop,
-                "<=",
-            )
+    if task == "classification":
+        robustness = (
+            ("robustness_noise_10pct_auc_drop", gates.max_noise_auc_drop),
+            ("robustness_dead_sensor_auc_drop", gates.max_dead_sensor_auc_drop),
+            ("robustness_worst_auc_drop", gates.max_robustness_auc_drop),
         )
+        results += [
+            _gate(metric, metrics.get(metric), bound, "<=")
+            for metric, bound in robustness
+            if bound is not None
+        ]
+    lift = gates.min_lift_over_reference
+    if lift is not None:
+        # lift_<metric> is candidate minus reference: error metrics must fall by the margin.
+        name = f"lift_{lift.metric}"
+        if lift.metric in LOWER_IS_BETTER:
+            results.append(_gate(name, metrics.get(name), -lift.margin, "<="))
+        else:
+            results.append(_gate(name, metrics.get(name), lift.margin, ">="))
     for metric, rule in gates.require.items():
         match = GATE_RULE.fullmatch(rule)
         assert match is not None  # the config validated it

@@ -173,8 +173,39 @@ def _features_and_model(facts: CardFacts) -> list[str]:
 
 def _metrics(facts: CardFacts) -> list[str]:
     table = CLASSIFICATION_TABLE if facts.task == "classification" else REGRESSION_TABLE
-    rows = [[label, facts.metrics[key]] for key, label in table if key in facts.metrics]
-    return ["## Test metrics", *_table(["metric", "value"], rows)]
+    metrics = facts.metrics
+    if not any(key.startswith("reference_") for key in metrics):  # a run from before references
+        rows = [[label, metrics[key]] for key, label in table if key in metrics]
+        return ["## Test metrics", *_table(["metric", "value"], rows)]
+    # The reference (models/reference.py) on the same rows: its metric where it has one.
+    rows = [
+        [label, metrics[key], metrics.get(f"reference_{key}", "")]
+        for key, label in table
+        if key in metrics
+    ]
+    return [
+        "## Test metrics",
+        "Beside the reference model trained in the same run on the same rows: the plain "
+        "recipe (raw sensors, rolling mean and std, first differences; LightGBM defaults).",
+        "",
+        *_table(["metric", "candidate", "reference"], rows),
+    ]
+
+
+def dependence_sentence(robustness: list[dict[str, Any]], task: str, top: int = 3) -> str:
+    """'The model depends on: volt (-0.19 AUC if frozen), ...' for the sensors whose
+    freezing hurts most (at most `top`, those that hurt at all); "" when none does."""
+    frozen = [r for r in robustness if str(r["perturbation"]).startswith("frozen:")]
+    hurting = sorted((r for r in frozen if r["change"] > 0), key=lambda r: -r["change"])[:top]
+    if not hurting:
+        return ""
+    unit = "AUC" if task == "classification" else "h MAE"
+    sign = "-" if task == "classification" else "+"
+    named = ", ".join(
+        f"{r['perturbation'].removeprefix('frozen:')} ({sign}{r['change']:.2g} {unit} if frozen)"
+        for r in hurting
+    )
+    return f"The model depends on: {named}."
 
 
 def _gates(facts: CardFacts) -> list[str]:
@@ -203,10 +234,20 @@ def _robustness(facts: CardFacts) -> list[str]:
     metric = "AUC" if facts.task == "classification" else "MAE (h)"
     change = "AUC drop" if facts.task == "classification" else "MAE increase (h)"
     rows = [[r["perturbation"], r["value"], r["change"]] for r in facts.robustness]
+    depends = dependence_sentence(facts.robustness, facts.task)
     return [
         "## Robustness (test rows, features rebuilt)",
         "noise_<k>pct: Gaussian noise of k % of each sensor's standard deviation; "
         "frozen:<sensor>: that sensor dead, held at its last value before the test period.",
+        *(
+            [
+                "",
+                f"{depends} Serving flags these sensors' health (`sensor_health`) beside "
+                "each score: a device with one of them dead is not reliably all clear.",
+            ]
+            if depends
+            else []
+        ),
         "",
         *_table(["perturbation", metric, change], rows),
     ]

@@ -261,6 +261,8 @@ def robustness_summary(table: pd.DataFrame, metric: Metric) -> dict[str, float |
       any perturbation;
     - `robustness_noise_10pct_auc_drop` (MAE: `robustness_noise_10pct_mae_increase`): the change
       under 10 % noise (NaN when that level was not run);
+    - `robustness_dead_sensor_auc_drop` (MAE: `robustness_dead_sensor_mae_increase`): the
+      largest change with one sensor frozen (its worst sensor; NaN when none was frozen);
     - `worst`: the perturbation with the largest change (e.g. "frozen:vibration"), for a tag;
     - `worst_sensor`: the sensor whose freezing hurts most ("" when no sensor was frozen).
     """
@@ -276,6 +278,9 @@ def robustness_summary(table: pd.DataFrame, metric: Metric) -> dict[str, float |
     return {
         f"robustness_worst_{suffix}": float(worst["change"]),
         f"robustness_noise_10pct_{suffix}": float(noise.iat[0]) if len(noise) else float("nan"),
+        f"robustness_dead_sensor_{suffix}": (
+            float(frozen["change"].max()) if len(frozen) else float("nan")
+        ),
         "worst": str(worst["perturbation"]),
         "worst_sensor": (
             str(frozen.loc[frozen["change"].idxmax(), "sensor"]) if len(frozen) else ""

@@ -9,6 +9,8 @@ predicted probabilities, so every choice is one a reviewer can reproduce from th
 - `recall_at_least`: of the thresholds whose recall >= `recall`, the one with the highest
   precision (fewest false alarms while catching enough failures).
 - `cost`: the threshold minimising missed_failure_cost * FN + false_alarm_cost * FP.
+- `meet_gates`: `precision_at_least` with the floor the release gates set (the caller passes
+  gates.min_precision plus training.threshold.precision_margin as `precision`).
 
 Every tie goes to the higher threshold (fewer alerts). When no threshold meets a precision or
 recall floor, the F1 threshold is used instead and `describe_threshold` says so.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RULES = ("f1", "precision_at_least", "recall_at_least", "cost")
+RULES = ("f1", "precision_at_least", "recall_at_least", "cost", "meet_gates")
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _choose(
     """(index into curve.thresholds, whether the rule's constraint was met)."""
     if rule == "f1":
         return _best(curve.f1), True
-    if rule == "precision_at_least":
+    if rule in ("precision_at_least", "meet_gates"):
         floor = _check_rate(_required(precision, "precision", rule), "precision")
         feasible = curve.precision >= floor
         if not feasible.any():

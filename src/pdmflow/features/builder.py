@@ -110,7 +110,7 @@ class FeatureSpec:
     def zscore_window(self) -> str:
         return self.windows[-1]
 
-    def _families(self) -> list[tuple[str, str]]:
+    def feature_families(self) -> list[tuple[str, str]]:
         """(family, feature name) for every feature the spec can build, in the spec's order."""
         named: list[tuple[str, str]] = []
 
@@ -155,13 +155,13 @@ class FeatureSpec:
         return named
 
     def _names(self) -> list[str]:
-        return [name for _, name in self._families()]
+        return [name for _, name in self.feature_families()]
 
     def families(self) -> dict[str, int]:
         """How many of the spec's features each family holds (lag, rolling statistic, ...)."""
         kept = set(self.feature_names)
         counts: dict[str, int] = {}
-        for family, name in self._families():
+        for family, name in self.feature_families():
             if name in kept:
                 counts[family] = counts.get(family, 0) + 1
         return counts

@@ -280,6 +280,15 @@ def fold_spread(
     return {f"cv_{key}_mean": float(np.mean(scores)), f"cv_{key}_std": float(np.std(scores))}
 
 
+def threshold_precision_floor(config: TenantConfig) -> float | None:
+    """The precision the threshold rule must reach: the gate's plus a margin for the gap
+    between out-of-fold and test precision (meet_gates), or training.threshold.precision."""
+    rule = config.training.threshold
+    if rule.rule == "meet_gates":
+        return min(0.999, config.gates.min_precision + rule.precision_margin)
+    return rule.precision
+
+
 def fit_candidate(
     learning: pd.DataFrame,
     train_rows: int,
@@ -289,8 +298,11 @@ def fit_candidate(
     config: TenantConfig,
     family: str,
     params: dict[str, Any],
+    anomaly: bool | None = None,
 ) -> Candidate:
     """Fit the released model on `learning` (the train table, then the validation table).
+
+    `anomaly`: add the Isolation Forest's score as a feature (default features.anomaly_score).
 
     The out-of-fold predictions (the validation rows, with one fold) fit the calibration and
     choose the threshold. The released model is then refitted on every learning row with the
@@ -300,9 +312,10 @@ def fit_candidate(
     task = config.task
     y = learning[label].to_numpy(dtype=float)
     X = float32_columns(learning, feature_names)
-    anomaly = None
-    if config.features.anomaly_score:
-        anomaly, scores = anomaly_feature(X, y, train_rows, config)
+    with_anomaly = config.features.anomaly_score if anomaly is None else anomaly
+    anomaly_graph = None
+    if with_anomaly:
+        anomaly_graph, scores = anomaly_feature(X, y, train_rows, config)
         X = X.assign(**{ANOMALY_FEATURE: scores})
 
     result = fold_predictions(family, task, X, y, folds, params, config, score=lambda a, b: 0.0)
@@ -330,7 +343,7 @@ def fit_candidate(
         feature_names=list(feature_names),
         estimator=estimator,
         params=final_params,
-        anomaly=anomaly,
+        anomaly=anomaly_graph,
         trees=trees,
     )
     report: dict[str, Any] = {
@@ -357,7 +370,7 @@ def fit_candidate(
                 oof_y,
                 oof_probability,
                 rule.rule,
-                precision=rule.precision,
+                precision=threshold_precision_floor(config),
                 recall=rule.recall,
                 missed_failure_cost=rule.missed_failure_cost,
                 false_alarm_cost=rule.false_alarm_cost,

@@ -15,26 +15,37 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
-from sklearn.metrics import mean_absolute_error, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    roc_auc_score,
+)
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import ConfigError, PdmflowError, StepInputError
+from pdmflow.evaluation.catalog import TUNING_OBJECTIVES
 from pdmflow.models import lightgbm
+from pdmflow.models.reference import (
+    ALWAYS_READ,
+    REFERENCE_GROUPS,
+    REFERENCE_PARAMS,
+    REFERENCE_TRIAL,
+    features_in,
+)
 from pdmflow.models.threads import share_of_cores
 from pdmflow.models.training import Folds, fold_predictions
 
-# What each task optimises on the validation rows: (metric name, direction).
-OBJECTIVES = {
-    "classification": ("validation_auc", "maximize"),
-    "regression": ("validation_mae", "minimize"),
-}
+# Objectives where lower is better (tuning.objective); the others are maximised.
+MINIMISED = ("log_loss", "mae", "rmse")
 WORKERS_SUFFIX = ".workers"
 # Trials that use up the budget. RUNNING counts too: counting only finished trials, each of N
 # workers would start one more trial while the last ones run (up to N - 1 over budget).
@@ -75,6 +86,42 @@ def search_space(trial: optuna.Trial, family: str, learning_rate: float | None) 
     }
 
 
+def objective_of(config: TenantConfig) -> tuple[str, str]:
+    """(metric name on the validation rows, direction) a study of this config optimises:
+    tuning.objective, or the task's default (TUNING_OBJECTIVES)."""
+    name = config.tuning.objective or TUNING_OBJECTIVES[config.task][0]
+    return f"validation_{name}", "minimize" if name in MINIMISED else "maximize"
+
+
+def choose_groups(trial: optuna.Trial, groups: dict[str, list[str]]) -> list[str]:
+    """The feature groups a trial reads: each searchable group on or off, the always-read
+    ones (raw values) with them."""
+    chosen = [g for g in groups if g in ALWAYS_READ]
+    for group in groups:
+        if group not in ALWAYS_READ and trial.suggest_categorical(f"group_{group}", [True, False]):
+            chosen.append(group)
+    return chosen
+
+
+def baseline_trials(plan: StudyPlan, groups: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The trials every study runs first: the reference model's recipe (its features and
+    LightGBM's default shape) and the same shape on every feature group. The study's best is
+    then never behind either on the objective. Empty when LightGBM is not a family."""
+    if "lightgbm" not in plan.families:
+        return []
+    shape = dict(REFERENCE_TRIAL)
+    if len(plan.families) > 1:
+        shape["family"] = "lightgbm"
+    if plan.learning_rate is None:
+        shape["learning_rate"] = REFERENCE_PARAMS["learning_rate"]
+    if not plan.feature_groups:
+        return [shape]
+    searched = [g for g in groups if g not in ALWAYS_READ]
+    reference = {f"group_{g}": g in REFERENCE_GROUPS for g in searched}
+    every = {f"group_{g}": True for g in searched}
+    return [{**shape, **reference}, {**shape, **every}]
+
+
 def families(config: TenantConfig) -> list[str]:
     return list(config.tuning.families) or [config.training.family]
 
@@ -85,11 +132,17 @@ def choose_family(trial: optuna.Trial, candidates: list[str]) -> str:
     return str(trial.suggest_categorical("family", candidates))
 
 
-def best_choice(study: optuna.Study, plan: StudyPlan) -> dict[str, Any]:
-    """{"family": ..., "params": {...}} of the study's best trial, as train reads it."""
+def best_choice(
+    study: optuna.Study, plan: StudyPlan, groups: dict[str, list[str]]
+) -> dict[str, Any]:
+    """{"family": ..., "params": {...}, "feature_groups": [...]} of the study's best trial, as
+    train reads it (no feature_groups: every group)."""
     fixed = optuna.trial.FixedTrial(study.best_params)
     family = choose_family(fixed, plan.families)
-    return {"family": family, "params": search_space(fixed, family, plan.learning_rate)}
+    best = {"family": family, "params": search_space(fixed, family, plan.learning_rate)}
+    if plan.feature_groups:
+        best["feature_groups"] = choose_groups(fixed, groups)
+    return best
 
 
 def trial_patience(config: TenantConfig) -> int:
@@ -123,6 +176,7 @@ class StudyPlan:
     early_stopping_rounds: int  # each fold's patience in a trial
     max_rows: int | None  # the rows the trials tune on (see `sampled`); None: all
     max_bin: int  # LightGBM's histogram bins per feature in every trial
+    feature_groups: bool  # trials choose the feature groups they read
     seed: int
     host: str  # the machine the tune run started its workers on ...
     threads_per_worker: int  # ... and the threads each of them uses there
@@ -132,7 +186,7 @@ class StudyPlan:
         cls, run: Any, features_uri: str, n_trials: int, config: TenantConfig, workers: int
     ) -> StudyPlan:
         """The plan of the study a tune run (an MLflow Run) creates for `workers` workers."""
-        metric, direction = OBJECTIVES[config.task]
+        metric, direction = objective_of(config)
         return cls(
             tune_run_id=run.info.run_id,
             experiment_id=run.info.experiment_id,
@@ -146,6 +200,7 @@ class StudyPlan:
             early_stopping_rounds=trial_patience(config),
             max_rows=config.tuning.max_rows,
             max_bin=trial_bins(config),
+            feature_groups=config.tuning.feature_groups,
             seed=config.training.seed,
             host=socket.gethostname(),
             threads_per_worker=threads_per_worker(workers),
@@ -173,11 +228,19 @@ class Worker:
         return len(self.registry.get_trials(deepcopy=False))
 
 
-def create_study(name: str, storage: str | optuna.storages.BaseStorage, plan: StudyPlan) -> None:
-    """Create the study and its worker registry; store the plan in the study's user attrs."""
+def create_study(
+    name: str,
+    storage: str | optuna.storages.BaseStorage,
+    plan: StudyPlan,
+    first_trials: list[dict[str, Any]] | None = None,
+) -> None:
+    """Create the study and its worker registry; store the plan in the study's user attrs;
+    queue `first_trials` (e.g. `baseline_trials`) to run before the sampler's own."""
     study = optuna.create_study(study_name=name, storage=storage, direction=plan.direction)
     for key, value in asdict(plan).items():
         study.set_user_attr(key, value)
+    for params in first_trials or []:
+        study.enqueue_trial(params, skip_if_exists=True)
     optuna.create_study(study_name=name + WORKERS_SUFFIX, storage=storage)
 
 
@@ -199,6 +262,7 @@ def read_plan(
         "max_rows": None,
         "early_stopping_rounds": config.training.early_stopping_rounds,
         "max_bin": 255,
+        "feature_groups": False,
     }
     attrs = {**older, **attrs}
     missing = [f.name for f in fields(StudyPlan) if f.name not in attrs]
@@ -240,6 +304,8 @@ class TuningData:
     X: pd.DataFrame
     y: np.ndarray
     folds: Folds
+    # Feature group -> its columns of X (features/groups.py), for trials that choose groups.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     def subset(self, positions: np.ndarray) -> TuningData:
         """These rows only (positions ascending), each fold keeping its rows among them."""
@@ -250,7 +316,7 @@ class TuningData:
             (renumbered[fit[kept[fit]]], renumbered[valid[kept[valid]]])
             for fit, valid in self.folds
         ]
-        return TuningData(self.X.iloc[positions], self.y[positions], folds)
+        return TuningData(self.X.iloc[positions], self.y[positions], folds, self.groups)
 
 
 @dataclass(frozen=True)
@@ -303,9 +369,19 @@ class OverBudget(Exception):
     """A trial another worker's trial already covered; it fails unrun and the worker stops."""
 
 
-def _score(task: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    if task == "classification":
+def _score(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The objective's score of one fold's validation rows (`metric`: validation_<name>)."""
+    name = metric.removeprefix("validation_")
+    if name == "auc":
         return lambda truth, predicted: float(roc_auc_score(truth.astype(int), predicted))
+    if name == "average_precision":
+        return lambda truth, predicted: float(average_precision_score(truth.astype(int), predicted))
+    if name == "log_loss":
+        return lambda truth, predicted: float(
+            log_loss(truth.astype(int), np.clip(predicted, 1e-7, 1 - 1e-7), labels=[0, 1])
+        )
+    if name == "rmse":
+        return lambda truth, predicted: float(np.sqrt(mean_squared_error(truth, predicted)))
     return lambda truth, predicted: float(mean_absolute_error(truth, predicted))
 
 
@@ -348,6 +424,15 @@ class Objective:
         self.trials_run += 1
         family = choose_family(trial, plan.families)
         params = search_space(trial, family, plan.learning_rate)
+        X = self.data.X
+        if plan.feature_groups and self.data.groups:
+            read = set(features_in(self.data.groups, choose_groups(trial, self.data.groups)))
+            if family == "lightgbm":
+                # The prebuilt bins hold every column: a column outside the trial's groups gets
+                # no split gain (LightGBM's feature_contri), so it is never used.
+                params["feature_contri"] = [float(c in read) for c in X.columns]
+            else:
+                X = X[[c for c in X.columns if c in read]]
         clock = time.perf_counter()
         handle = self.trial_log.start(trial.number)
         log_seconds = time.perf_counter() - clock
@@ -365,12 +450,12 @@ class Objective:
             result = fold_predictions(
                 family,
                 self.config.task,
-                self.data.X,
+                X,
                 self.data.y,
                 folds,
                 {**params, "n_jobs": self.threads},
                 self.config,
-                _score(self.config.task),
+                _score(plan.metric),
                 after_fold,
                 datasets=self.datasets,
                 early_stopping_rounds=plan.early_stopping_rounds,

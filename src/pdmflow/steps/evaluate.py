@@ -23,6 +23,7 @@ from pdmflow.artifacts import (
     label_column,
     read_dataset,
     read_features,
+    read_reference,
     read_split_membership,
 )
 from pdmflow.config import EvaluationConfig, TenantConfig
@@ -36,6 +37,7 @@ from pdmflow.evaluation.champion import (
 )
 from pdmflow.evaluation.explain import Explainer, shap_figures, shap_importance
 from pdmflow.evaluation.latency import serving_latency
+from pdmflow.evaluation.lift import reference_comparison
 from pdmflow.evaluation.maintenance import (
     worst_devices,
 )
@@ -152,6 +154,19 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
         metrics, per_device, figures = assess_test_rows(
             config, test, label_column(config), model_spec, prediction, threshold, events
         )
+        reference = read_reference(train_run_id)
+        if reference is not None:
+            label = label_column(config)
+            metrics.update(
+                reference_comparison(
+                    config,
+                    test[label].to_numpy(),
+                    reference.predict(test, estimator_threads()),
+                    reference.decision_threshold,
+                    metrics,
+                ),
+                reference_feature_count=len(reference.feature_names),
+            )
         metrics.update(
             test_rows=len(test),
             test_devices=int(test[device].nunique()),

@@ -48,7 +48,8 @@ NOTE_METRICS = (
     ("mae", "MAE (h)"),
     ("rmse", "RMSE (h)"),
     ("nasa_score", "NASA score"),
-    ("robustness_worst_auc_drop", "worst AUC drop (noise / dead sensor)"),
+    ("robustness_noise_10pct_auc_drop", "AUC drop under 10 % noise"),
+    ("robustness_dead_sensor_auc_drop", "AUC drop, worst sensor frozen"),
     ("champion_auc_difference", "AUC - champion's"),
     ("champion_mae_difference", "MAE - champion's (h)"),
     ("latency_device_p99_ms", "latency p99, one device (ms)"),
@@ -113,8 +114,21 @@ def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[
             f"Most harmful perturbation: {evaluate.data.tags['pdmflow.robustness_worst']}.",
             "",
         ]
-    lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {metrics[key]:.4g} |" for key, label in NOTE_METRICS if key in metrics]
+    if any(key.startswith("reference_") for key in metrics):
+        # The reference model of the same run on the same rows, in its own column.
+        lines += ["| metric | candidate | reference |", "|---|---|---|"]
+        lines += [
+            f"| {label} | {metrics[key]:.4g} | "
+            + (f"{metrics[f'reference_{key}']:.4g}" if f"reference_{key}" in metrics else "")
+            + " |"
+            for key, label in NOTE_METRICS
+            if key in metrics
+        ]
+    else:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [
+            f"| {label} | {metrics[key]:.4g} |" for key, label in NOTE_METRICS if key in metrics
+        ]
     lines += ["", "Steps:"]
     for step in STEPS:
         if step in children:

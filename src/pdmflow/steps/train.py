@@ -3,6 +3,7 @@ export one ONNX graph, check parity with the native model, log the model."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,18 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 
-from pdmflow.artifacts import MODEL_URI_TAG, label_column, latest_input, read_features
+from pdmflow.artifacts import (
+    MODEL_URI_TAG,
+    REFERENCE_ARTIFACT,
+    label_column,
+    latest_input,
+    read_features,
+)
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
+from pdmflow.features.groups import features_of_groups
 from pdmflow.features.selection import learning_set
 from pdmflow.models import lightgbm
 from pdmflow.models.onnx import (
@@ -24,6 +32,7 @@ from pdmflow.models.onnx import (
     serving_requirements,
     serving_signature,
 )
+from pdmflow.models.reference import REFERENCE_GROUPS, fit_reference, save_reference
 from pdmflow.models.threads import estimator_threads
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
@@ -34,17 +43,18 @@ MODEL_NAME = "model"
 
 def _resolve_params(
     config: TenantConfig, tune_run_id: str
-) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
-    """(family, params, where they came from, extra train params): a tune run, the latest one,
-    or the config. A tune run's LightGBM parameters are released at the release learning rate
-    it recorded, when that is slower than its trials' (the rounds ceiling scaled to match)."""
+) -> tuple[str, dict[str, Any], str, dict[str, Any], list[str] | None]:
+    """(family, params, where they came from, extra train params, feature groups or None for
+    every group): a tune run, the latest one, or the config. A tune run's LightGBM parameters
+    are released at the release learning rate it recorded, when that is slower than its
+    trials' (the rounds ceiling scaled to match)."""
 
-    def from_config() -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+    def from_config() -> tuple[str, dict[str, Any], str, dict[str, Any], None]:
         family = config.training.family
         params = (
             config.training.params if family == "lightgbm" else config.training.random_forest_params
         )
-        return family, dict(params), "config", {}
+        return family, dict(params), "config", {}, None
 
     if tune_run_id == "none":
         return from_config()
@@ -58,12 +68,13 @@ def _resolve_params(
     except Exception as exc:
         raise StepInputError(f"tune run {tune_run_id}: no best_params.json ({exc})") from None
     family, params, source = best["family"], best["params"], f"tune run {tune_run_id}"
+    groups = best.get("feature_groups")  # a tune run without the group search: every group
     # A tune run from before the release rate existed records none: released as tuned.
     release, tuned = best.get("release_learning_rate"), params.get("learning_rate")
     if family != "lightgbm" or release is None or tuned is None or release >= tuned:
-        return family, params, source, {}
+        return family, params, source, {}, groups
     released = lightgbm.at_learning_rate(params, release)
-    return family, released, source, {"tuned_learning_rate": tuned}
+    return family, released, source, {"tuned_learning_rate": tuned}, groups
 
 
 def run_train(
@@ -71,7 +82,7 @@ def run_train(
 ) -> str:
     """Run the step; return the train run id (its tag pdmflow.model_uri names the model)."""
     features_uri = latest_input(config, "features", features_uri)
-    family, params, params_source, rate_params = _resolve_params(config, tune_run_id)
+    family, params, params_source, rate_params, groups = _resolve_params(config, tune_run_id)
     tables, spec = read_features(features_uri)
     label = label_column(config)
     test = tables["test"]
@@ -81,7 +92,10 @@ def run_train(
         # The train and validation rows live on, concatenated, in learning.rows: one copy.
         del tables
         selection, folds = learning.selection, learning.folds
-        model_spec = spec.with_features(selection.kept)
+        kept = selection.kept
+        if groups is not None:  # the groups the best trial read
+            kept = features_of_groups(spec, kept, groups)
+        model_spec = spec.with_features(kept)
         mlflow.log_params(
             {
                 "features_uri": features_uri,
@@ -93,6 +107,7 @@ def run_train(
                 ),
                 "features_built": len(spec.feature_names),
                 "anomaly_score_feature": config.features.anomaly_score,
+                "feature_groups": ",".join(groups) if groups is not None else "all",
                 **rate_params,
             }
         )
@@ -109,6 +124,15 @@ def run_train(
             config,
             family,
             params,
+        )
+        # The afternoon script's recipe on every feature it reads (no selection), same rows.
+        reference = fit_reference(
+            learning.rows,
+            learning.train_rows,
+            folds,
+            features_of_groups(spec, spec.feature_names, REFERENCE_GROUPS),
+            label,
+            config,
         )
         onnx_model = candidate.to_onnx()
         # SHAP's explainer travels with the model (evaluate and serving rebuild it).
@@ -146,6 +170,16 @@ def run_train(
             )
             # The threshold's rule and arguments are params; what it gives on validation, metrics.
             threshold = report["threshold"]
+            if not threshold["threshold_constraint_met"]:
+                floor = threshold.get("threshold_target_precision")
+                print(
+                    f"warning: training.threshold.rule {threshold['threshold_rule']}: no "
+                    f"threshold reaches precision {floor:.3f} on the out-of-fold rows; the F1 "
+                    f"threshold {threshold['decision_threshold']:.3f} is used (precision "
+                    f"{threshold['threshold_precision']:.3f}, recall "
+                    f"{threshold['threshold_recall']:.3f})",
+                    file=sys.stderr,
+                )
             mlflow.log_param("calibration", config.training.calibration)
             mlflow.log_params({k: v for k, v in threshold.items() if isinstance(v, str | bool)})
             metrics.update(
@@ -169,6 +203,10 @@ def run_train(
                 critical_hours=labels.critical_hours, warning_hours=labels.warning_hours
             )
             mlflow.log_param("rul_objective", config.training.rul_objective)
+        metrics.update(
+            {f"reference_validation_{k}": v for k, v in reference.report["metrics"].items()}
+        )
+        metrics["reference_feature_count"] = len(reference.feature_names)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(selection.as_dict(), "feature_selection.json")
 
@@ -179,6 +217,8 @@ def run_train(
             spec_path.write_text(model_spec.to_json())
             # MLflow keeps only each extra file's base name: extra_files/explainer_*.
             explainer_paths = explainer.save(Path(tmp) / "explainer")
+            folder = save_reference(reference, Path(tmp) / REFERENCE_ARTIFACT)
+            mlflow.log_artifacts(str(folder), REFERENCE_ARTIFACT)
             info = mlflow.onnx.log_model(
                 onnx_model,
                 name=MODEL_NAME,

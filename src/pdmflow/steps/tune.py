@@ -29,6 +29,7 @@ from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import redact_url
 from pdmflow.errors import ConfigError
+from pdmflow.features.groups import feature_groups
 from pdmflow.features.selection import learning_set
 from pdmflow.models import tuning
 from pdmflow.tracking import step_run
@@ -46,7 +47,10 @@ def _tuning_data(
     learning = learning_set(tables, spec, label, config)
     kept = learning.selection.kept
     every_row = tuning.TuningData(
-        learning.rows, learning.rows[label].to_numpy(float), learning.folds
+        learning.rows,
+        learning.rows[label].to_numpy(float),
+        learning.folds,
+        feature_groups(spec, kept),
     )
     data, sample = tuning.sampled(every_row, max_rows, seed, config.task)
     data.X = data.X[kept]  # the selected features of the sampled rows alone: a smaller copy
@@ -158,6 +162,9 @@ def run_tune(
                 "max_bin": plan.max_bin,
                 "split_by": config.split.by,
                 "families": ",".join(plan.families),
+                "feature_groups_searched": (
+                    ",".join(data.groups) if plan.feature_groups else "no (every group)"
+                ),
                 **described,
                 "max_rows": config.tuning.max_rows,
                 "study_name": study_name,
@@ -166,7 +173,7 @@ def run_tune(
                 "threads_per_worker": plan.threads_per_worker,
             }
         )
-        tuning.create_study(study_name, storage, plan)
+        tuning.create_study(study_name, storage, plan, tuning.baseline_trials(plan, data.groups))
         if config.tuning.storage:
             print(
                 f"tune: study {study_name} (join: tune-worker --study {study_name})",
@@ -192,7 +199,7 @@ def run_tune(
         mlflow.log_metric("dataset_seconds", objective.dataset_seconds)
 
         study = optuna.load_study(study_name=study_name, storage=storage)
-        best = tuning.best_choice(study, plan)
+        best = tuning.best_choice(study, plan, data.groups)
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
         mlflow.log_param("best_family", best["family"])
         metrics = tuning.summary(study, plan.metric, cross_validated=len(data.folds) > 1)
