@@ -382,6 +382,8 @@ def test_process_log_through_the_config(write_config):
     assert len(telemetry) == 2 * 24 * 60 and events.empty
     _, _, report = validate(telemetry, events, config, "test")
     assert report["label_positive_rate"] == pytest.approx(0.034, abs=0.01)
+    # The label is the column: no events is no reason to warn that every label will be 0.
+    assert not any("no failure events" in w for w in report["warnings"])
     assert describe_source(config).startswith("synthetic://process_log?")
 
     no_target = load_config(write_config({**overrides, "labels": {"target_column": None}}))
