@@ -4,7 +4,7 @@ with nothing written."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -144,7 +144,9 @@ def test_latest_rows_equal_score_telemetry_per_device(released, tmp_path):
         "devices_scored": 16,
         "devices_skipped": 0,
         "rows_written": 16,
+        "devices_with_unhealthy_sensors": 0,
     }
+    assert (scored["sensor_health"] == "ok").all()
 
 
 def pq_row_groups(path: Path) -> list[int]:
@@ -210,6 +212,88 @@ def test_a_device_with_too_little_history_is_listed_and_the_others_scored(
             events_path=str(released.events_csv),
         )
     assert not (tmp_path / "none.csv").exists()
+
+
+def _break_sensors(telemetry: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
+    """The fleet with one device's vibration frozen and another's pressure silent (NaN) over
+    their last eight readings (the health window is 6 h of hourly readings); the two devices."""
+    telemetry = telemetry.sort_values(KEYS).reset_index(drop=True)
+    frozen, silent = sorted(telemetry["device_id"].unique())[:2]
+    last = telemetry.groupby("device_id").cumcount(ascending=False) < 8
+    at_frozen = last & (telemetry["device_id"] == frozen)
+    telemetry.loc[at_frozen, "vibration"] = telemetry.loc[at_frozen, "vibration"].iloc[0]
+    telemetry.loc[last & (telemetry["device_id"] == silent), "pressure"] = np.nan
+    return telemetry, frozen, silent
+
+
+def test_a_frozen_and_a_silent_sensor_are_flagged_and_the_other_devices_ok(released, tmp_path):
+    telemetry, frozen, silent = _break_sensors(released.telemetry)
+    telemetry.to_parquet(tmp_path / "fleet.parquet", index=False)
+    output = tmp_path / "scores.csv"
+    result = run_score(
+        released.config,
+        str(output),
+        input_path=str(tmp_path / "fleet.parquet"),
+        events_path=str(released.events_csv),
+    )
+    scored = pd.read_csv(output)
+    health = dict(zip(scored["device_id"], scored["sensor_health"], strict=True))
+    assert health.pop(frozen) == "vibration:flat-lined"
+    assert health.pop(silent) == "pressure:missing"
+    assert set(health.values()) == {"ok"} and len(health) == 14
+    assert scored["failure_probability"].notna().all()
+    assert result.metrics["devices_with_unhealthy_sensors"] == 2
+    assert mlflow.get_run(result.run_id).data.metrics["devices_with_unhealthy_sensors"] == 2
+
+    # --all-rows: each row's own window; the devices are healthy until their sensors break.
+    backfill = tmp_path / "backfill.parquet"
+    result = run_score(
+        released.config,
+        str(backfill),
+        input_path=str(tmp_path / "fleet.parquet"),
+        events_path=str(released.events_csv),
+        all_rows=True,
+    )
+    rows = pd.read_parquet(backfill).sort_values(KEYS)
+    by_device = rows.groupby("device_id")["sensor_health"]
+    # By hand, reading by reading over (t - 6 h, t]: frozen when 3+ readings all equal, missing
+    # when no reading; the readings are about hourly, so about the last three rows are flagged.
+    for device, sensor, reason in (
+        (frozen, "vibration", "flat-lined"),
+        (silent, "pressure", "missing"),
+    ):
+        own = telemetry[telemetry["device_id"] == device]
+        times = pd.to_datetime(own["timestamp"])
+        expected = []
+        for t in pd.to_datetime(rows.loc[rows["device_id"] == device, "timestamp"]):
+            window = own.loc[(times > t - pd.Timedelta("6h")) & (times <= t), sensor].dropna()
+            broken = (
+                window.empty
+                if reason == "missing"
+                else (len(window) >= 3 and window.nunique() == 1)
+            )
+            expected.append(f"{sensor}:{reason}" if broken else "ok")
+        assert list(by_device.get_group(device)) == expected
+        assert expected[-1] != "ok" and 2 <= expected.count("ok") < len(expected) - 1
+    others = rows[~rows["device_id"].isin([frozen, silent])]
+    assert (others["sensor_health"] == "ok").all()
+    assert result.metrics["devices_with_unhealthy_sensors"] == 2
+
+    # The scorer on the same frame: the same flags, and a range breached at the latest reading.
+    scorer = FailureScorer.load(released.production_uri)
+    assert dict(
+        scorer.score_telemetry(telemetry, released.events)[["device_id", "sensor_health"]]
+        .set_index("device_id")["sensor_health"]
+        .loc[[frozen, silent]]
+    ) == {frozen: "vibration:flat-lined", silent: "pressure:missing"}
+    low, high = telemetry["temperature"].min(), telemetry["temperature"].max()
+    scorer.spec = replace(scorer.spec, value_ranges={"temperature": [low, high]})
+    hot = telemetry.copy()
+    third = sorted(hot["device_id"].unique())[2]
+    hot.loc[hot[hot["device_id"] == third].index[-1], "temperature"] = high + 10
+    flags = scorer.score_telemetry(hot, released.events).set_index("device_id")["sensor_health"]
+    assert flags[third] == "temperature:out-of-range"
+    assert (flags.drop([frozen, silent, third]) == "ok").all()
 
 
 def test_a_missing_sensor_column_is_one_line_naming_it_and_nothing_is_written(released, tmp_path):

@@ -143,6 +143,9 @@ def test_monitor_refuses_without_a_release_passes_unchanged_data_and_flags_vibra
     assert calm.data.metrics["drift_max_psi"] <= 0.25
     assert calm.data.metrics["recent_labelled_rows"] == 0  # nothing newer than the release
     assert calm.data.params["model_version"] == "1"
+    assert calm.data.metrics["devices_with_unhealthy_sensors"] == 0
+    calm_health = mlflow.artifacts.load_dict(f"runs:/{calm.info.run_id}/sensor_health.json")
+    assert len(calm_health) == 16 and set(calm_health.values()) == {"ok"}
 
     # A week of newer readings (last week's, a week later) with the vibration sensor reading
     # 0.2 higher (about two standard deviations), and that week's failures.
@@ -151,6 +154,10 @@ def test_monitor_refuses_without_a_release_passes_unchanged_data_and_flags_vibra
     newer = telemetry[pd.to_datetime(telemetry["timestamp"]) > end - week].copy()
     newer["timestamp"] = pd.to_datetime(newer["timestamp"]) + week
     newer["vibration"] += 0.2
+    # One device's current frozen over its last eight readings (the health window: 6 h).
+    frozen = sorted(newer["device_id"].unique())[0]
+    frozen_tail = newer[newer["device_id"] == frozen].sort_values("timestamp").index[-8:]
+    newer.loc[frozen_tail, "current"] = 1.25
     newer_events = events[pd.to_datetime(events["event_time"]) > end - week].copy()
     newer_events["event_time"] = pd.to_datetime(newer_events["event_time"]) + week
     pd.concat([telemetry, newer]).to_csv(tmp_path / "telemetry.csv", index=False)
@@ -174,4 +181,8 @@ def test_monitor_refuses_without_a_release_passes_unchanged_data_and_flags_vibra
         metrics["drift_max_psi"]
     )
     assert {"sensor", "feature"} == set(table["kind"])
+    assert metrics["devices_with_unhealthy_sensors"] == 1
+    health = mlflow.artifacts.load_dict(f"runs:/{drifted.info.run_id}/sensor_health.json")
+    assert health.pop(frozen) == "current:flat-lined"
+    assert len(health) == 15 and set(health.values()) == {"ok"}
     assert table.set_index("column").loc["pressure", "psi"] < 0.25

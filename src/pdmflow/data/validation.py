@@ -72,11 +72,14 @@ def normalise_telemetry(
     carried: list[str] | None = None,
     value_ranges: dict[str, tuple[float, float]] | None = None,
     max_out_of_range_fraction: float = 1.0,
+    fill_gaps: bool = True,
 ) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this).
 
     `carried` columns (a target, say) are required and kept row for row, but not filled.
-    Readings outside `value_ranges` are treated as missing.
+    Readings outside `value_ranges` are treated as missing. With `fill_gaps=False` missing
+    sensor values stay NaN (serving reads them for sensor health, then `filled_gaps`); a device
+    without any value for a sensor is an error either way.
     """
     sensors = [*continuous_sensors, *boolean_sensors]
     carried = carried or []
@@ -164,15 +167,15 @@ def normalise_telemetry(
         frame = frame[~duplicated]
 
     if missing is not None and missing.any():
-        filled = frame.groupby(device, sort=False)[sensors].transform(lambda s: s.ffill().bfill())
-        still_missing = filled.isna()
-        if still_missing.any().any():
-            sensor = still_missing.any().idxmax()
-            bad_device = frame.loc[still_missing[sensor], device].iloc[0]
+        unseen = frame.groupby(device, sort=False)[sensors].count() == 0
+        if unseen.any().any():
+            sensor = unseen.any().idxmax()
             raise DataValidationError(
-                f"{where}: device '{bad_device}' has no value at all for sensor '{sensor}'"
+                f"{where}: device '{unseen[sensor].idxmax()}' has no value at all for sensor "
+                f"'{sensor}'"
             )
-        frame[sensors] = filled
+        if fill_gaps:
+            frame = filled_gaps(frame, device, sensors)
     stats = {
         "duplicates_dropped": int(duplicated.sum()),
         "null_fraction": null_fraction,
@@ -180,6 +183,16 @@ def normalise_telemetry(
         "sorted_on_arrival": was_sorted,
     }
     return frame.reset_index(drop=True), warnings, stats
+
+
+def filled_gaps(frame: pd.DataFrame, device: str, sensors: list[str]) -> pd.DataFrame:
+    """`frame` with missing sensor values carried forward within each device, then backward
+    for leading gaps (rows sorted by device then time)."""
+    frame = frame.copy()
+    frame[sensors] = frame.groupby(device, sort=False)[sensors].transform(
+        lambda s: s.ffill().bfill()
+    )
+    return frame
 
 
 def validate(

@@ -51,6 +51,9 @@ class FeatureSpec:
     time_since_cap_hours: float
     feature_names: list[str] = field(default_factory=list)
     maintenance_sensor: str | None = None
+    # schema.value_ranges: plausible [low, high] per continuous sensor, for sensor health at
+    # serving (`pdmflow.serving.health`); a spec saved before this field loads with none.
+    value_ranges: dict[str, list[float]] = field(default_factory=dict)
     # Bumped when the meaning of a field changes; older specs cannot be rebuilt by this code.
     format_version: int = 2
 
@@ -75,6 +78,10 @@ class FeatureSpec:
             time_since_failure=features.time_since_failure,
             maintenance_sensor=features.maintenance_sensor,
             time_since_cap_hours=features.time_since_cap_hours,
+            value_ranges={
+                sensor: [float(low), float(high)]
+                for sensor, (low, high) in schema.value_ranges.items()
+            },
         )
         return cls(**{**asdict(spec), "feature_names": spec._names()})
 
@@ -99,6 +106,12 @@ class FeatureSpec:
         (the last maintenance reading may lie that far back)."""
         if self.maintenance_sensor and "hours_since_maintenance" in self.feature_names:
             return max(self.history, pd.Timedelta(hours=self.time_since_cap_hours))
+        return self.history
+
+    @property
+    def health_window(self) -> pd.Timedelta:
+        """The trailing window sensor health reads at a reading t: (t - history, t], the
+        readings the rolling windows and lags of t's features look at."""
         return self.history
 
     @property

@@ -16,6 +16,7 @@ from pdmflow.monitoring.recent import (
     recent_rows,
     training_period,
 )
+from pdmflow.monitoring.sensors import recent_sensor_health, unhealthy_count
 
 __all__ = [
     "RecentRows",
@@ -28,9 +29,11 @@ __all__ = [
     "psi",
     "recent_performance",
     "recent_rows",
+    "recent_sensor_health",
     "sensor_and_feature_drift",
     "top_features",
     "training_period",
+    "unhealthy_count",
 ]
 
 

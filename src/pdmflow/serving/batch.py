@@ -12,8 +12,11 @@ by `ScoreWriter`, so the working memory beyond the input stays bounded by the ch
 
 Output columns: the device and time columns; `failure_probability` (classification) or
 `remaining_useful_life_hours` and `health_status` (RUL); `predicted_failure`, the alert flag
-(the model's decision threshold, or health status critical for RUL); `model_name`,
-`model_version`.
+(the model's decision threshold, or health status critical for RUL); `sensor_health`
+(`pdmflow.serving.health`: `ok`, or e.g. `pressure:missing;vibration:flat-lined`); `model_name`,
+`model_version`. In latest-row mode `sensor_health` is the device's over the health window
+ending at its latest reading; with `all_rows` it is per row, over each row's own trailing
+window (`rowwise_health`), never the device's health over the chunk.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pdmflow.data.validation import filled_gaps
 from pdmflow.errors import DataValidationError
 from pdmflow.features.builder import FeatureSpec, build_features, device_chunks
+from pdmflow.serving.health import HEALTHY, sensor_health_by_row
 from pdmflow.serving.scorer import FailureScorer, validate_for_spec
 
 ALERT_COLUMN = "predicted_failure"
@@ -71,7 +76,8 @@ def prepare(
     telemetry: pd.DataFrame, events: pd.DataFrame | None, spec: FeatureSpec, where: str
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Telemetry and events validated and normalised as `FailureScorer.score_telemetry` does,
-    sorted by device then time; `where` names the input in errors."""
+    sorted by device then time, gaps kept as NaN (scoring reads them for sensor health, then
+    fills them); `where` names the input in errors."""
     if spec.time_since_failure and events is None:
         raise DataValidationError(
             f"{where}: this model uses hours_since_failure: give the failure events too "
@@ -118,15 +124,27 @@ def score_all_rows(
     scorer: FailureScorer, telemetry: pd.DataFrame, events: pd.DataFrame | None
 ) -> pd.DataFrame:
     """Every reading with a full history, scored as training features are: `build_features`,
-    then `scorer.score_features`; the same columns as `score_latest`. `telemetry` prepared."""
+    then `scorer.score_features`; the same columns as `score_latest`, `sensor_health` per row
+    over its own trailing window. `telemetry` prepared."""
     spec = scorer.spec
+    health = sensor_health_by_row(telemetry, spec)
+    sensors = [*spec.continuous_sensors, *spec.boolean_sensors]
+    if telemetry[sensors].isna().to_numpy().any():
+        telemetry = filled_gaps(telemetry, spec.device_column, sensors)
     features = build_features(telemetry, spec, events)
     prediction = scorer.score_features(features)
     scored = features[[spec.device_column, spec.time_column]].reset_index(drop=True)
     scored = scorer.decide(scored, prediction)
+    scored["sensor_health"] = health[telemetry.index.get_indexer(features.index)]
     if ALERT_COLUMN not in scored:
         scored[ALERT_COLUMN] = (scored["health_status"] == "critical").to_numpy()
     return scored
+
+
+def unhealthy_devices(scored: pd.DataFrame, device_column: str) -> int:
+    """Devices with at least one row of `scored` whose `sensor_health` is not `ok` (chunks hold
+    whole devices, so the counts of chunks add up)."""
+    return int(scored.loc[scored["sensor_health"] != HEALTHY, device_column].nunique())
 
 
 def scored_chunks(

@@ -16,12 +16,18 @@ from mlflow.models import Model
 from onnxruntime import InferenceSession
 
 from pdmflow.data.labels import health_status
-from pdmflow.data.validation import clean_arrays, normalise_events, normalise_telemetry
+from pdmflow.data.validation import (
+    clean_arrays,
+    filled_gaps,
+    normalise_events,
+    normalise_telemetry,
+)
 from pdmflow.errors import ModelFilesError, PdmflowError, first_line
 from pdmflow.evaluation.explain import Explainer, top_features
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.latest import LatestFeatures
 from pdmflow.models.onnx import OUTPUT_NAMES
+from pdmflow.serving.health import latest_health, sensor_health
 from pdmflow.tracking import downloaded
 
 SPEC_PATH = "extra_files/feature_spec.json"
@@ -51,7 +57,8 @@ def validate_for_spec(
     telemetry: pd.DataFrame, events: pd.DataFrame | None, spec: FeatureSpec, where: str
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Telemetry (and events) validated and normalised by the rules training applied, sorted
-    by device then time, in the spec's columns; `where` names the input in errors."""
+    by device then time, in the spec's columns; `where` names the input in errors. Gaps
+    (missing sensor values) stay NaN: scoring reads them for sensor health, then fills them."""
     clean, _, _ = normalise_telemetry(
         telemetry,
         spec.device_column,
@@ -59,6 +66,7 @@ def validate_for_spec(
         spec.continuous_sensors,
         spec.boolean_sensors,
         where,
+        fill_gaps=False,
     )
     if events is not None:
         events = normalise_events(
@@ -107,6 +115,7 @@ class FailureScorer:
 
     Classification models give `failure_probability` and `predicted_failure` (at the model's
     decision threshold); RUL models give `remaining_useful_life_hours` and `health_status`.
+    Scores of raw telemetry carry `sensor_health` (`pdmflow.serving.health`).
     `explainer` is the model's SHAP explainer, None for models released without one.
     """
 
@@ -153,7 +162,9 @@ class FailureScorer:
     def score_telemetry(
         self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None, explain: int = 0
     ) -> pd.DataFrame:
-        """One row per device: its latest timestamp, failure probability and alert flag.
+        """One row per device: its latest timestamp, failure probability, alert flag and
+        `sensor_health` (`ok`, or e.g. `pressure:missing;vibration:flat-lined`: see
+        `pdmflow.serving.health`).
 
         `events` (device, event time) are the devices' known failures; a model with the
         hours_since_failure feature needs them.
@@ -183,17 +194,29 @@ class FailureScorer:
             events = normalise_events(
                 events, spec.device_column, spec.event_time_column, "events to score"
             )
-        return self._score(*self.latest.from_arrays(ready, events), explain)
+        health = latest_health(ready.devices, ready.times, ready.continuous, spec)
+        return self._score(*self.latest.from_arrays(ready, events), health, explain)
 
     def score_validated(
         self, telemetry: pd.DataFrame, events: pd.DataFrame | None = None, explain: int = 0
     ) -> pd.DataFrame:
         """`score_telemetry` for telemetry (and events) already validated and sorted by
-        device then time (`normalise_telemetry`), as batch scoring holds them."""
-        return self._score(*self.latest.matrix(telemetry, events), explain)
+        device then time (`validate_for_spec`), as batch scoring holds them; gaps (NaN) are
+        read for sensor health, then carried forward within each device."""
+        spec = self.spec
+        health = sensor_health(telemetry, spec).to_numpy()
+        sensors = [*spec.continuous_sensors, *spec.boolean_sensors]
+        if telemetry[sensors].isna().to_numpy().any():
+            telemetry = filled_gaps(telemetry, spec.device_column, sensors)
+        return self._score(*self.latest.matrix(telemetry, events), health, explain)
 
     def _score(
-        self, devices: np.ndarray, times: np.ndarray, values: np.ndarray, explain: int
+        self,
+        devices: np.ndarray,
+        times: np.ndarray,
+        values: np.ndarray,
+        health: np.ndarray,
+        explain: int,
     ) -> pd.DataFrame:
         spec = self.spec
         # One frame built at once: adding columns one by one costs more than the model.
@@ -202,6 +225,7 @@ class FailureScorer:
                 spec.device_column: devices,
                 spec.time_column: times,
                 **self.decisions(self.score_features(values)),
+                "sensor_health": health,
             }
         )
         if explain:

@@ -21,15 +21,19 @@ from pdmflow.monitoring import (
     drift_metrics,
     recent_performance,
     recent_rows,
+    recent_sensor_health,
     sensor_and_feature_drift,
     top_features,
     training_period,
+    unhealthy_count,
 )
 from pdmflow.registry import production_version
 from pdmflow.serving import FailureScorer
+from pdmflow.serving.scorer import validate_for_spec
 from pdmflow.tracking import step_run
 
 DRIFT_TABLE = "drift/drift_table.json"
+SENSOR_HEALTH = "sensor_health.json"
 # Training rows SHAP explains when the evaluate run left no shap_importance.json.
 IMPORTANCE_ROWS = 500
 
@@ -89,8 +93,12 @@ def run_monitor(
     data_end = dataset[spec.time_column].max()
 
     source = describe_source(config)
-    telemetry, events, _ = validate(*read_source(config, frames), config, source)
+    raw_telemetry, raw_events = read_source(config, frames)
+    telemetry, events, _ = validate(raw_telemetry, raw_events, config, source)
     recent = recent_rows(telemetry, events, config, spec, label, data_end)
+    # Health reads the readings as serving does: gaps and out-of-range values not yet filled.
+    as_served, _ = validate_for_spec(raw_telemetry, None, spec, f"telemetry {source}")
+    health = recent_sensor_health(as_served, spec, recent.window_start)
     importance = _importance(version, scorer, train)
     features = top_features(importance, spec, config.monitoring.top_features)
     drift = sensor_and_feature_drift(
@@ -108,7 +116,11 @@ def run_monitor(
     performance, notes = recent_performance(
         config.task, labelled[label].to_numpy(), prediction, threshold
     )
-    metrics = {**performance, **drift_metrics(drift)}
+    metrics = {
+        **performance,
+        **drift_metrics(drift),
+        "devices_with_unhealthy_sensors": unhealthy_count(health),
+    }
     verdict = decide(drift, performance, config.monitoring, notes)
 
     with step_run(config, "monitor") as run:
@@ -128,6 +140,7 @@ def run_monitor(
         )
         mlflow.log_metrics(metrics)
         mlflow.log_table(drift, DRIFT_TABLE)
+        mlflow.log_dict(health, SENSOR_HEALTH)
         mlflow.log_text(drift.to_csv(index=False), "drift/drift_table.csv")
         mlflow.log_dict(
             {"retrain": verdict.retrain, "reason": verdict.reason, "notes": notes, **metrics},

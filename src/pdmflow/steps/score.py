@@ -28,6 +28,7 @@ from pdmflow.serving.batch import (
     prepare,
     scored_chunks,
     short_history_devices,
+    unhealthy_devices,
 )
 from pdmflow.tracking import step_run
 
@@ -141,17 +142,21 @@ def run_score(
             }
         )
         mlflow.set_tag("pdmflow.model_version", version)
+        unhealthy = 0
         with ScoreWriter(output_path) as writer:
             for chunk in scored_chunks(
                 scorer, telemetry, events, skipped, name, version, all_rows, rows_per_chunk
             ):
                 writer.write(chunk)
+                unhealthy += unhealthy_devices(chunk, scorer.spec.device_column)
         metrics = {
             "rows_read": len(raw),
             "devices": devices,
             "devices_scored": devices - len(skipped),
             "devices_skipped": len(skipped),
             "rows_written": writer.rows,
+            # Devices with a row whose sensor_health is not ok: their scores are unreliable.
+            "devices_with_unhealthy_sensors": unhealthy,
         }
         mlflow.log_metrics(metrics)
         if len(skipped):
