@@ -1,13 +1,19 @@
-"""Model quality of pdmflow against a plain LightGBM baseline on three shapes of history.
+"""Model quality of pdmflow against its reference model and a plain LightGBM script.
 
 For each data set pdmflow runs in this process through its public step functions, as `main`
-does: ingest (the generated frames, `source.kind: dataframe`), features, tune, train, evaluate,
-promote, into a fresh SQLite MLflow store in a temp dir. Its test metrics are read from the
-evaluate run. The baseline is what a data scientist writes in an afternoon, on exactly
-pdmflow's rows: per device, rolling mean and std over 5, 10 and 20 readings and the first
-difference of every continuous sensor (pandas groupby), joined on (device, time) to pdmflow's
-train, validation and test rows; `LGBMClassifier(n_estimators=400)` (or `LGBMRegressor` for
-remaining useful life) fitted on train + validation and scored on test at threshold 0.5.
+does: ingest (the generated or converted frames, `source.kind: dataframe`), features, tune,
+train, evaluate, promote, into a fresh SQLite MLflow store in a temp dir. Each data set gets
+three rows:
+- pdmflow: the candidate's test metrics, read from the evaluate run, and whether promote
+  released it with the config's gates (when not, the note lists each failed gate with its value
+  and bound, from promote's gate_results.json);
+- reference: the plain reference model the evaluate run scores beside the candidate, read from
+  its `reference_<metric>` metrics ('-' when the run has none);
+- plain script: what a data scientist writes in an afternoon, on exactly pdmflow's rows: per
+  device, rolling mean and std over 5, 10 and 20 readings and the first difference of every
+  continuous sensor (pandas groupby), joined on (device, time) to pdmflow's train, validation
+  and test rows; `LGBMClassifier(n_estimators=400)` (or `LGBMRegressor` for remaining useful
+  life) fitted on train + validation and scored on test at threshold 0.5.
 
 Data sets (`--only` takes their names, comma-separated):
 - calendar_fleet: configs/default.yaml, a fleet observed side by side, split by time;
@@ -16,12 +22,22 @@ Data sets (`--only` takes their names, comma-separated):
 - process_log: bench/configs/process_log.yaml, one machine's log with a machine_failure column
   (AI4I 2020 shape), split by time;
 - run_to_failure_rul: bench/configs/run_to_failure_rul.yaml, remaining useful life on the
-  run-to-failure fleet.
+  run-to-failure fleet;
+- component_fleet: bench/configs/component_fleet.yaml, 20 machines read hourly for 90 days
+  (volt, rotate, pressure, vibration: the Azure PdM telemetry's shape) whose failures are of
+  four components, each showing in its one sensor only; split by time, horizon 24 h;
+- cmapss_fd003: real data, NASA C-MAPSS FD003's 100 test engines read in place from
+  --cmapss-dir (default ../shared/data/cmapss_fd003): device = engine, timestamp = 2000-01-01 +
+  cycle hours, the 18 settings and sensors that vary in FD003, one failure event per engine at
+  last cycle + its RUL (after its last reading); fails within 30 cycles, split by device;
+- cmapss_fd003_rul: remaining useful life on FD003, capped at 125 cycles, split by device.
+The real data sets are skipped (and the table says so) when the folder is absent.
 
-    python bench/quality.py [--only NAME[,NAME]] [--trials N] [--quick]
+    python bench/quality.py [--only NAME[,NAME]] [--trials N] [--quick] [--cmapss-dir DIR]
 
-`--quick` shrinks every data set for a smoke check of the bench itself; its numbers mean little.
-Nothing here is asserted; the table is printed to stdout, progress to stderr.
+`--quick` shrinks every data set for a smoke check of the bench itself (FD003: the first 30
+engines); its numbers mean little. Nothing here is asserted; the table is printed to stdout,
+progress to stderr.
 """
 
 from __future__ import annotations
