@@ -1,13 +1,19 @@
-"""Model quality of pdmflow against a plain LightGBM baseline on three shapes of history.
+"""Model quality of pdmflow against its reference model and a plain LightGBM script.
 
 For each data set pdmflow runs in this process through its public step functions, as `main`
-does: ingest (the generated frames, `source.kind: dataframe`), features, tune, train, evaluate,
-promote, into a fresh SQLite MLflow store in a temp dir. Its test metrics are read from the
-evaluate run. The baseline is what a data scientist writes in an afternoon, on exactly
-pdmflow's rows: per device, rolling mean and std over 5, 10 and 20 readings and the first
-difference of every continuous sensor (pandas groupby), joined on (device, time) to pdmflow's
-train, validation and test rows; `LGBMClassifier(n_estimators=400)` (or `LGBMRegressor` for
-remaining useful life) fitted on train + validation and scored on test at threshold 0.5.
+does: ingest (the generated or converted frames, `source.kind: dataframe`), features, tune,
+train, evaluate, promote, into a fresh SQLite MLflow store in a temp dir. Each data set gets
+three rows:
+- pdmflow: the candidate's test metrics, read from the evaluate run, and whether promote
+  released it with the config's gates (when not, the note lists each failed gate with its value
+  and bound, from promote's gate_results.json);
+- reference: the plain reference model the evaluate run scores beside the candidate, read from
+  its `reference_<metric>` metrics ('-' when the run has none);
+- plain script: what a data scientist writes in an afternoon, on exactly pdmflow's rows: per
+  device, rolling mean and std over 5, 10 and 20 readings and the first difference of every
+  continuous sensor (pandas groupby), joined on (device, time) to pdmflow's train, validation
+  and test rows; `LGBMClassifier(n_estimators=400)` (or `LGBMRegressor` for remaining useful
+  life) fitted on train + validation and scored on test at threshold 0.5.
 
 Data sets (`--only` takes their names, comma-separated):
 - calendar_fleet: configs/default.yaml, a fleet observed side by side, split by time;
@@ -16,12 +22,22 @@ Data sets (`--only` takes their names, comma-separated):
 - process_log: bench/configs/process_log.yaml, one machine's log with a machine_failure column
   (AI4I 2020 shape), split by time;
 - run_to_failure_rul: bench/configs/run_to_failure_rul.yaml, remaining useful life on the
-  run-to-failure fleet.
+  run-to-failure fleet;
+- component_fleet: bench/configs/component_fleet.yaml, 20 machines read hourly for 90 days
+  (volt, rotate, pressure, vibration: the Azure PdM telemetry's shape) whose failures are of
+  four components, each showing in its one sensor only; split by time, horizon 24 h;
+- cmapss_fd003: real data, NASA C-MAPSS FD003's 100 test engines read in place from
+  --cmapss-dir (default ../shared/data/cmapss_fd003): device = engine, timestamp = 2000-01-01 +
+  cycle hours, the 18 settings and sensors that vary in FD003, one failure event per engine at
+  last cycle + its RUL (after its last reading); fails within 30 cycles, split by device;
+- cmapss_fd003_rul: remaining useful life on FD003, capped at 125 cycles, split by device.
+The real data sets are skipped (and the table says so) when the folder is absent.
 
-    python bench/quality.py [--only NAME[,NAME]] [--trials N] [--quick]
+    python bench/quality.py [--only NAME[,NAME]] [--trials N] [--quick] [--cmapss-dir DIR]
 
-`--quick` shrinks every data set for a smoke check of the bench itself; its numbers mean little.
-Nothing here is asserted; the table is printed to stdout, progress to stderr.
+`--quick` shrinks every data set for a smoke check of the bench itself (FD003: the first 30
+engines); its numbers mean little. Nothing here is asserted; the table is printed to stdout,
+progress to stderr.
 """
 
 from __future__ import annotations
@@ -35,8 +51,8 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +66,7 @@ from pdmflow.artifacts import label_column, read_dataset, read_features
 from pdmflow.config import TenantConfig, load_config
 from pdmflow.data.sources import read_source
 from pdmflow.errors import GateFailure
+from pdmflow.evaluation.gates import GateResult
 from pdmflow.evaluation.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -61,6 +78,7 @@ from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import run_tune
+from pdmflow.tracking import latest_step_run
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_WINDOWS = (5, 10, 20)  # readings
@@ -77,15 +95,83 @@ CLASSIFICATION_COLUMNS = {
     "ECE": "ece",
 }
 REGRESSION_COLUMNS = {"MAE h": "mae", "RMSE h": "rmse", "NASA score": "nasa_score"}
+# The evaluate run logs the reference model it trains beside the candidate as reference_<metric>.
+REFERENCE_PREFIX = "reference_"
+
+Frames = tuple[pd.DataFrame, pd.DataFrame]
+
+# NASA C-MAPSS FD003, read in place (never copied into the repository).
+CMAPSS_FD003 = REPO.parent / "shared/data/cmapss_fd003"
+CMAPSS_COLUMNS = [
+    "unit",
+    "cycle",
+    *(f"setting_{i}" for i in range(1, 4)),
+    *(f"sensor_{i}" for i in range(1, 22)),
+]
+CMAPSS_ORIGIN = pd.Timestamp("2000-01-01")  # cycle c is read at origin + c hours
+CMAPSS_QUICK_ENGINES = 30
+
+
+def read_cmapss_fd003(folder: Path, config: TenantConfig, quick: bool) -> Frames:
+    """(telemetry, failure events) of the FD003 test trajectories, as a user would hand them over.
+
+    One device per engine (`engine_001`...); timestamp = CMAPSS_ORIGIN + cycle hours (one cycle
+    = one hour); the config's continuous sensors, each checked not to be constant in the file;
+    one failure event per engine at last cycle + its RUL (RUL_FD003.txt, line i = unit i), i.e.
+    after its last reading. `quick`: the first 30 engines.
+    """
+    readings = pd.read_csv(folder / "test_FD003.txt", sep=r"\s+", header=None, names=CMAPSS_COLUMNS)
+    remaining = pd.read_csv(folder / "RUL_FD003.txt", header=None, names=["rul"])["rul"]
+    units = np.sort(readings["unit"].unique())
+    if len(remaining) != len(units) or units[-1] != len(units):
+        raise ValueError(
+            f"{folder}: {len(units)} engines in test_FD003.txt, {len(remaining)} lines in "
+            "RUL_FD003.txt; expected one RUL line per engine, numbered 1..n"
+        )
+    sensors = config.schema_.continuous_sensors
+    constant = [s for s in sensors if readings[s].nunique() < 2]
+    if constant:
+        raise ValueError(f"{folder}: sensor(s) {', '.join(constant)} constant in FD003")
+    left_out = [c for c in CMAPSS_COLUMNS[2:] if c not in sensors and readings[c].nunique() > 1]
+    if left_out:
+        print(f"  FD003 columns that vary but are unused: {', '.join(left_out)}", file=sys.stderr)
+    if quick:
+        readings = readings[readings["unit"] <= CMAPSS_QUICK_ENGINES]
+    schema = config.schema_
+    device = readings["unit"].map(lambda unit: f"engine_{unit:03d}")
+    telemetry = pd.DataFrame(
+        {
+            schema.device_column: device,
+            schema.time_column: CMAPSS_ORIGIN + pd.to_timedelta(readings["cycle"], unit="h"),
+            **{sensor: readings[sensor].astype(float) for sensor in sensors},
+        }
+    ).reset_index(drop=True)
+    last_cycle = readings.groupby("unit")["cycle"].max()
+    failure_cycle = last_cycle + remaining.to_numpy()[last_cycle.index - 1]
+    events = pd.DataFrame(
+        {
+            schema.device_column: [f"engine_{unit:03d}" for unit in failure_cycle.index],
+            schema.event_time_column: CMAPSS_ORIGIN
+            + pd.to_timedelta(failure_cycle.to_numpy(), unit="h"),
+        }
+    )
+    return telemetry, events
 
 
 @dataclass(frozen=True)
 class DataSet:
-    """A tenant config to benchmark, and the smaller synthetic source `--quick` uses."""
+    """A tenant config to benchmark, and the smaller source `--quick` uses.
+
+    Synthetic sets are generated from the config (`quick_source` shrinks them); a real data set
+    names its `folder` and a `reader` (folder, config, quick) -> frames, and is skipped when the
+    folder is absent.
+    """
 
     name: str
     config_path: Path
     quick_source: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+    reader: Callable[[Path, TenantConfig, bool], Frames] | None = None
 
 
 DATA_SETS = (
@@ -98,6 +184,23 @@ DATA_SETS = (
         "run_to_failure_rul",
         REPO / "bench/configs/run_to_failure_rul.yaml",
         {"n_devices": 30, "days": 6},
+    ),
+    DataSet(
+        "component_fleet",
+        REPO / "bench/configs/component_fleet.yaml",
+        {"n_devices": 10, "days": 30, "mean_days_between_failures": 10},
+    ),
+    DataSet(
+        "cmapss_fd003",
+        REPO / "bench/configs/cmapss_fd003.yaml",
+        folder=CMAPSS_FD003,
+        reader=read_cmapss_fd003,
+    ),
+    DataSet(
+        "cmapss_fd003_rul",
+        REPO / "bench/configs/cmapss_fd003_rul.yaml",
+        folder=CMAPSS_FD003,
+        reader=read_cmapss_fd003,
     ),
 )
 
@@ -155,7 +258,14 @@ class PipelineResult:
     metrics: dict[str, float]
     model_uri: str
     released: bool
+    failed_gates: list[str]  # "auc 0.7131 (needs >= 0.8)"
     seconds: float
+
+
+def failed_gate(gate: GateResult) -> str:
+    """One failed gate with its numbers, as the note line shows it."""
+    value = "missing" if gate.value is None else f"{gate.value:.4g}"
+    return f"{gate.name} {value} (needs {gate.comparison} {gate.threshold:g})"
 
 
 def run_pdmflow(
@@ -176,12 +286,17 @@ def run_pdmflow(
             print(f"  promote: {rejected}", file=sys.stderr)
             released = False
     evaluation = mlflow.get_run(evaluate_run_id)
+    # promote records every gate's value, bound and verdict in gate_results.json on its run.
+    promotion = latest_step_run(config, "promote")
+    recorded = mlflow.artifacts.load_dict(f"runs:/{promotion.info.run_id}/gate_results.json")
+    gates = [GateResult(**gate) for gate in recorded["gates"]]
     return PipelineResult(
         data_uri=data_uri,
         features_uri=features_uri,
         metrics=dict(evaluation.data.metrics),
         model_uri=evaluation.data.tags["pdmflow.model_uri"],
         released=released,
+        failed_gates=[failed_gate(gate) for gate in gates if not gate.passed],
         seconds=time.perf_counter() - start,
     )
 
@@ -243,11 +358,24 @@ def run_baseline(
 
 
 def benchmark(data_set: DataSet, trials: int | None, quick: bool) -> list[dict[str, Any]]:
-    """Both models' rows of the table for one data set."""
+    """The data set's three rows: pdmflow, its reference model, the plain script."""
     config = load_config(data_set.config_path)
-    if quick:
-        config = smaller(config, data_set.quick_source)
-    frames = read_source(config)  # the generated data a user would hand to the Python API
+    if data_set.reader is not None:
+        assert data_set.folder is not None
+        if not data_set.folder.is_dir():
+            return [
+                {
+                    "data set": data_set.name,
+                    "model": "pdmflow",
+                    "released": "skipped",
+                    "note": f"{data_set.name}: skipped, no data at {data_set.folder}",
+                }
+            ]
+        frames = data_set.reader(data_set.folder, config, quick)
+    else:
+        if quick:
+            config = smaller(config, data_set.quick_source)
+        frames = read_source(config)  # the generated data a user would hand to the Python API
     config = as_dataframe_source(config)
     print(f"{data_set.name}: {len(frames[0]):,} readings, pdmflow ...", file=sys.stderr)
     with fresh_tracking_store():
@@ -258,6 +386,7 @@ def benchmark(data_set: DataSet, trials: int | None, quick: bool) -> list[dict[s
         regression = config.task == "regression"
         wanted = REGRESSION_COLUMNS if regression else CLASSIFICATION_COLUMNS
         ours = {key: result.metrics[key] for key in wanted.values()}
+        reference = {key: result.metrics.get(REFERENCE_PREFIX + key) for key in wanted.values()}
         print(f"  pdmflow done in {result.seconds:.0f} s; baseline ...", file=sys.stderr)
         y_true, baseline_prediction = run_baseline(config, telemetry, tables)
     if regression:
@@ -266,9 +395,15 @@ def benchmark(data_set: DataSet, trials: int | None, quick: bool) -> list[dict[s
         theirs = classification_metrics(y_true, baseline_prediction, BASELINE_THRESHOLD)
         theirs["ece"] = expected_calibration_error(y_true, baseline_prediction)
     test = tables["test"]
+    positive_devices = (
+        ""
+        if regression
+        else f" ({test.loc[test[label] == 1, config.schema_.device_column].nunique()} with "
+        "positives)"
+    )
     note = (
         f"{data_set.name}: test {len(test):,} rows of "
-        f"{test[config.schema_.device_column].nunique()} device(s), "
+        f"{test[config.schema_.device_column].nunique()} device(s){positive_devices}, "
         + (
             f"mean RUL {test[label].mean():.1f} h"
             if regression
@@ -280,11 +415,17 @@ def benchmark(data_set: DataSet, trials: int | None, quick: bool) -> list[dict[s
             else f"; pdmflow threshold {result.metrics.get('decision_threshold', np.nan):.3f}"
         )
         + f", pipeline {result.seconds:.0f} s"
+        + (
+            ""
+            if result.released
+            else f"; not released, failed gates: {'; '.join(result.failed_gates) or '?'}"
+        )
     )
     return [
         {"data set": data_set.name, "model": "pdmflow", **ours, "released": result.released,
          "note": note},
-        {"data set": data_set.name, "model": "baseline", **theirs, "released": None},
+        {"data set": data_set.name, "model": "reference", **reference, "released": None},
+        {"data set": data_set.name, "model": "plain script", **theirs, "released": None},
     ]  # fmt: skip
 
 
@@ -332,6 +473,12 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="small data sets and at most 3 trials (a smoke check)"
     )
+    parser.add_argument(
+        "--cmapss-dir",
+        type=Path,
+        default=CMAPSS_FD003,
+        help="folder holding test_FD003.txt and RUL_FD003.txt (read in place)",
+    )
     args = parser.parse_args()
     chosen = [n.strip() for n in args.only.split(",") if n.strip()] or names
     unknown = sorted(set(chosen) - set(names))
@@ -343,6 +490,8 @@ def main() -> None:
     for data_set in DATA_SETS:
         if data_set.name not in chosen:
             continue
+        if data_set.folder == CMAPSS_FD003:
+            data_set = replace(data_set, folder=args.cmapss_dir)
         try:
             rows += benchmark(data_set, trials, args.quick)
         except Exception as error:  # one data set failing must not hide the others' results
@@ -358,7 +507,8 @@ def main() -> None:
             )
     size = "quick (small data)" if args.quick else "full"
     print(
-        f"pdmflow quality vs plain LightGBM   {size}   Optuna trials: {trials or 'config'}   "
+        f"pdmflow quality vs its reference and a plain LightGBM script   {size}   "
+        f"Optuna trials: {trials or 'config'}   "
         f"python {sys.version.split()[0]}   lightgbm {lgb.__version__}"
     )
     print(format_table(rows))

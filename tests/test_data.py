@@ -4,7 +4,7 @@ import pytest
 from conftest import SMOKE
 
 from pdmflow.config import SyntheticSource, load_config
-from pdmflow.data.labels import failure_within_horizon
+from pdmflow.data.labels import failure_within_horizon, remaining_useful_life
 from pdmflow.data.sources import describe_source, read_source, redact_url
 from pdmflow.data.synthetic import generate_fleet, generate_process_log, generate_run_to_failure
 from pdmflow.data.validation import validate
@@ -324,6 +324,76 @@ def test_two_synthetic_shapes_at_once_is_a_config_error(write_config):
         write_config({"source": {"synthetic": {"run_to_failure": True, "process_log": True}}})
     )
     with pytest.raises(ConfigError, match="run_to_failure and process_log"):
+        read_source(config)
+
+
+def test_a_failure_long_after_the_last_reading_labels_the_final_rows():
+    # C-MAPSS test trajectories end before the failure: the event comes after the telemetry.
+    t0 = pd.Timestamp("2026-01-01")
+    telemetry = pd.DataFrame(
+        {"device_id": "A", "timestamp": [t0 + pd.Timedelta(hours=h) for h in range(10)]}
+    )
+    events = pd.DataFrame({"device_id": ["A"], "event_time": [t0 + pd.Timedelta(hours=12)]})
+    columns = ("device_id", "timestamp", "event_time")
+    labels = failure_within_horizon(telemetry, events, 5, *columns)
+    # hours 0..6 are known healthy (the failure is known, beyond 5 h); 7, 8, 9 fail within 5 h.
+    assert labels.tolist() == [0.0] * 7 + [1.0] * 3
+    rul = remaining_useful_life(telemetry, events, 10, *columns)
+    assert rul.tolist() == [10.0, 10.0, 10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0]
+
+
+COMPONENT_SENSORS = ["volt", "rotate", "pressure", "vibration"]
+
+
+def test_component_failures_show_in_their_one_sensor_only():
+    settings = SyntheticSource(
+        n_devices=6, days=40, sample_minutes=60, mean_days_between_failures=6, seed=11,
+        component_failures=True,
+    )  # fmt: skip
+    telemetry, events = generate_fleet(settings, COMPONENT_SENSORS, ["alarm_active"])
+    again, _ = generate_fleet(settings, COMPONENT_SENSORS, ["alarm_active"])
+    pd.testing.assert_frame_equal(telemetry, again)
+    assert set(events["failure_type"]) == {f"{s}_component" for s in COMPONENT_SENSORS}
+    # Each sensor in standard deviations from its device's median.
+    grouped = telemetry.groupby("device_id")[COMPONENT_SENSORS]
+    deviation = ((telemetry[COMPONENT_SENSORS] - grouped.transform("median")).abs()) / (
+        grouped.transform("std")
+    )
+    # Mean deviation of each sensor in the last 6 h before the failures of each component.
+    rows = []
+    for failure in events.itertuples():
+        before = (
+            (telemetry["device_id"] == failure.device_id)
+            & (telemetry["timestamp"] > failure.event_time - pd.Timedelta(hours=6))
+            & (telemetry["timestamp"] <= failure.event_time)
+        )
+        rows.append(deviation[before].assign(component=failure.failure_type))
+    by_component = pd.concat(rows).groupby("component")[COMPONENT_SENSORS].mean()
+    for sensor in COMPONENT_SENSORS:
+        shown = by_component.loc[f"{sensor}_component"]
+        assert shown[sensor] > 2.0, by_component
+        assert (shown.drop(sensor) < 1.2).all(), by_component
+    # The alarm fires at its healthy rate whatever fails.
+    labels = failure_within_horizon(telemetry, events, 6, "device_id", "timestamp", "event_time")
+    assert telemetry.loc[labels == 1, "alarm_active"].mean() < 0.1
+
+
+def test_component_failures_through_the_config(write_config):
+    config = load_config(
+        write_config(
+            {
+                "source": {"synthetic": {"component_failures": True, "n_devices": 4, "days": 10}},
+                "schema": {"continuous_sensors": COMPONENT_SENSORS, "boolean_sensors": []},
+                "features": {"interactions": [["volt", "vibration"]]},
+            }
+        )
+    )
+    telemetry, events = read_source(config)
+    assert len(events) > 0 and events["failure_type"].str.endswith("_component").all()
+    assert "synthetic://component_fleet?" in describe_source(config)
+    both = {"component_failures": True, "run_to_failure": True}
+    config = load_config(write_config({"source": {"synthetic": both}}))
+    with pytest.raises(ConfigError, match="run_to_failure and component_failures"):
         read_source(config)
 
 

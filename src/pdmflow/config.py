@@ -41,7 +41,7 @@ class SyntheticSource(_Strict):
     degradation_hours: float = Field(36.0, gt=0)
     noise: float = Field(1.0, ge=0)
     seed: int = 7
-    # The shape of history (at most one of the two; neither: a fleet observed side by side over
+    # The shape of history (at most one of the three; none: a fleet observed side by side over
     # calendar time). run_to_failure: every device starts at once, worn to its own degree, and
     # runs until its single failure; `days` is the mean lifetime (each between 0.5x and 2x),
     # `degradation_hours` the late, faster phase of wear.
@@ -52,6 +52,10 @@ class SyntheticSource(_Strict):
     process_log: bool = False
     # process_log: share of readings that are failures (AI4I 2020: 3.4 %).
     process_log_failure_rate: float = Field(0.034, gt=0, lt=0.5)
+    # component_failures: the calendar fleet, but each failure is of one component, and component
+    # i shows only in continuous sensor i (like the Azure PdM telemetry: volt, rotate, pressure,
+    # vibration); the other sensors carry no sign of it. Events' failure_type names it.
+    component_failures: bool = False
 
 
 class SourceConfig(_Strict):

@@ -40,7 +40,11 @@ def describe_source(config: TenantConfig) -> str:
         s = source.synthetic
         if s.process_log:
             return f"synthetic://process_log?days={s.days}&seed={s.seed}"
-        shape = "run_to_failure" if s.run_to_failure else "fleet"
+        shape = (
+            "run_to_failure"
+            if s.run_to_failure
+            else ("component_fleet" if s.component_failures else "fleet")
+        )
         return f"synthetic://{shape}?devices={s.n_devices}&days={s.days}&seed={s.seed}"
     if source.kind == "dataframe":
         return "dataframe://in-memory"

@@ -6,6 +6,9 @@
   and pushes each continuous sensor away from its baseline (up or down, by a sensor-specific
   amount) and makes alarm-like boolean sensors fire more often. After the failure the device is
   repaired and the level drops back to 0.
+- `generate_fleet` with `source.synthetic.component_failures: true` (like the Azure PdM
+  telemetry): the same fleet, but each failure is of one component, and component i shows only
+  in continuous sensor i; the other sensors (boolean ones too) carry no sign of it.
 - `generate_run_to_failure` (`source.synthetic.run_to_failure: true`, like the C-MAPSS turbofan
   test fleets): every device starts at the same time with its own initial wear, wears out
   gradually and ever faster, and runs until its one failure; lifetimes differ.
@@ -39,6 +42,9 @@ _KNOWN_SENSORS: dict[str, tuple[float, float]] = {
     "power_consumption": (45.0, 1.5),
     "flow_rate": (30.0, 1.0),
     "voltage": (400.0, 4.0),
+    # The Azure PdM telemetry's hourly readings.
+    "volt": (170.0, 15.0),
+    "rotate": (446.0, 52.0),
 }
 
 
@@ -72,6 +78,11 @@ def generate_fleet(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (telemetry, failure events) for a seeded fleet shaped by the given sensors.
 
+    With `settings.component_failures` there are as many components as continuous sensors; each
+    failure's component is drawn at random (uniformly), named in the event's `failure_type` as
+    `<sensor>_component`, and only that sensor degrades before it (and, when vibration-like,
+    oscillates harder); boolean sensors stay at their healthy rates.
+
     With `target_column`, the telemetry also carries a plant-style 0/1 indicator: 1 when the
     device fails within `horizon_hours`, else 0 (also at the end, where a plant cannot know).
     """
@@ -99,6 +110,10 @@ def generate_fleet(
             failure_hours.append(t)
             t += min_gap + rng.exponential(mean_gap)
         failure_hours_arr = np.asarray(failure_hours)
+        if settings.component_failures:
+            # Which continuous sensor each failure shows in (drawn only in this shape, so the
+            # plain fleet's data stay what they were for the same seed).
+            components = rng.integers(len(continuous_sensors), size=len(failure_hours_arr))
 
         # Hours until the next failure (inf when none follows), then the degradation level.
         next_index = np.searchsorted(failure_hours_arr, hours, side="left")
@@ -106,29 +121,42 @@ def generate_fleet(
         time_to_failure = np.full(n_samples, np.inf)
         time_to_failure[has_next] = failure_hours_arr[next_index[has_next]] - hours[has_next]
         degradation = np.clip(1.0 - time_to_failure / settings.degradation_hours, 0.0, 1.0) ** 1.5
+        if settings.component_failures:
+            next_component = np.full(n_samples, -1)
+            next_component[has_next] = components[next_index[has_next]]
 
         columns: dict[str, object] = {
             device_column: device_id,
             time_column: START + pd.to_timedelta(hours, unit="h"),
         }
-        for sensor in continuous_sensors:
+        for index, sensor in enumerate(continuous_sensors):
             base, spread = _KNOWN_SENSORS.get(sensor, (50.0, 2.0))
             device_base = base + rng.normal(0, spread)
             noise = rng.normal(0, spread * settings.noise, size=n_samples)
-            values = device_base + noise + drift[sensor] * spread * degradation
+            level = (
+                np.where(next_component == index, degradation, 0.0)
+                if settings.component_failures
+                else degradation
+            )
+            values = device_base + noise + drift[sensor] * spread * level
             if "vibration" in sensor:
-                values = values + _oscillation(rng, spread, degradation)
+                values = values + _oscillation(rng, spread, level)
             columns[sensor] = values
+        alarm_level = np.zeros(n_samples) if settings.component_failures else degradation
         for sensor in boolean_sensors:
-            columns[sensor] = _boolean_readings(rng, sensor, degradation)
+            columns[sensor] = _boolean_readings(rng, sensor, alarm_level)
         telemetry_parts.append(pd.DataFrame(columns))
 
-        for failure_hour in failure_hours_arr:
+        for number, failure_hour in enumerate(failure_hours_arr):
+            if settings.component_failures:
+                failure_type = f"{continuous_sensors[components[number]]}_component"
+            else:
+                failure_type = FAILURE_TYPES[int(rng.integers(len(FAILURE_TYPES)))]
             event_rows.append(
                 {
                     device_column: device_id,
                     event_time_column: START + pd.to_timedelta(failure_hour, unit="h"),
-                    "failure_type": FAILURE_TYPES[int(rng.integers(len(FAILURE_TYPES)))],
+                    "failure_type": failure_type,
                 }
             )
 
@@ -448,9 +476,15 @@ def generate_synthetic(
     of its own sensors (PROCESS_LOG_SENSORS, no boolean sensors); it has
     `days * 24 * 60 / sample_minutes` readings.
     """
-    if settings.run_to_failure and settings.process_log:
+    shapes = [
+        name
+        for name in ("run_to_failure", "process_log", "component_failures")
+        if getattr(settings, name)
+    ]
+    if len(shapes) > 1:
         raise ConfigError(
-            "source.synthetic: run_to_failure and process_log are two shapes; set at most one"
+            f"source.synthetic: {' and '.join(shapes)} are different shapes of history; "
+            "set at most one"
         )
     arguments = (
         settings,
