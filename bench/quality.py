@@ -61,6 +61,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+import yaml
 
 from pdmflow.artifacts import label_column, read_dataset, read_features
 from pdmflow.config import TenantConfig, load_config
@@ -357,9 +358,25 @@ def run_baseline(
     return y_test, regressor.predict(X_test)
 
 
-def benchmark(data_set: DataSet, trials: int | None, quick: bool) -> list[dict[str, Any]]:
+def with_settings(config: TenantConfig, settings: list[str]) -> TenantConfig:
+    """The config with `key.path=value` settings applied (values read as YAML), validated as
+    load_config validates a file; for comparing a default against its alternatives."""
+    raw = config.model_dump(mode="json", by_alias=True)
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    return TenantConfig.model_validate(raw)
+
+
+def benchmark(
+    data_set: DataSet, trials: int | None, quick: bool, settings: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The data set's three rows: pdmflow, its reference model, the plain script."""
-    config = load_config(data_set.config_path)
+    config = with_settings(load_config(data_set.config_path), settings or [])
     if data_set.reader is not None:
         assert data_set.folder is not None
         if not data_set.folder.is_dir():
@@ -474,6 +491,13 @@ def main() -> None:
         "--quick", action="store_true", help="small data sets and at most 3 trials (a smoke check)"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every data set, e.g. tuning.objective=auc (repeatable)",
+    )
+    parser.add_argument(
         "--cmapss-dir",
         type=Path,
         default=CMAPSS_FD003,
@@ -493,7 +517,7 @@ def main() -> None:
         if data_set.folder == CMAPSS_FD003:
             data_set = replace(data_set, folder=args.cmapss_dir)
         try:
-            rows += benchmark(data_set, trials, args.quick)
+            rows += benchmark(data_set, trials, args.quick, args.set)
         except Exception as error:  # one data set failing must not hide the others' results
             traceback.print_exc(file=sys.stderr)
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -509,7 +533,8 @@ def main() -> None:
     print(
         f"pdmflow quality vs its reference and a plain LightGBM script   {size}   "
         f"Optuna trials: {trials or 'config'}   "
-        f"python {sys.version.split()[0]}   lightgbm {lgb.__version__}"
+        + (f"settings: {' '.join(args.set)}   " if args.set else "")
+        + f"python {sys.version.split()[0]}   lightgbm {lgb.__version__}"
     )
     print(format_table(rows))
     print()
