@@ -34,49 +34,115 @@ class _Strict(BaseModel):
 class SyntheticSource(_Strict):
     """Seeded generator of a degrading fleet (see pdmflow.data.synthetic)."""
 
-    n_devices: int = Field(40, ge=1)
-    days: float = Field(30.0, gt=0)
-    sample_minutes: float = Field(30.0, gt=0)
-    mean_days_between_failures: float = Field(9.0, gt=0)
-    degradation_hours: float = Field(36.0, gt=0)
-    noise: float = Field(1.0, ge=0)
-    seed: int = 7
-    # The shape of history (at most one of the three; none: a fleet observed side by side over
-    # calendar time). run_to_failure: every device starts at once, worn to its own degree, and
-    # runs until its single failure; `days` is the mean lifetime (each between 0.5x and 2x),
-    # `degradation_hours` the late, faster phase of wear.
-    run_to_failure: bool = False
-    # process_log: one machine's log, one reading per sample_minutes over `days`, with the
-    # milling sensors (air/process temperature, rotational speed, torque, tool wear) and a 0/1
-    # column named by labels.target_column; failures come from physics rules.
-    process_log: bool = False
-    # process_log: share of readings that are failures (AI4I 2020: 3.4 %).
-    process_log_failure_rate: float = Field(0.034, gt=0, lt=0.5)
-    # component_failures: the calendar fleet, but each failure is of one component, and component
-    # i shows only in continuous sensor i (like the Azure PdM telemetry: volt, rotate, pressure,
-    # vibration); the other sensors carry no sign of it. Events' failure_type names it.
-    component_failures: bool = False
+    n_devices: int = Field(40, ge=1, description="Number of devices in the generated fleet.")
+    days: float = Field(
+        30.0, gt=0, description="Days of history per device (run_to_failure: the mean lifetime)."
+    )
+    sample_minutes: float = Field(
+        30.0, gt=0, description="Minutes between two readings of a device."
+    )
+    mean_days_between_failures: float = Field(
+        9.0, gt=0, description="Mean days between two failures of one device (calendar fleet)."
+    )
+    degradation_hours: float = Field(
+        36.0,
+        gt=0,
+        description=(
+            "Hours before each failure in which the sensors drift (and vibration "
+            "oscillates harder); run_to_failure: the late, faster phase of wear."
+        ),
+    )
+    noise: float = Field(1.0, ge=0, description="Scale of the sensors' random noise.")
+    seed: int = Field(7, description="Random seed: the same seed gives the same fleet.")
+    run_to_failure: bool = Field(
+        False,
+        description=(
+            "The shape of history (at most one of run_to_failure, process_log, "
+            "component_failures; none: a fleet observed side by side over calendar time). "
+            "run_to_failure: every device starts at once, worn to its own degree, and "
+            "runs until its single failure; `days` is the mean lifetime (each between "
+            "0.5x and 2x), `degradation_hours` the late, faster phase of wear."
+        ),
+    )
+    process_log: bool = Field(
+        False,
+        description=(
+            "process_log: one machine's log, one reading per sample_minutes over `days`, "
+            "with the milling sensors (air/process temperature, rotational speed, torque, "
+            "tool wear) and a 0/1 column named by labels.target_column; failures come "
+            "from physics rules."
+        ),
+    )
+    process_log_failure_rate: float = Field(
+        0.034,
+        gt=0,
+        lt=0.5,
+        description="process_log: share of readings that are failures (AI4I 2020: 3.4 %).",
+    )
+    component_failures: bool = Field(
+        False,
+        description=(
+            "component_failures: the calendar fleet, but each failure is of one "
+            "component, and component i shows only in continuous sensor i (like the Azure "
+            "PdM telemetry: volt, rotate, pressure, vibration); the other sensors carry "
+            "no sign of it. Events' failure_type names it."
+        ),
+    )
 
 
 class SourceConfig(_Strict):
     """Where telemetry and failure events come from."""
 
-    kind: Literal["synthetic", "csv", "json", "jsonl", "parquet", "sql", "dataframe"] = "synthetic"
-    synthetic: SyntheticSource = SyntheticSource()
-    telemetry_path: str | None = None
-    events_path: str | None = None
-    # SQLAlchemy URL. Put the password in PDMFLOW_DB_PASSWORD rather than in the file;
-    # it is never logged (see pdmflow.data.sources.redact_url).
-    url: str | None = None
-    telemetry_table: str | None = None  # [schema.]table
-    events_table: str | None = None
-    # SQL filters, sent as bound parameters: rows of this tenant (tenant_column = tenant_id),
-    # these devices, readings in [start, end).
-    tenant_column: str | None = None
-    devices: list[str] = []
-    start: datetime | None = None
-    end: datetime | None = None
-    chunk_rows: int = Field(100_000, ge=1000)
+    kind: Literal["synthetic", "csv", "json", "jsonl", "parquet", "sql", "dataframe"] = Field(
+        "synthetic",
+        description=(
+            "Which source ingest reads: a seeded synthetic fleet, files, a SQL database, "
+            "or frames handed to the Python API."
+        ),
+    )
+    synthetic: SyntheticSource = Field(
+        SyntheticSource(), description="The synthetic fleet's shape and seed (kind synthetic)."
+    )
+    telemetry_path: str | None = Field(
+        None,
+        description=(
+            "Telemetry file (kinds csv, json, jsonl, parquet); timestamps as ISO 8601 text."
+        ),
+    )
+    events_path: str | None = Field(
+        None, description="Failure events file (device, event_time[, failure_type]); optional."
+    )
+    url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL (kind sql). Put the password in PDMFLOW_DB_PASSWORD rather "
+            "than in the file; it is never logged (see pdmflow.data.sources.redact_url)."
+        ),
+    )
+    telemetry_table: str | None = Field(
+        None, description="Telemetry table, [schema.]table (kind sql)."
+    )
+    events_table: str | None = Field(
+        None, description="Failure events table, [schema.]table (kind sql); optional."
+    )
+    tenant_column: str | None = Field(
+        None,
+        description=(
+            "SQL filter, sent as a bound parameter: only rows whose tenant_column equals tenant_id."
+        ),
+    )
+    devices: list[str] = Field(
+        [], description="SQL filter: only these devices (empty: every device)."
+    )
+    start: datetime | None = Field(
+        None, description="SQL filter: readings at or after this ISO date-time (inclusive)."
+    )
+    end: datetime | None = Field(
+        None, description="SQL filter: readings before this ISO date-time (exclusive)."
+    )
+    chunk_rows: int = Field(
+        100_000, ge=1000, description="Rows read at a time through the SQL server-side cursor."
+    )
 
     @model_validator(mode="after")
     def _identifiers_are_plain(self) -> SourceConfig:
@@ -103,17 +169,31 @@ class SourceConfig(_Strict):
 class SchemaConfig(_Strict):
     """How the tenant's columns map onto pdmflow's names."""
 
-    device_column: str = "device_id"
-    time_column: str = "timestamp"
-    event_time_column: str = "event_time"
-    continuous_sensors: list[str] = Field(min_length=1)
-    boolean_sensors: list[str] = []
-    # source column name -> pdmflow column name, applied right after reading.
-    rename: dict[str, str] = {}
-    # Plausible [low, high] per continuous sensor: readings outside are sensor faults, treated
-    # as missing (carried forward); more than data.max_out_of_range_fraction of a device's
-    # readings out of range is an error.
-    value_ranges: dict[str, tuple[float, float]] = {}
+    device_column: str = Field(
+        "device_id", description="Column holding the device id (telemetry and events)."
+    )
+    time_column: str = Field("timestamp", description="Column holding each reading's timestamp.")
+    event_time_column: str = Field(
+        "event_time", description="Column holding each failure event's time."
+    )
+    continuous_sensors: list[str] = Field(
+        min_length=1, description="Numeric sensors (temperature, vibration, ...); at least one."
+    )
+    boolean_sensors: list[str] = Field(
+        [], description="On/off sensors (pump on, valve open, alarm active, ...)."
+    )
+    rename: dict[str, str] = Field(
+        {}, description="Source column name -> pdmflow column name, applied right after reading."
+    )
+    value_ranges: dict[str, tuple[float, float]] = Field(
+        {},
+        description=(
+            "Plausible [low, high] per continuous sensor: readings outside are sensor "
+            "faults, treated as missing (carried forward); more than "
+            "data.max_out_of_range_fraction of a device's readings out of range is an "
+            "error."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ranges_name_sensors(self) -> SchemaConfig:
@@ -126,17 +206,46 @@ class SchemaConfig(_Strict):
 
 
 class LabelConfig(_Strict):
-    horizon_hours: float = Field(24.0, gt=0)
-    # A 0/1 column already in the telemetry (e.g. failure_indicator): when set, it is the label
-    # and failure events are optional.
-    target_column: str | None = None
-    # Remaining useful life (task: regression): hours to the next failure, capped here.
-    rul_cap_hours: float = Field(168.0, gt=0)
-    # Health status from RUL: critical below the first, warning below the second, else normal.
-    critical_hours: float = Field(10.0, gt=0)
-    warning_hours: float = Field(50.0, gt=0)
-    # A RUL prediction within this many hours of the truth is neither early nor late.
-    rul_tolerance_hours: float = Field(10.0, gt=0)
+    horizon_hours: float = Field(
+        24.0,
+        gt=0,
+        description=(
+            "Label failure_within_horizon: 1 when the device fails within this many hours "
+            "after a reading."
+        ),
+    )
+    target_column: str | None = Field(
+        None,
+        description=(
+            "A 0/1 column already in the telemetry (e.g. failure_indicator): when set, it "
+            "is the label and failure events are optional."
+        ),
+    )
+    rul_cap_hours: float = Field(
+        168.0,
+        gt=0,
+        description=(
+            "Remaining useful life (task: regression): hours to the next failure, capped here."
+        ),
+    )
+    critical_hours: float = Field(
+        10.0, gt=0, description="Health status from RUL: critical below this many hours."
+    )
+    warning_hours: float = Field(
+        50.0,
+        gt=0,
+        description=(
+            "Health status from RUL: warning below this many hours (and at least "
+            "critical_hours), else normal."
+        ),
+    )
+    rul_tolerance_hours: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "A RUL prediction within this many hours of the truth is neither early nor late."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> LabelConfig:
@@ -158,36 +267,93 @@ def _check_durations(values: list[str], key: str) -> None:
 class FeatureConfig(_Strict):
     """Lags and windows are durations (pandas offsets: 60s, 5min, 2h), looking backwards only."""
 
-    lags: list[str] = Field(["1h", "3h", "6h"], min_length=1)
-    windows: list[str] = Field(["3h", "6h", "12h"], min_length=1)
-    rolling_statistics: list[Literal["mean", "std", "min", "max", "median", "skew", "kurt"]] = [
-        "mean",
-        "std",
-        "min",
-        "max",
-        "median",
-        "skew",
-        "kurt",
-    ]
-    differences: bool = True
-    # Pairs of continuous sensors: product, ratio and difference of each pair.
-    interactions: list[tuple[str, str]] = []
-    cross_sensor: bool = True
-    cyclical: bool = True
-    # Vibration-like sensors: dominant frequency and spectral energy of the last N readings.
-    spectral_sensors: list[str] = []
-    spectral_window: int = Field(16, ge=4)
-    time_since_failure: bool = True
-    # A boolean sensor that is on during maintenance (e.g. maintenance_mode): adds the hours
-    # since it was last on, capped like time_since_failure.
-    maintenance_sensor: str | None = None
-    time_since_cap_hours: float = Field(720.0, gt=0)
-    # Selection inside train: constant features and near-duplicates (|r| above this, keeping
-    # the first) are dropped; then, when set, only the top k by LightGBM gain are kept.
-    drop_correlated_above: float = Field(0.99, gt=0, le=1)
-    select_top_k: int | None = Field(None, ge=1)
-    # An Isolation Forest fitted on healthy training rows adds its anomaly score as a feature.
-    anomaly_score: bool = False
+    lags: list[str] = Field(
+        ["1h", "3h", "6h"],
+        min_length=1,
+        description="Lag durations: the last reading at or before t - lag.",
+    )
+    windows: list[str] = Field(
+        ["3h", "6h", "12h"],
+        min_length=1,
+        description="Rolling window durations: statistics over the readings in (t - window, t].",
+    )
+    rolling_statistics: list[Literal["mean", "std", "min", "max", "median", "skew", "kurt"]] = (
+        Field(
+            [
+                "mean",
+                "std",
+                "min",
+                "max",
+                "median",
+                "skew",
+                "kurt",
+            ],
+            description="Statistics computed over each rolling window.",
+        )
+    )
+    differences: bool = Field(
+        True,
+        description="First and second differences and percent change to the previous reading(s).",
+    )
+    interactions: list[tuple[str, str]] = Field(
+        [], description="Pairs of continuous sensors: product, ratio and difference of each pair."
+    )
+    cross_sensor: bool = Field(
+        True, description="Statistics across the continuous sensors' z-scores at each reading."
+    )
+    cyclical: bool = Field(
+        True,
+        description="Sine/cosine encodings of the reading's hour, day of week and month (UTC).",
+    )
+    spectral_sensors: list[str] = Field(
+        [],
+        description=(
+            "Vibration-like sensors: dominant frequency and spectral energy of the last N readings."
+        ),
+    )
+    spectral_window: int = Field(
+        16, ge=4, description="Readings in the FFT of each spectral sensor."
+    )
+    time_since_failure: bool = Field(
+        True, description="Hours since the device's last failure event at or before t."
+    )
+    maintenance_sensor: str | None = Field(
+        None,
+        description=(
+            "A boolean sensor that is on during maintenance (e.g. maintenance_mode): adds "
+            "the hours since it was last on, capped like time_since_failure."
+        ),
+    )
+    time_since_cap_hours: float = Field(
+        720.0,
+        gt=0,
+        description=(
+            "Cap on hours since failure or maintenance (also the value when none is on record)."
+        ),
+    )
+    drop_correlated_above: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description=(
+            "Selection inside train: constant features and near-duplicates (|r| above "
+            "this, keeping the first of a pair) are dropped."
+        ),
+    )
+    select_top_k: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "After dropping, keep only the k features of highest LightGBM gain; null: keep all."
+        ),
+    )
+    anomaly_score: bool = Field(
+        False,
+        description=(
+            "An Isolation Forest fitted on healthy training rows adds its anomaly score "
+            "as a feature."
+        ),
+    )
 
     @model_validator(mode="after")
     def _valid_durations(self) -> FeatureConfig:
@@ -197,31 +363,82 @@ class FeatureConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    # time: the fleet's calendar range is cut into periods (fleets observed side by side);
-    # device: whole devices go to train, validation and test (run-to-failure fleets).
-    by: Literal["time", "device"] = "time"
-    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
-    # split.by time: share of devices kept out of training and validation (seen only in test).
-    holdout_device_fraction: float = Field(0.0, ge=0, lt=1)
-    # Cross-validation folds over train + validation (0: one split): grouped by device for
-    # split.by device, expanding and purged for split.by time.
-    cv_folds: int = Field(3, ge=0, le=10)
-    # Seeds the device hash of split.by device (a device's split never depends on the others).
-    seed: int = 0
+    by: Literal["time", "device"] = Field(
+        "time",
+        description=(
+            "time: the fleet's calendar range is cut into periods (fleets observed side "
+            "by side); device: whole devices go to train, validation and test "
+            "(run-to-failure fleets)."
+        ),
+    )
+    validation_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=0.5,
+        description="Share of the time range (or of the devices) for validation.",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description="Share of the time range (or of the devices) for the test."
+    )
+    holdout_device_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "split.by time: share of devices kept out of training and validation (seen "
+            "only in test)."
+        ),
+    )
+    cv_folds: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description=(
+            "Cross-validation folds over train + validation (0: one split): grouped by "
+            "device for split.by device, expanding and purged for split.by time."
+        ),
+    )
+    seed: int = Field(
+        0,
+        description=(
+            "Seeds the device hash of split.by device (a device's split never depends on "
+            "the others)."
+        ),
+    )
 
 
 class ThresholdConfig(_Strict):
     """How the decision threshold is chosen on out-of-fold (or validation) predictions."""
 
-    # meet_gates: the most recall whose precision reaches gates.min_precision plus
-    # `precision_margin` (the validation-to-test gap), else the F1 threshold, with a warning.
-    rule: Literal["f1", "precision_at_least", "recall_at_least", "cost", "meet_gates"] = "f1"
-    precision_margin: float = Field(0.05, ge=0, lt=1)
-    precision: float | None = Field(None, gt=0, le=1)
-    recall: float | None = Field(None, gt=0, le=1)
-    missed_failure_cost: float | None = Field(None, gt=0)
-    false_alarm_cost: float | None = Field(None, gt=0)
+    rule: Literal["f1", "precision_at_least", "recall_at_least", "cost", "meet_gates"] = Field(
+        "f1",
+        description=(
+            "How the threshold is picked: f1 maximises F1; precision_at_least / "
+            "recall_at_least the best other side above a floor; cost the lowest total "
+            "cost; meet_gates the most recall whose precision reaches gates.min_precision "
+            "plus `precision_margin` (else the F1 threshold, with a warning)."
+        ),
+    )
+    precision_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description=(
+            "rule meet_gates: room added to gates.min_precision for the validation-to-test gap."
+        ),
+    )
+    precision: float | None = Field(
+        None, gt=0, le=1, description="rule precision_at_least: the precision floor."
+    )
+    recall: float | None = Field(
+        None, gt=0, le=1, description="rule recall_at_least: the recall floor."
+    )
+    missed_failure_cost: float | None = Field(
+        None, gt=0, description="rule cost: the cost of one missed failure."
+    )
+    false_alarm_cost: float | None = Field(
+        None, gt=0, description="rule cost: the cost of one false alarm."
+    )
 
     @model_validator(mode="after")
     def _rule_has_its_numbers(self) -> ThresholdConfig:
@@ -237,173 +454,393 @@ class ThresholdConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    # lightgbm (default) or random_forest; tuning.families lets Optuna choose instead.
-    family: Literal["lightgbm", "random_forest"] = "lightgbm"
-    # LightGBM parameters (scikit-learn names); n_estimators is a ceiling (early stopping).
-    params: dict[str, Any] = {
-        "n_estimators": 1000,
-        "learning_rate": 0.05,
-        "num_leaves": 31,
-        "min_child_samples": 20,
-        "colsample_bytree": 0.8,
-        "subsample": 0.8,
-        "subsample_freq": 1,
-    }
-    # Random Forest parameters (scikit-learn names), for family random_forest.
-    random_forest_params: dict[str, Any] = {}
-    # LightGBM's histogram bins per feature (its max_bin) in feature selection and the
-    # released model's fits; tuning.max_bin is the trials'.
-    max_bin: int = Field(255, ge=2)
-    # Boosting stops when the validation metric has not improved for this many rounds;
-    # params.n_estimators is the ceiling.
-    early_stopping_rounds: int = Field(50, ge=1)
-    # The released model is refitted on train + validation with the early-stopped number of
-    # rounds (scaled by the rows it sees); false: the model fitted on the train rows is kept.
-    refit: bool = True
-    # Calibration of probabilities, fitted on out-of-fold (or validation) predictions.
-    # sigmoid keeps the ranking (AUC) exactly; isotonic bends freely but needs more positives.
-    calibration: Literal["none", "sigmoid", "isotonic"] = "sigmoid"
-    # A fixed decision threshold; null: chosen by `threshold.rule`.
-    decision_threshold: float | None = Field(None, gt=0, lt=1)
-    threshold: ThresholdConfig = ThresholdConfig()
-    # task: regression: LightGBM objective for remaining useful life. l2 weighs the large
-    # (late) errors that RMSE and the NASA score punish; l1 aims at the median (lowest MAE).
-    rul_objective: Literal["l2", "huber", "l1"] = "l2"
-    seed: int = 42
+    family: Literal["lightgbm", "random_forest"] = Field(
+        "lightgbm",
+        description=(
+            "Model family: lightgbm (default) or random_forest; tuning.families lets "
+            "Optuna choose instead."
+        ),
+    )
+    params: dict[str, Any] = Field(
+        {
+            "n_estimators": 1000,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_child_samples": 20,
+            "colsample_bytree": 0.8,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+        },
+        description=(
+            "LightGBM parameters (scikit-learn names); n_estimators is a ceiling (early stopping)."
+        ),
+    )
+    random_forest_params: dict[str, Any] = Field(
+        {}, description="Random Forest parameters (scikit-learn names), for family random_forest."
+    )
+    max_bin: int = Field(
+        255,
+        ge=2,
+        description=(
+            "LightGBM's histogram bins per feature (its max_bin) in feature selection and "
+            "the released model's fits; tuning.max_bin is the trials'."
+        ),
+    )
+    early_stopping_rounds: int = Field(
+        50,
+        ge=1,
+        description=(
+            "Boosting stops when the validation metric has not improved for this many "
+            "rounds; params.n_estimators is the ceiling."
+        ),
+    )
+    refit: bool = Field(
+        True,
+        description=(
+            "The released model is refitted on train + validation with the early-stopped "
+            "number of rounds (scaled by the rows it sees); false: the model fitted on "
+            "the train rows is kept."
+        ),
+    )
+    calibration: Literal["none", "sigmoid", "isotonic"] = Field(
+        "sigmoid",
+        description=(
+            "Calibration of probabilities, fitted on out-of-fold (or validation) "
+            "predictions. sigmoid keeps the ranking (AUC) exactly; isotonic bends freely "
+            "but needs more positives."
+        ),
+    )
+    decision_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="A fixed decision threshold; null: chosen by `threshold.rule`.",
+    )
+    threshold: ThresholdConfig = Field(
+        ThresholdConfig(),
+        description="How the decision threshold is chosen when decision_threshold is null.",
+    )
+    rul_objective: Literal["l2", "huber", "l1"] = Field(
+        "l2",
+        description=(
+            "task: regression: LightGBM objective for remaining useful life. l2 weighs "
+            "the large (late) errors that RMSE and the NASA score punish; l1 aims at the "
+            "median (lowest MAE)."
+        ),
+    )
+    seed: int = Field(42, description="Seed of model fits and of the tuning sample.")
 
 
 class TuningConfig(_Strict):
-    n_trials: int = Field(20, ge=1)
-    timeout_seconds: float = Field(600, gt=0)
-    # Optuna storage URL (e.g. postgresql://...) to share a study between workers; null = memory.
-    storage: str | None = None
-    # Model families Optuna chooses among; empty: training.family only.
-    families: list[Literal["lightgbm", "random_forest"]] = []
-    # LightGBM's learning rate in every trial; the study searches the trees' shape and
-    # regularisation. null: the rate is searched too (0.01-0.3), and trials at low rates take
-    # many times longer (README "Training").
-    learning_rate: float | None = Field(0.1, gt=0, le=1)
-    # train fits the study's best LightGBM parameters at this slower rate, its rounds ceiling
-    # scaled up to match (early stopping picks the rounds); null: released at the tuned rate.
-    release_learning_rate: float | None = Field(0.025, gt=0, le=1)
-    # Trials fit and score at most this many learning rows, drawn at random (each fold keeps
-    # its share); train still fits on all of them. null: every row.
-    max_rows: int | None = Field(50_000, ge=1000)
-    # Trials stop after this many rounds without gain on a fold's validation rows: a round at
-    # tuning.learning_rate learns more than one at the release rate, so less patience does.
-    # null: training.early_stopping_rounds.
-    early_stopping_rounds: int | None = Field(20, ge=1)
-    # LightGBM's histogram bins per feature in the trials. A round scans every bin of each
-    # leaf, so fewer bins make trials cheaper (a 64-leaf round 38 % at 63 bins); the release
-    # keeps training.max_bin, which finds thresholds a process log needs (README "Training").
-    # null: training.max_bin.
-    max_bin: int | None = Field(63, ge=2)
-    # What trials optimise on their validation rows. Classification: average_precision
-    # (rare failures: it rewards ranking the few failing rows first, where AUC is already
-    # near 1 for every trial), auc or log_loss; regression: mae or rmse. null: the task's first.
-    objective: Literal["average_precision", "auc", "log_loss", "mae", "rmse"] | None = None
-    # Trials also choose which feature groups the model reads (raw values always; lags,
-    # short/long rolling mean and std, rolling shape, differences, interactions, cross-sensor,
-    # spectral, cyclical, time since an event ...). The reference model's recipe and the
-    # full feature set are the first two trials, so the tuned model is never behind them on
-    # the objective.
-    feature_groups: bool = True
+    n_trials: int = Field(
+        20, ge=1, description="Optuna trials (shared by all workers of one study)."
+    )
+    timeout_seconds: float = Field(
+        600, gt=0, description="Wall-time budget of the study, in seconds."
+    )
+    storage: str | None = Field(
+        None,
+        description=(
+            "Optuna storage URL (e.g. postgresql://...) to share a study between workers; "
+            "null = memory."
+        ),
+    )
+    families: list[Literal["lightgbm", "random_forest"]] = Field(
+        [], description="Model families Optuna chooses among; empty: training.family only."
+    )
+    learning_rate: float | None = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description=(
+            "LightGBM's learning rate in every trial; the study searches the trees' shape "
+            "and regularisation. null: the rate is searched too (0.01-0.3), and trials at "
+            "low rates take many times longer (docs: data scientist guide, tuning)."
+        ),
+    )
+    release_learning_rate: float | None = Field(
+        0.025,
+        gt=0,
+        le=1,
+        description=(
+            "train fits the study's best LightGBM parameters at this slower rate, its "
+            "rounds ceiling scaled up to match (early stopping picks the rounds); null: "
+            "released at the tuned rate."
+        ),
+    )
+    max_rows: int | None = Field(
+        50_000,
+        ge=1000,
+        description=(
+            "Trials fit and score at most this many learning rows, drawn at random (each "
+            "fold keeps its share); train still fits on all of them. null: every row."
+        ),
+    )
+    early_stopping_rounds: int | None = Field(
+        20,
+        ge=1,
+        description=(
+            "Trials stop after this many rounds without gain on a fold's validation rows: "
+            "a round at tuning.learning_rate learns more than one at the release rate, so "
+            "less patience does. null: training.early_stopping_rounds."
+        ),
+    )
+    max_bin: int | None = Field(
+        63,
+        ge=2,
+        description=(
+            "LightGBM's histogram bins per feature in the trials. A round scans every bin "
+            "of each leaf, so fewer bins make trials cheaper (a 64-leaf round 38 % at 63 "
+            "bins); the release keeps training.max_bin, which finds thresholds a process "
+            "log needs (docs: data scientist guide, tuning). null: training.max_bin."
+        ),
+    )
+    objective: Literal["average_precision", "auc", "log_loss", "mae", "rmse"] | None = Field(
+        None,
+        description=(
+            "What trials optimise on their validation rows. Classification: "
+            "average_precision (rare failures: it rewards ranking the few failing rows "
+            "first, where AUC is already near 1 for every trial), auc or log_loss; "
+            "regression: mae or rmse. null: the task's first."
+        ),
+    )
+    feature_groups: bool = Field(
+        True,
+        description=(
+            "Trials also choose which feature groups the model reads (raw values always; "
+            "lags, short/long rolling mean and std, rolling shape, differences, "
+            "interactions, cross-sensor, spectral, cyclical, time since an event ...). "
+            "The reference model's recipe and the full feature set are the first two "
+            "trials, so the tuned model is never behind them on the objective."
+        ),
+    )
 
 
 class LiftGate(_Strict):
     """The candidate must beat the in-run reference model on `metric` by at least `margin`
     (for error metrics, lower by at least `margin`)."""
 
-    metric: str = "average_precision"
-    margin: float = 0.0
+    metric: str = Field(
+        "average_precision",
+        description="The metric compared with the reference model (a lift_* metric of the task).",
+    )
+    margin: float = Field(
+        0.0,
+        description=(
+            "How far ahead of the reference the candidate must be (error metrics: lower "
+            "by at least this)."
+        ),
+    )
 
 
 class GateConfig(_Strict):
-    min_auc: float = 0.80
-    min_precision: float = 0.75
-    min_recall: float = 0.70
-    max_latency_p99_ms: float = 100.0
-    max_onnx_difference: float = 1e-5
-    # Non-inferiority margin: the lower bound of the bootstrap interval of (candidate - Production)
-    # AUC on the same test rows must be >= -max_auc_regression. 0 would ask every retrain to be
-    # significantly better (see require_better_than_champion for that).
-    max_auc_regression: float = Field(0.01, ge=0)
-    # task: regression (remaining useful life): MAE bound and allowed MAE increase over Production.
-    max_mae_hours: float = Field(24.0, gt=0)
-    # float32 ONNX against float64 LightGBM, in hours (sums over hundreds of trees).
-    max_onnx_difference_hours: float = Field(0.01, gt=0)
-    # The same margin for RUL: the upper bound of the MAE difference's interval, in hours.
-    max_mae_regression_hours: float = Field(2.0, ge=0)
-    # standard: the gates above. strict (classification): also AUC >= 0.85, precision at
-    # probability >= 0.7 >= 0.80, ECE < 0.10 and CV AUC std < 0.05 (needs split.cv_folds >= 2).
-    profile: Literal["standard", "strict"] = "standard"
-    # The candidate's AUC drop under 10 % sensor noise (robustness_noise_10pct_auc_drop):
-    # a model must not hang on a sensor's last decimals. null: not gated.
-    max_noise_auc_drop: float | None = Field(0.05, ge=0)
-    # The AUC drop with one sensor dead or frozen (robustness_dead_sensor_auc_drop, the worst
-    # sensor). Opt-in: when a component fails in one sensor, a model that catches it must lose
-    # AUC without that sensor; the card names the sensors the model depends on instead, and
-    # serving flags their health. null: measured and reported, not gated.
-    max_dead_sensor_auc_drop: float | None = Field(None, ge=0)
-    # The worst drop of any perturbation (noise or a dead sensor); null: not gated.
-    max_robustness_auc_drop: float | None = Field(None, ge=0)
-    # Candidate against the reference model trained beside it in the same run, e.g.
-    # {metric: average_precision, margin: 0.0}; null: reported (lift_* metrics), not gated.
-    min_lift_over_reference: LiftGate | None = None
-    # The champion gate passes when the bootstrap interval's lower bound of (candidate - champion)
-    # AUC is >= -max_auc_regression; this asks for a lower bound > 0 (a significant improvement).
-    require_better_than_champion: bool = False
-    # Any metric the evaluate run logs, gated by name: {lead_time_median_hours: ">= 6"}.
-    require: dict[str, str] = {}
+    min_auc: float = Field(0.80, description="Release gate: test AUC at least this.")
+    min_precision: float = Field(
+        0.75, description="Release gate: precision at the decision threshold at least this."
+    )
+    min_recall: float = Field(
+        0.70, description="Release gate: recall at the decision threshold at least this."
+    )
+    max_latency_p99_ms: float = Field(
+        100.0,
+        description=(
+            "Release gate: p99 milliseconds to score one device from its raw readings "
+            "(latency_device_p99_ms)."
+        ),
+    )
+    max_onnx_difference: float = Field(
+        1e-5, description="Release gate: largest |ONNX - native| probability on the test rows."
+    )
+    max_auc_regression: float = Field(
+        0.01,
+        ge=0,
+        description=(
+            "Non-inferiority margin: the lower bound of the bootstrap interval of "
+            "(candidate - Production) AUC on the same test rows must be >= "
+            "-max_auc_regression. 0 would ask every retrain to be significantly better "
+            "(see require_better_than_champion for that)."
+        ),
+    )
+    max_mae_hours: float = Field(
+        24.0,
+        gt=0,
+        description=(
+            "task: regression (remaining useful life): release gate on the test MAE, in hours."
+        ),
+    )
+    max_onnx_difference_hours: float = Field(
+        0.01,
+        gt=0,
+        description=(
+            "float32 ONNX against float64 LightGBM, in hours (sums over hundreds of trees)."
+        ),
+    )
+    max_mae_regression_hours: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "The same margin for RUL: the upper bound of the MAE difference's interval, in hours."
+        ),
+    )
+    profile: Literal["standard", "strict"] = Field(
+        "standard",
+        description=(
+            "standard: the gates above. strict (classification): also AUC >= 0.85, "
+            "precision at probability >= 0.7 >= 0.80, ECE < 0.10 and CV AUC std < 0.05 "
+            "(needs split.cv_folds >= 2)."
+        ),
+    )
+    max_noise_auc_drop: float | None = Field(
+        0.05,
+        ge=0,
+        description=(
+            "The candidate's AUC drop under 10 % sensor noise "
+            "(robustness_noise_10pct_auc_drop): a model must not hang on a sensor's last "
+            "decimals. null: not gated."
+        ),
+    )
+    max_dead_sensor_auc_drop: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "The AUC drop with one sensor dead or frozen "
+            "(robustness_dead_sensor_auc_drop, the worst sensor). Opt-in: when a "
+            "component fails in one sensor, a model that catches it must lose AUC without "
+            "that sensor; the card names the sensors the model depends on instead, and "
+            "serving flags their health. null: measured and reported, not gated."
+        ),
+    )
+    max_robustness_auc_drop: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "The worst drop of any perturbation (noise or a dead sensor); null: not gated."
+        ),
+    )
+    min_lift_over_reference: LiftGate | None = Field(
+        None,
+        description=(
+            "Candidate against the reference model trained beside it in the same run, "
+            "e.g. {metric: average_precision, margin: 0.0}; null: reported (lift_* "
+            "metrics), not gated."
+        ),
+    )
+    require_better_than_champion: bool = Field(
+        False,
+        description=(
+            "The champion gate passes when the bootstrap interval's lower bound of "
+            "(candidate - champion) AUC is >= -max_auc_regression; this asks for a lower "
+            "bound > 0 (a significant improvement)."
+        ),
+    )
+    require: dict[str, str] = Field(
+        {},
+        description=(
+            'Any metric the evaluate run logs, gated by name: {lead_time_median_hours: ">= 6"}.'
+        ),
+    )
 
 
 class EvaluationConfig(_Strict):
-    # Score the candidate again with sensor noise and with each continuous sensor dead.
-    robustness: bool = True
-    # Gaussian noise levels, as fractions of each sensor's standard deviation.
-    noise_levels: list[float] = Field([0.05, 0.10], min_length=1)
-    # Paired device-block bootstrap of the champion comparison.
-    bootstrap_resamples: int = Field(1000, ge=1000)
-    # Test rows SHAP explains (a seeded sample when the test set is larger).
-    shap_rows: int = Field(2000, ge=10)
-    # The serving latency's batch: one score_telemetry call for this many devices.
-    latency_batch_devices: int = Field(1000, ge=1)
-    seed: int = 0
+    robustness: bool = Field(
+        True,
+        description=(
+            "Score the candidate again with sensor noise and with each continuous sensor dead."
+        ),
+    )
+    noise_levels: list[float] = Field(
+        [0.05, 0.10],
+        min_length=1,
+        description="Gaussian noise levels, as fractions of each sensor's standard deviation.",
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=1000, description="Paired device-block bootstrap of the champion comparison."
+    )
+    shap_rows: int = Field(
+        2000,
+        ge=10,
+        description="Test rows SHAP explains (a seeded sample when the test set is larger).",
+    )
+    latency_batch_devices: int = Field(
+        1000,
+        ge=1,
+        description="The serving latency's batch: one score_telemetry call for this many devices.",
+    )
+    seed: int = Field(0, description="Seed of the noise, the SHAP sample and the bootstrap.")
 
 
 class MonitoringConfig(_Strict):
     """`pdmflow monitor`: drift of the newest data against the Production model's training rows
     and, where labels have arrived since the release, the Production model's recent accuracy."""
 
-    # The newest data window: the last window_days of readings in the source.
-    window_days: float = Field(7.0, gt=0)
-    # Retrain early when the population stability index of any raw sensor or top feature passes
-    # this (0.1: a small shift, 0.25: a large one, the usual reading of PSI) ...
-    max_psi: float = Field(0.25, gt=0)
-    # ... or when the Production model's AUC on rows labelled since its release falls below this.
-    min_recent_auc: float = Field(0.75, gt=0, le=1)
-    # Model features (by importance) checked besides the raw sensors.
-    top_features: int = Field(10, ge=0)
-    # Quantile bins of the training distribution the PSI is computed on.
-    psi_bins: int = Field(10, ge=2, le=100)
+    window_days: float = Field(
+        7.0,
+        gt=0,
+        description="The newest data window: the last window_days of readings in the source.",
+    )
+    max_psi: float = Field(
+        0.25,
+        gt=0,
+        description=(
+            "Retrain early when the population stability index of any raw sensor or top "
+            "feature passes this (0.1: a small shift, 0.25: a large one, the usual "
+            "reading of PSI)."
+        ),
+    )
+    min_recent_auc: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description=(
+            "Retrain early when the Production model's AUC on rows labelled since its "
+            "release falls below this."
+        ),
+    )
+    top_features: int = Field(
+        10, ge=0, description="Model features (by importance) checked besides the raw sensors."
+    )
+    psi_bins: int = Field(
+        10,
+        ge=2,
+        le=100,
+        description="Quantile bins of the training distribution the PSI is computed on.",
+    )
 
 
 class ScheduleConfig(_Strict):
     """When the scheduler (scheduler.py) retrains and monitors this tenant."""
 
-    cadence: Literal["daily", "weekly"] = "daily"
-    at: str = Field("02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    # weekly: the day of the week.
-    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = (
-        "monday"
+    cadence: Literal["daily", "weekly"] = Field(
+        "daily", description="How often the tenant retrains: daily or weekly."
     )
-    timezone: str = "UTC"
-    # `pdmflow monitor` runs daily at this time; a drift or accuracy drop past monitoring.*
-    # retrains at once. null: no monitoring.
-    monitor_at: str | None = Field("01:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    # A scheduled retrain missed while the scheduler was down runs once when it starts, if it
-    # was due less than this many hours ago (older ones are skipped, said in the log).
-    catch_up_hours: float = Field(168.0, ge=0)
+    at: str = Field(
+        "02:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="Retrain time, HH:MM in `timezone`.",
+    )
+    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = (
+        Field("monday", description="weekly: the day of the week.")
+    )
+    timezone: str = Field(
+        "UTC", description="IANA time zone of `at` and `monitor_at` (e.g. UTC, Europe/Berlin)."
+    )
+    monitor_at: str | None = Field(
+        "01:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description=(
+            "`pdmflow monitor` runs daily at this time; a drift or accuracy drop past "
+            "monitoring.* retrains at once. null: no monitoring."
+        ),
+    )
+    catch_up_hours: float = Field(
+        168.0,
+        ge=0,
+        description=(
+            "A scheduled retrain missed while the scheduler was down runs once when it "
+            "starts, if it was due less than this many hours ago (older ones are skipped, "
+            "said in the log)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _known_timezone(self) -> ScheduleConfig:
@@ -424,16 +861,43 @@ class TrackingConfig(_Strict):
     basic-auth`) and how long to wait for the server. The password is read from the environment
     variable named here, never from this file, and never logged."""
 
-    username: str | None = None
-    password_env: str = Field("PDMFLOW_TRACKING_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    # How long a step waits for an unreachable tracking server (retrying, one line per retry)
-    # before it gives up with exit status 4.
-    max_wait_seconds: float = Field(300, ge=0)
+    username: str | None = Field(
+        None,
+        description=(
+            "The tenant's account on an authenticated tracking server (used only against "
+            "an http(s):// tracking URI)."
+        ),
+    )
+    password_env: str = Field(
+        "PDMFLOW_TRACKING_PASSWORD",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description=(
+            "Environment variable holding the account's password (never this file, never logged)."
+        ),
+    )
+    max_wait_seconds: float = Field(
+        300,
+        ge=0,
+        description=(
+            "How long a step waits for an unreachable tracking server (retrying, one line "
+            "per retry) before it gives up with exit status 4."
+        ),
+    )
 
 
 class DataConfig(_Strict):
-    min_rows: int = Field(1000, ge=1)
-    max_out_of_range_fraction: float = Field(0.05, ge=0, le=1)
+    min_rows: int = Field(
+        1000, ge=1, description="Fewer rows than this is an error ('too little data')."
+    )
+    max_out_of_range_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description=(
+            "More than this share of a device's readings outside schema.value_ranges is "
+            "an error naming the device and column."
+        ),
+    )
 
 
 class TenantConfig(_Strict):
@@ -441,24 +905,68 @@ class TenantConfig(_Strict):
     # keeps the text with every registered version, so `pdmflow reproduce` can read it back.
     _source_path: str | None = PrivateAttr(None)
     _source_text: str | None = PrivateAttr(None)
-    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    # classification: fails within the horizon (default); regression: remaining useful life.
-    task: Literal["classification", "regression"] = "classification"
-    experiment_name: str
-    registered_model_name: str
-    source: SourceConfig = SourceConfig()
-    schema_: SchemaConfig = Field(alias="schema")
-    labels: LabelConfig = LabelConfig()
-    features: FeatureConfig = FeatureConfig()
-    split: SplitConfig = SplitConfig()
-    training: TrainingConfig = TrainingConfig()
-    tuning: TuningConfig = TuningConfig()
-    gates: GateConfig = GateConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    data: DataConfig = DataConfig()
-    monitoring: MonitoringConfig = MonitoringConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    tracking: TrackingConfig = TrackingConfig()
+    tenant_id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Lower-case id of the tenant (organisation)."
+    )
+    task: Literal["classification", "regression"] = Field(
+        "classification",
+        description=(
+            "classification: fails within the horizon (default); regression: remaining useful life."
+        ),
+    )
+    experiment_name: str = Field(description="MLflow experiment for every run of this tenant.")
+    registered_model_name: str = Field(
+        description="Registered model this tenant's versions are released under."
+    )
+    source: SourceConfig = Field(
+        SourceConfig(), description="Where telemetry and failure events come from."
+    )
+    schema_: SchemaConfig = Field(
+        alias="schema", description="How the tenant's columns map onto pdmflow's names."
+    )
+    labels: LabelConfig = Field(
+        LabelConfig(),
+        description="How labels are derived (horizon, target column, remaining useful life).",
+    )
+    features: FeatureConfig = Field(
+        FeatureConfig(),
+        description="Feature families built per device from its own past, and feature selection.",
+    )
+    split: SplitConfig = Field(
+        SplitConfig(),
+        description="How rows are split into train, validation and test, and the CV folds.",
+    )
+    training: TrainingConfig = Field(
+        TrainingConfig(),
+        description="The released model: family, parameters, calibration, threshold.",
+    )
+    tuning: TuningConfig = Field(
+        TuningConfig(), description="The Optuna study: budget, storage, search choices."
+    )
+    gates: GateConfig = Field(
+        GateConfig(),
+        description="Release gates promote checks before a version goes to Production.",
+    )
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(),
+        description=(
+            "What evaluate computes besides the metrics: robustness, bootstrap, SHAP, latency."
+        ),
+    )
+    data: DataConfig = Field(DataConfig(), description="Data rules ingest enforces.")
+    monitoring: MonitoringConfig = Field(
+        MonitoringConfig(), description="`pdmflow monitor`: drift and recent accuracy checks."
+    )
+    schedule: ScheduleConfig = Field(
+        ScheduleConfig(),
+        description="When the scheduler (scheduler.py) retrains and monitors this tenant.",
+    )
+    tracking: TrackingConfig = Field(
+        TrackingConfig(),
+        description=(
+            "The tenant's account on an authenticated tracking server and how long to wait for it."
+        ),
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -571,7 +1079,7 @@ class TenantConfig(_Strict):
             hint = (
                 f"did you mean {close[0]}?"
                 if close
-                else f"e.g. {', '.join(sorted(known)[:6])}, ...; README lists them"
+                else f"e.g. {', '.join(sorted(known)[:6])}, ...; docs/data-scientist.md lists them"
             )
             raise ValueError(
                 f"gates.require.{unknown[0]}: no evaluate metric of that name for task "
