@@ -61,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=None, help="seconds; default: tuning.timeout_seconds"
         )
         if name == "tune":
-            sub.add_argument("--features-uri", default="latest")
+            sub.add_argument(
+                "--features-uri",
+                default="latest",
+                help="features URI (runs:/<id>/features; default: the latest features run)",
+            )
         if name in ("tune", "main"):
             sub.add_argument(
                 "--workers",
@@ -91,17 +95,23 @@ def _parser() -> argparse.ArgumentParser:
         if name == "tune-worker":
             sub.add_argument("--study", required=True, help="study name (the tune run prints it)")
     train = step("train", "fit LightGBM, export and check ONNX, log the model")
-    train.add_argument("--features-uri", default="latest")
+    train.add_argument(
+        "--features-uri",
+        default="latest",
+        help="features URI (runs:/<id>/features; default: the latest features run)",
+    )
     train.add_argument(
         "--tune-run-id",
         default="latest",
         help="'latest' tune run, a run id, or 'none' for the config's params",
     )
     step("evaluate", "test-period metrics, plots, latency, champion comparison").add_argument(
-        "--train-run-id", default="latest"
+        "--train-run-id", default="latest", help="train run to evaluate (default: latest run)"
     )
     step("promote", "check the gates, register, release").add_argument(
-        "--evaluate-run-id", default="latest"
+        "--evaluate-run-id",
+        default="latest",
+        help="evaluate run whose gates decide (default: latest run)",
     )
     step("status", "the Production (@champion) version of the tenant's model and its history")
     rollback = step("rollback", "put the previous (or a named) released version back in Production")
