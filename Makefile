@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (only Python 3.11 and make needed):
 #   make run    set up .venv, run the whole pipeline on the embedded SQLite store, print the result
 #   make test   set up .venv, run the test suite
+# The manual: make docs (serve it on :8000), make docs-build (strict build, as CI runs it).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
 # the files in the order tests/conftest.py gives them (costliest first), not xdist's own.
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test ui server lint bench quality clean
+.PHONY: run test ui server lint bench quality docs docs-build clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +52,14 @@ bench: $(BIN)/.installed
 quality: $(BIN)/.installed
 	$(BIN)/python bench/quality.py
 
+# The docs site (mkdocs.yml); docs/gen_reference.py generates the config and CLI references.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# Strict: a broken link or anchor, a missing page or snippet fails. Built into a temp dir.
+docs-build: $(BIN)/.installed
+	site="$$(mktemp -d)/site" && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict \
+		--site-dir "$$site" && echo "docs built into $$site"
+
 clean:
-	rm -rf $(VENV) mlflow.db mlruns mlartifacts .pdmflow
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts .pdmflow site
