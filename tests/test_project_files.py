@@ -73,9 +73,29 @@ def test_compose_stack_has_postgres_mlflow_and_scheduler():
         assert path in services["accounts"]["command"], path
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_then_builds_the_docs():
     readme = (REPO / "README.md").read_text()
     commands = re.findall(r"^make (\w+)$", readme, flags=re.M)
     assert commands[:2] == ["run", "test"]
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("run", "test", "docs", "docs-build"):
+        assert re.search(rf"^{target}: \$\(BIN\)/\.installed$", makefile, flags=re.M), target
     ci = (REPO / ".ci/run").read_text()
     assert re.search(r"^make test$", ci, flags=re.M)
+    assert ci.index("make test") < ci.index("make docs-build")
+
+
+def test_readme_is_a_front_page_whose_links_reach_docs_pages():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if not link.startswith(("http://", "https://"))]
+    assert local, "the README links into the docs"
+    for link in local:
+        assert (REPO / link).is_file(), link
+    nav = yaml.load((REPO / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)["nav"]
+    pages = set(re.findall(r"'([\w/.-]+\.md)'", str(nav)))
+    # Each of the four users gets one guide, and each guide is a page of the site.
+    for guide in ("data-scientist/index.md", "reviewer.md", "serving.md", "operator.md"):
+        assert f"docs/{guide}" in local, guide
+        assert guide in pages, guide

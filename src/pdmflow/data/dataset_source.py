@@ -82,8 +82,8 @@ def _column_spec(column: pd.Series) -> ColSpec | None:
 def frame_dataset(frame: pd.DataFrame, source: DatasetSource, name: str) -> PandasDataset:
     """`mlflow.data.from_pandas(frame, source, name=name)`, its schema found column by column
     (`_column_spec`) where MLflow's own inference visits every value of every column in Python
-    (README "The whole pipeline by fleet size"). A column only its values can type sends the
-    whole frame through MLflow's inference."""
+    (docs/benchmarks.md, "The whole pipeline by fleet size"). A column only its values can type
+    sends the whole frame through MLflow's inference."""
     specs = [_column_spec(frame[column]) for column in frame.columns]
     if any(spec is None for spec in specs):
         return mlflow.data.from_pandas(frame, source=source, name=name)

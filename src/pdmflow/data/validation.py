@@ -1,6 +1,6 @@
 """Validate and normalise telemetry and events once, at the door.
 
-Rules (each one documented in the README):
+Rules (each one documented in docs/data-scientist/configs.md, "Data rules"):
 - required columns: the device column, the time column and every configured sensor;
 - timestamps: parsed; timezone-aware ones are converted to UTC, naive ones are taken as UTC;
 - rows are sorted by device and time; duplicate (device, timestamp) rows keep the last one;
