@@ -291,10 +291,12 @@ def run_pdmflow(
     promotion = latest_step_run(config, "promote")
     recorded = mlflow.artifacts.load_dict(f"runs:/{promotion.info.run_id}/gate_results.json")
     gates = [GateResult(**gate) for gate in recorded["gates"]]
+    training = mlflow.get_run(train_run_id)
     return PipelineResult(
         data_uri=data_uri,
         features_uri=features_uri,
-        metrics=dict(evaluation.data.metrics),
+        # The train run's out-of-fold figures too (validation_*), for the threshold's gap.
+        metrics={**training.data.metrics, **evaluation.data.metrics},
         model_uri=evaluation.data.tags["pdmflow.model_uri"],
         released=released,
         failed_gates=[failed_gate(gate) for gate in gates if not gate.passed],
@@ -429,7 +431,10 @@ def benchmark(
         + (
             ""
             if regression
-            else f"; pdmflow threshold {result.metrics.get('decision_threshold', np.nan):.3f}"
+            else f"; pdmflow threshold {result.metrics.get('decision_threshold', np.nan):.3f} "
+            f"(precision out-of-fold "
+            f"{result.metrics.get('validation_threshold_precision', np.nan):.3f} -> test "
+            f"{result.metrics.get('precision', np.nan):.3f})"
         )
         + f", pipeline {result.seconds:.0f} s"
         + (
