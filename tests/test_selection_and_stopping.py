@@ -104,3 +104,30 @@ def test_top_k_keeps_k_features_and_serving_builds_only_those(smoke_tables, writ
         last[model_spec.feature_names].to_numpy(np.float64),
         atol=1e-9,
     )
+
+
+def test_time_since_failure_is_dropped_when_failures_are_mostly_first_ones(write_config):
+    """On a short history most failures come before any earlier one of their device: the time
+    since failure then sits at its cap for them and would learn when observation began."""
+    config = load_config(write_config())
+    cap = config.features.time_since_cap_hours
+    label = "failure_within_horizon"
+    rows = 100
+    train = pd.DataFrame(
+        {
+            "temperature": np.linspace(0, 1, rows),
+            "hours_since_failure": np.full(rows, cap),
+            label: np.r_[np.ones(10), np.zeros(rows - 10)],
+        }
+    )
+    # 3 of 10 failing rows follow an earlier failure of their device: 30 % < 50 %.
+    train.loc[:2, "hours_since_failure"] = [12.0, 30.0, 200.0]
+    names = ["temperature", "hours_since_failure"]
+    selection = select_features(train, train, names, label, config)
+    assert selection.kept == ["temperature"]
+    assert selection.dropped["hours_since_failure"].startswith(
+        "30% of the failing training rows follow an earlier failure"
+    )
+    # 6 of 10: the spacing of failures can be learned; the feature stays.
+    train.loc[:5, "hours_since_failure"] = [12.0, 30.0, 200.0, 50.0, 60.0, 70.0]
+    assert select_features(train, train, names, label, config).kept == names

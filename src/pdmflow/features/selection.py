@@ -59,6 +59,41 @@ def drop_constant_and_duplicates(
     return [candidates[i] for i in kept_positions], dropped
 
 
+# hours_since_failure is kept only when at least this share of the failing training rows
+# follow an earlier failure of their device.
+MIN_REPEAT_FAILURE_SHARE = 0.5
+TIME_SINCE_FAILURE = "hours_since_failure"
+
+
+def censored_time_since_failure(
+    train: pd.DataFrame, feature_names: list[str], label: str, config: TenantConfig
+) -> str | None:
+    """Why hours_since_failure cannot be learned from these rows, or None when it can.
+
+    Before a device's first known failure the feature sits at its cap, whatever the device's
+    real age: on a short history most failures are first failures, so the feature learns "no
+    failure seen yet" (when observation began) rather than how failures space out, and a later
+    period, full of second failures, reverses it. It is kept when at least
+    MIN_REPEAT_FAILURE_SHARE of the failing rows (label 1; RUL: below its cap) follow an earlier
+    failure of their device.
+    """
+    if TIME_SINCE_FAILURE not in feature_names:
+        return None
+    y = train[label].to_numpy(dtype=float)
+    failing = y == 1 if config.task == "classification" else y < config.labels.rul_cap_hours
+    if not failing.any():
+        return None
+    hours = train[TIME_SINCE_FAILURE].to_numpy(dtype=float)[failing]
+    share = float(np.mean(hours < config.features.time_since_cap_hours))
+    if share >= MIN_REPEAT_FAILURE_SHARE:
+        return None
+    return (
+        f"{share:.0%} of the failing training rows follow an earlier failure of their device "
+        f"(needs {MIN_REPEAT_FAILURE_SHARE:.0%}): on first failures it would learn when "
+        "observation began, not how failures space out"
+    )
+
+
 def select_features(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -72,9 +107,14 @@ def select_features(
     stopped early on the validation rows: the test rows play no part.
     """
     settings = config.features
+    censored = censored_time_since_failure(train, feature_names, label, config)
+    if censored is not None:
+        feature_names = [name for name in feature_names if name != TIME_SINCE_FAILURE]
     kept, dropped = drop_constant_and_duplicates(
         train[feature_names], settings.drop_correlated_above, config.training.seed
     )
+    if censored is not None:
+        dropped[TIME_SINCE_FAILURE] = censored
     k = settings.select_top_k
     if k is not None and len(kept) > k:
         model = lightgbm.fit_model(
