@@ -99,7 +99,9 @@ def test_rul_model_runs_end_to_end_as_a_second_registered_model(tracking_store, 
         "timestamp",
         "remaining_useful_life_hours",
         "health_status",
+        "sensor_health",
     ]
+    assert (scored["sensor_health"] == "ok").all()  # the smoke fleet's sensors are all live
     assert scored["health_status"].isin(["critical", "warning", "normal"]).all()
     assert np.all(scored["remaining_useful_life_hours"] > -5)
 

@@ -223,10 +223,13 @@ def test_noise_and_frozen_definitions_and_the_mae_sign(fleet):
     assert set(summary) == {
         "robustness_worst_mae_increase",
         "robustness_noise_10pct_mae_increase",
+        "robustness_dead_sensor_mae_increase",
         "worst",
         "worst_sensor",
     }
     assert summary["worst_sensor"] == "temperature"
+    # The dead-sensor figure is the worst frozen sensor's increase.
+    assert summary["robustness_dead_sensor_mae_increase"] == change["frozen:temperature"]
 
 
 def test_a_test_row_without_rebuilt_features_is_refused(fleet):
