@@ -33,9 +33,10 @@ from sklearn.metrics import (
 from pdmflow.config import TenantConfig
 from pdmflow.errors import ConfigError, PdmflowError, StepInputError
 from pdmflow.evaluation.catalog import TUNING_OBJECTIVES
-from pdmflow.models import lightgbm
+from pdmflow.models import families as model_families
 from pdmflow.models.reference import (
     ALWAYS_READ,
+    REFERENCE_FAMILY,
     REFERENCE_GROUPS,
     REFERENCE_PARAMS,
     REFERENCE_TRIAL,
@@ -54,36 +55,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def search_space(trial: optuna.Trial, family: str, learning_rate: float | None) -> dict[str, Any]:
-    """The brief's parameters per family, in the estimators' scikit-learn names.
-
-    LightGBM trials boost at `learning_rate` (tuning.learning_rate) and search the trees'
-    shape and regularisation, as Optuna's own LightGBM tuner does: the rate sets a trial's cost
-    (rounds to converge) more than its score. None searches the rate too (0.01 to 0.3).
-    """
-    if family == "random_forest":
-        return {
-            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 400, log=True),
-            "max_depth": trial.suggest_int("rf_max_depth", 4, 24),
-            "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 50, log=True),
-            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.5, log=True),
-        }
-    return {
-        # A ceiling: every fit stops early on its validation rows.
-        "n_estimators": trial.suggest_int("n_estimators", 200, 2000, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
-        "learning_rate": (
-            learning_rate
-            if learning_rate is not None
-            else trial.suggest_float("learning_rate", 0.01, 0.3, log=True)
-        ),
-        "colsample_bytree": trial.suggest_float("feature_fraction", 0.4, 1.0),
-        "subsample": trial.suggest_float("bagging_fraction", 0.4, 1.0),
-        "subsample_freq": 1,
-        "min_child_samples": trial.suggest_int("min_data_in_leaf", 5, 100, log=True),
-        "reg_alpha": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
-        "reg_lambda": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
-        "max_depth": trial.suggest_int("max_depth", 3, 12),
-    }
+    """The brief's parameters of `family` (its `search_space`), in the estimators'
+    scikit-learn names; `learning_rate`: tuning.learning_rate (None: searched, if the family
+    has one)."""
+    return model_families.family(family).search_space(trial, learning_rate)
 
 
 def objective_of(config: TenantConfig) -> tuple[str, str]:
@@ -106,12 +81,13 @@ def choose_groups(trial: optuna.Trial, groups: dict[str, list[str]]) -> list[str
 def baseline_trials(plan: StudyPlan, groups: dict[str, list[str]]) -> list[dict[str, Any]]:
     """The trials every study runs first: the reference model's recipe (its features and
     LightGBM's default shape) and the same shape on every feature group. The study's best is
-    then never behind either on the objective. Empty when LightGBM is not a family."""
-    if "lightgbm" not in plan.families:
+    then never behind either on the objective. Empty when the reference's family (LightGBM)
+    is not among the plan's."""
+    if REFERENCE_FAMILY not in plan.families:
         return []
     shape = dict(REFERENCE_TRIAL)
     if len(plan.families) > 1:
-        shape["family"] = "lightgbm"
+        shape["family"] = REFERENCE_FAMILY
     if plan.learning_rate is None:
         shape["learning_rate"] = REFERENCE_PARAMS["learning_rate"]
     if not plan.feature_groups:
@@ -387,10 +363,10 @@ def _score(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 class Objective:
     """One trial: sample a family and its parameters, fit the folds (pruning between them),
-    record it with `fit_seconds`, `log_seconds` (time in the trial log) and, for LightGBM,
-    `rounds_boosted` and `rounds_kept` (over its folds). LightGBM trials
-    train on fold datasets binned once (the plan's `max_bin`), when the objective is made
-    (`dataset_seconds`)."""
+    record it with `fit_seconds`, `log_seconds` (time in the trial log) and, for a family that
+    stops early, `rounds_boosted` and `rounds_kept` (over its folds). A family's trials train
+    on the fold datasets it prepares once (LightGBM: binned with the plan's `max_bin`), when
+    the objective is made (`dataset_seconds`)."""
 
     def __init__(
         self, worker: Worker, data: TuningData, config: TenantConfig, trial_log: TrialLog
@@ -398,10 +374,11 @@ class Objective:
         self.worker, self.data, self.config, self.trial_log = worker, data, config, trial_log
         self.threads = worker.plan.threads()
         self.trials_run = 0
-        # LightGBM's bins of every fold, built once for all of this worker's trials.
+        # Each family's fold datasets (LightGBM's bins), built once for all of this worker's
+        # trials; None for a family that fits the rows as they are.
         clock = time.perf_counter()
-        self.datasets = (
-            lightgbm.fold_data(
+        self.prepared = {
+            name: model_families.family(name).fold_datasets(
                 config.task,
                 data.X,
                 data.y,
@@ -409,10 +386,15 @@ class Objective:
                 config.training.seed,
                 worker.plan.max_bin,
             )
-            if "lightgbm" in worker.plan.families
-            else None
-        )
+            for name in worker.plan.families
+        }
         self.dataset_seconds = time.perf_counter() - clock
+
+    @property
+    def datasets(self) -> list[Any] | None:
+        """The fold datasets of the first of the plan's families that prepares any (LightGBM's
+        bins), None when none does."""
+        return next((d for d in self.prepared.values() if d is not None), None)
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan, folds = self.worker.plan, self.data.folds
@@ -427,12 +409,7 @@ class Objective:
         X = self.data.X
         if plan.feature_groups and self.data.groups:
             read = set(features_in(self.data.groups, choose_groups(trial, self.data.groups)))
-            if family == "lightgbm":
-                # The prebuilt bins hold every column: a column outside the trial's groups gets
-                # no split gain (LightGBM's feature_contri), so it is never used.
-                params["feature_contri"] = [float(c in read) for c in X.columns]
-            else:
-                X = X[[c for c in X.columns if c in read]]
+            params, X = model_families.family(family).read_only(params, X, read)
         clock = time.perf_counter()
         handle = self.trial_log.start(trial.number)
         log_seconds = time.perf_counter() - clock
@@ -457,7 +434,7 @@ class Objective:
                 self.config,
                 _score(plan.metric),
                 after_fold,
-                datasets=self.datasets,
+                datasets=self.prepared[family],
                 early_stopping_rounds=plan.early_stopping_rounds,
             )
         except optuna.TrialPruned as stopped:

@@ -30,6 +30,8 @@ from mlflow.exceptions import MlflowException
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
+from pdmflow.models import families as model_families
+from pdmflow.models.families import DEFAULT_FAMILY
 
 PREFIX = "pdmflow.lineage."
 GIT_COMMIT = PREFIX + "git_commit"
@@ -129,11 +131,10 @@ def lineage_tags(
     features = _run_of(features_uri)
     ingest = _run_of(features.data.params["data_uri"])
     spec_text = mlflow.artifacts.load_text(f"{features_uri}/{FEATURE_SPEC_FILE}")
-    family = train.data.params.get("family", "lightgbm")
-    prefix = "lgbm_" if family == "lightgbm" else "rf_"
-    params = {
-        k[len(prefix) :]: v for k, v in sorted(train.data.params.items()) if k.startswith(prefix)
-    }
+    family = train.data.params.get("family", DEFAULT_FAMILY)
+    params = model_families.family(family).params_from_logged(
+        dict(sorted(train.data.params.items()))
+    )
     commit, dirty = code_version()
     seeds = {
         "training.seed": config.training.seed,

@@ -44,6 +44,8 @@ from pdmflow.evaluation.maintenance import (
 from pdmflow.evaluation.report import assess_test_rows
 from pdmflow.evaluation.robustness import robustness_summary, robustness_table
 from pdmflow.features.builder import FeatureSpec, build_features
+from pdmflow.models import families as model_families
+from pdmflow.models.families import DEFAULT_FAMILY
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.threads import estimator_threads
 from pdmflow.registry import production_version
@@ -140,7 +142,7 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     device = spec.device_column
 
     with step_run(config, "evaluate") as run:
-        family = metadata.get("family", "lightgbm")
+        family = metadata.get("family", DEFAULT_FAMILY)
         mlflow.log_params(
             {
                 "train_run_id": train_run_id,
@@ -229,11 +231,10 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
 def _model_facts(train_run: Run, metadata: dict[str, object]) -> dict[str, object]:
     """What the model card says about the model: family, params, calibration, threshold."""
     params = train_run.data.params
-    family = params.get("family", "lightgbm")
-    prefix = "lgbm_" if family == "lightgbm" else "rf_"
+    family = params.get("family", DEFAULT_FAMILY)
     return {
         "family": family,
-        "params": {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)},
+        "params": model_families.family(family).params_from_logged(params),
         "params_source": params.get("params_source", "config"),
         "trees": train_run.data.metrics.get("trees"),
         "calibration": metadata.get("calibration", "none"),
