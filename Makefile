@@ -45,6 +45,7 @@ server: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench scheduler.py
+	$(BIN)/ruff format --check src tests bench scheduler.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pipeline.py --config $(CONFIG)

@@ -113,7 +113,7 @@ def config_reference() -> str:
     lines = [
         "# Tenant config reference",
         "",
-        "Generated from the pydantic models in `src/pdmflow/config.py` (`docs/gen_reference.py`"
+        "Generated from the pydantic models in `src/pdmflow/config/` (`docs/gen_reference.py`"
         " runs in every `mkdocs build`): each key's type, default and description are written "
         "once, in the code. One YAML file per tenant in `configs/`; an unknown key or a value "
         "of the wrong type is refused with one line naming the file and the key.",

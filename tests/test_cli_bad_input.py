@@ -10,6 +10,7 @@ from pdmflow.data.sources import read_source
 
 pytestmark = pytest.mark.cost(seconds=90)
 
+
 def registered_versions(tmp_path):
     db = tmp_path / "mlflow.db"
     if not db.exists():

@@ -17,6 +17,7 @@ from pdmflow.artifacts import LABELS, read_dataset
 from pdmflow.config import load_config
 from pdmflow.data.sources import read_source
 from pdmflow.data.validation import validate
+from pdmflow.errors import ConfigError
 from pdmflow.features.split import label_and_split, learning_folds
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.training import fit_candidate
@@ -131,3 +132,20 @@ def test_anomaly_score_is_fitted_on_healthy_training_rows_only(smoke_tables, wri
     graph = onnx_session(reference.to_onnx())
     native = reference.predict(probe)
     assert np.abs(onnx_predict(graph, probe) - native).max() <= 1e-5
+
+
+def test_the_config_offers_every_registered_family_and_no_other():
+    """training.family and tuning.families name the families of models/families (the config
+    cannot import the registry: the models read the config)."""
+    import typing
+
+    from pdmflow.config import TrainingConfig, TuningConfig
+    from pdmflow.models.families import FAMILIES, family
+
+    training = typing.get_args(TrainingConfig.model_fields["family"].annotation)
+    (tuning,) = typing.get_args(TuningConfig.model_fields["families"].annotation)
+    assert set(training) == set(typing.get_args(tuning)) == set(FAMILIES)
+    for name, chosen in FAMILIES.items():
+        assert family(name) is chosen and chosen.name == name
+    with pytest.raises(ConfigError, match="model family 'xgboost'"):
+        family("xgboost")

@@ -15,6 +15,7 @@ from pdmflow.steps.pipeline import run_pipeline
 
 pytestmark = pytest.mark.cost(seconds=100)
 
+
 def test_rul_and_health_labels_hand_computed():
     t0 = pd.Timestamp("2026-01-01")
     telemetry = pd.DataFrame(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import mlflow
 import pandas as pd
 import pyarrow as pa
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
@@ -36,6 +38,17 @@ CHAMPION_VERSION_TAG = "pdmflow.champion_version"
 REFERENCE_ARTIFACT = "reference"
 
 
+RUNS_SCHEME = "runs:/"
+
+
+def run_id_of(uri: str) -> str:
+    """The run id in a `runs:/<run id>/<path>` URI (what steps hand each other)."""
+    run_id = uri.removeprefix(RUNS_SCHEME).split("/", 1)[0] if uri.startswith(RUNS_SCHEME) else ""
+    if not run_id:
+        raise StepInputError(f"{uri}: expected a step output URI, runs:/<run id>/<path>")
+    return run_id
+
+
 def label_column(config: TenantConfig) -> str:
     """The column the task learns: fails within the horizon, or remaining useful life."""
     return LABELS[config.task]
@@ -58,6 +71,16 @@ def read_dataset(data_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
     except Exception as exc:
         raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
+
+
+def run_of(uri: str) -> Run:
+    """The run a `runs:/<run id>/<path>` URI points into."""
+    return mlflow.get_run(run_id_of(uri))
+
+
+def data_uri_of(features_uri: str) -> str:
+    """The dataset (an ingest run's output) a features run built its tables from."""
+    return run_of(features_uri).data.params["data_uri"]
 
 
 def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSpec]:

@@ -7,6 +7,8 @@ SQLite store (`sqlite:///mlflow.db`) in the working directory.
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -296,3 +299,86 @@ def latest_step_run(config: TenantConfig, step: str) -> Run:
             f"run `mlflow run . -e {step}` first or pass its output explicitly"
         )
     return runs[0]
+
+
+# --- the pipeline run and its steps' runs ------------------------------------------------------
+
+# On the parent, as each step finishes: its output (what the next step reads) and its run id.
+# A resumed pipeline reads them back, and carries the ones it reuses on to its own parent.
+OUTPUT_TAG = "pdmflow.output."
+STEP_RUN_TAG = "pdmflow.step_run."
+CONFIG_DIGEST_TAG = "pdmflow.config_sha256"
+# --resume: "true" continues the latest pipeline run (an error when there is none to continue);
+# "auto" (the scheduler's retries) continues it when it did not finish, else starts afresh.
+RESUME_MODES = ("false", "true", "auto")
+
+
+def config_digest(config: TenantConfig) -> str:
+    """What the steps' outputs depend on: every config key but `tracking` (the account and
+    how long to wait for the server), so a resume may wait longer than the run it continues."""
+    settings = config.model_dump(mode="json", by_alias=True, exclude={"tracking"})
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def resumable_pipeline_run(config: TenantConfig, mode: str, since: str | None = None) -> Run | None:
+    """The tenant's latest pipeline run to continue, None to start afresh (see RESUME_MODES).
+
+    With `since` (an ISO time), a run started before it is not continued: a scheduler's retry
+    must not pick up an older retrain that failed, with its older data, when the attempt it
+    retries never got as far as starting its own pipeline run.
+    """
+    if mode == "false":
+        return None
+    runs = MlflowClient().search_runs(
+        [tenant_experiment_id(config)],
+        filter_string=f"tags.`{STEP_TAG}` = 'main'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    nothing = None
+    since_ms = None
+    if since is not None:
+        try:
+            since_ms = int(pd.Timestamp(since).timestamp() * 1000)
+        except ValueError:
+            raise ConfigError(f"--resume-since: expected an ISO time, got {since!r}") from None
+    if not runs:
+        nothing = f"no pipeline run in experiment '{config.experiment_name}'"
+    elif since_ms is not None and runs[0].info.start_time < since_ms:
+        nothing = f"the latest pipeline run {runs[0].info.run_id} started before {since}"
+    elif runs[0].info.status == "FINISHED":
+        nothing = f"the latest pipeline run {runs[0].info.run_id} finished"
+    elif runs[0].data.tags.get(CONFIG_DIGEST_TAG, config_digest(config)) != config_digest(config):
+        nothing = f"the config changed since the latest pipeline run {runs[0].info.run_id}"
+    if nothing is None:
+        return runs[0]
+    if mode == "auto":
+        return None
+    raise StepInputError(f"nothing to resume: {nothing}; run `pdmflow main` without --resume")
+
+
+def finished_step_outputs(pipeline_run: Run | None) -> dict[str, str]:
+    """The outputs of the steps a pipeline run finished (its OUTPUT_TAG tags), by step."""
+    if pipeline_run is None:
+        return {}
+    tags = pipeline_run.data.tags
+    return {step: tags[OUTPUT_TAG + step] for step in STEPS if OUTPUT_TAG + step in tags}
+
+
+def latest_child_run(parent: Run, step: str) -> str:
+    """The run id of the newest `step` run under `parent` ("none" when there is none)."""
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`{STEP_TAG}` = '{step}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else "none"
+
+
+def child_runs(parent: Run) -> dict[str, Run]:
+    """The step runs under a pipeline run, by step."""
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    return {r.data.tags[STEP_TAG]: r for r in runs if STEP_TAG in r.data.tags}

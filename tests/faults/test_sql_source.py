@@ -50,13 +50,17 @@ def terminate_fetching_backend(url: str, stop: threading.Event, killed: list[int
     database = make_url(url).database
     with admin.connect() as connection:
         while not stop.is_set():
-            pids = connection.execute(
-                sa.text(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = :db "
-                    "AND pid <> pg_backend_pid() AND query ILIKE 'FETCH FORWARD%'"
-                ),
-                {"db": database},
-            ).scalars().all()
+            pids = (
+                connection.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                        "AND pid <> pg_backend_pid() AND query ILIKE 'FETCH FORWARD%'"
+                    ),
+                    {"db": database},
+                )
+                .scalars()
+                .all()
+            )
             if pids:
                 connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[0]})
                 killed.append(pids[0])

@@ -179,9 +179,10 @@ def test_resume_waits_for_the_server_then_continues_from_the_first_unfinished_st
     assert f"resuming pipeline run {lost.info.run_id}: reusing ingest, features" in stdout
     assert parent.data.tags["pdmflow.resumed_from"] == lost.info.run_id
     for step in ("ingest", "features"):  # reused: the very runs of the lost pipeline
-        assert parent.data.tags[f"pdmflow.step_run.{step}"] == lost.data.tags[
-            f"pdmflow.step_run.{step}"
-        ]
+        assert (
+            parent.data.tags[f"pdmflow.step_run.{step}"]
+            == lost.data.tags[f"pdmflow.step_run.{step}"]
+        )
     new_children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -193,9 +194,9 @@ def test_resume_waits_for_the_server_then_continues_from_the_first_unfinished_st
     ]
     # The lost pipeline never reached promote: the one version is the resumed pipeline's.
     (version,) = client.search_model_versions(f"name = '{MODEL}'")
-    assert version.tags["pdmflow.lineage.ingest_run_id"] == lost.data.tags[
-        "pdmflow.step_run.ingest"
-    ]
+    assert (
+        version.tags["pdmflow.lineage.ingest_run_id"] == lost.data.tags["pdmflow.step_run.ingest"]
+    )
 
     # Nothing left to resume: one line, exit 2, nothing run.
     again = cli(

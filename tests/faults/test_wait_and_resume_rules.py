@@ -30,7 +30,7 @@ def test_auto_resume_continues_only_a_run_started_since_the_retrain_began(tracki
     import pandas as pd
 
     from pdmflow.config import load_config
-    from pdmflow.steps.pipeline import _resumable
+    from pdmflow.tracking import resumable_pipeline_run as _resumable
     from pdmflow.tracking import step_run
 
     config = load_config(SMOKE)

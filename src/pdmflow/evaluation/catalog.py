@@ -114,6 +114,47 @@ CHAMPION = (
 
 CHAMPION_KEY = {"classification": "auc", "regression": "mae"}
 
+# Measured by train (where both the native and the ONNX model exist); evaluate carries them on
+# for the gates and the model card.
+CARRIED_FROM_TRAIN = (
+    "onnx_max_abs_difference",
+    "cv_auc_mean",
+    "cv_auc_std",
+    "cv_mae_mean",
+    "cv_mae_std",
+)
+
+# The pipeline run's headline metrics: every evaluate metric, and these of the other steps.
+PIPELINE_FROM_STEPS = {
+    "ingest": ("rows", "devices", "failures"),
+    "train": ("feature_count", "trees", "cv_auc_std", "cv_mae_std"),
+    "promote": ("gates_passed",),
+}
+# The pipeline run's note: (metric, label) in reading order; a metric the run lacks is left out.
+PIPELINE_NOTE_METRICS = (
+    ("auc", "AUC"),
+    ("average_precision", "average precision"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("ece", "ECE"),
+    ("precision_at_0_7", "precision at p >= 0.7"),
+    ("lead_time_median_hours", "median lead time (h)"),
+    ("failure_catch_rate", "share of failures caught"),
+    ("false_alarms_per_device_day", "false alarms per device-day"),
+    ("mae", "MAE (h)"),
+    ("rmse", "RMSE (h)"),
+    ("nasa_score", "NASA score"),
+    ("robustness_noise_10pct_auc_drop", "AUC drop under 10 % noise"),
+    ("robustness_dead_sensor_auc_drop", "AUC drop, worst sensor frozen"),
+    ("champion_auc_difference", "AUC - champion's"),
+    ("champion_mae_difference", "MAE - champion's (h)"),
+    ("latency_device_p99_ms", "latency p99, one device (ms)"),
+    ("feature_count", "features"),
+    ("rows", "rows ingested"),
+    ("devices", "devices"),
+)
+
 
 def evaluate_metric_names(
     task: str, robustness: bool = True, champion: bool = True, cv: bool = True

@@ -25,15 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import joblib
-import lightgbm as lgb
 import numpy as np
 import onnx
 import pandas as pd
 
 from pdmflow.models import anomaly as anomaly_model
-from pdmflow.models import random_forest
-from pdmflow.models.lightgbm import LightGBMModel, tree_count
+from pdmflow.models import families as model_families
 from pdmflow.models.training import ANOMALY_FEATURE, Candidate
 
 if TYPE_CHECKING:
@@ -41,23 +38,17 @@ if TYPE_CHECKING:
 
 EXTRA_FILES_DIR = "extra_files"  # where MLflow puts a model's extra files
 META_FILE = "explainer_meta.json"
-LIGHTGBM_FILE = "explainer_estimator.txt"
-FOREST_FILE = "explainer_estimator.joblib"
+# The explained estimator's file: each family names its own (LightGBM's booster as text).
+ESTIMATOR_FILES = {name: f.explainer_file for name, f in model_families.FAMILIES.items()}
+LIGHTGBM_FILE = ESTIMATOR_FILES[model_families.DEFAULT_FAMILY]
 ANOMALY_FILE = "explainer_anomaly.onnx"
-EXPLAINER_FILES = (META_FILE, LIGHTGBM_FILE, FOREST_FILE, ANOMALY_FILE)
+EXPLAINER_FILES = (META_FILE, *ESTIMATOR_FILES.values(), ANOMALY_FILE)
 # TreeSHAP costs trees x leaves x depth^2 per row: evaluate explains a seeded sample of at most
 # this many test rows (a deep 300-tree forest takes a few seconds per thousand rows).
 SHAP_MAX_ROWS = 2000
 SHAP_SEED = 0
 
-MARGIN_NAMES = {
-    ("lightgbm", "classification"): "log-odds of failure (LightGBM raw score, before calibration)",
-    ("random_forest", "classification"): (
-        "failure probability (Random Forest mean vote, before calibration)"
-    ),
-    ("lightgbm", "regression"): "remaining useful life (hours)",
-    ("random_forest", "regression"): "remaining useful life (hours)",
-}
+TASKS = ("classification", "regression")
 
 
 @dataclass
@@ -93,12 +84,13 @@ class Explainer:
         family: str,
         task: str,
         feature_names: Sequence[str],
-        estimator: lgb.Booster | random_forest.RandomForestModel,
+        estimator: Any,
         anomaly: onnx.ModelProto | None = None,
     ) -> None:
-        if (family, task) not in MARGIN_NAMES:
+        if family not in model_families.FAMILIES or task not in TASKS:
             raise ValueError(f"explainer: unknown family/task {family!r}/{task!r}")
         self.family = family
+        self.model_family = model_families.family(family)
         self.task = task
         self.feature_names = list(feature_names)
         self.estimator = estimator
@@ -112,7 +104,7 @@ class Explainer:
 
     @property
     def margin_name(self) -> str:
-        return MARGIN_NAMES[(self.family, self.task)]
+        return self.model_family.margin_name(self.task)
 
     @classmethod
     def from_candidate(cls, candidate: Candidate) -> Explainer:
@@ -121,7 +113,7 @@ class Explainer:
             candidate.family,
             candidate.task,
             candidate.feature_names,
-            _explained_estimator(candidate.estimator),
+            model_families.family(candidate.family).explained_estimator(candidate.estimator),
             candidate.anomaly,
         )
 
@@ -144,12 +136,8 @@ class Explainer:
             "margin": self.margin_name,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
-        if self.family == "lightgbm":
-            path = directory / LIGHTGBM_FILE
-            path.write_text(self.estimator.model_to_string())
-        else:
-            path = directory / FOREST_FILE
-            joblib.dump(self.estimator, path, compress=3)
+        path = directory / self.model_family.explainer_file
+        self.model_family.save_explained(self.estimator, path)
         written.append(path)
         if self.anomaly is not None:
             path = directory / ANOMALY_FILE
@@ -162,10 +150,8 @@ class Explainer:
         """Rebuild an explainer from the files `save` wrote (everything is read into memory)."""
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
-        if meta["family"] == "lightgbm":
-            estimator: Any = lgb.Booster(model_str=(directory / LIGHTGBM_FILE).read_text())
-        else:
-            estimator = joblib.load(directory / FOREST_FILE)
+        family = model_families.family(meta["family"])
+        estimator = family.load_explained(directory / family.explainer_file)
         anomaly = None
         if meta["anomaly_score"]:
             anomaly = onnx.load_model_from_string((directory / ANOMALY_FILE).read_bytes())
@@ -193,9 +179,7 @@ class Explainer:
     def margin(self, data: pd.DataFrame) -> np.ndarray:
         """The estimator's raw output on its input columns (see the module docstring)."""
         values = data[self.columns].astype(np.float32)
-        if self.family == "lightgbm":
-            return np.asarray(self.estimator.predict(values, raw_score=True), dtype=np.float64)
-        return np.asarray(random_forest.predict(self.estimator, values), dtype=np.float64)
+        return self.model_family.margin(self.estimator, values)
 
     def explain(
         self, X: pd.DataFrame, max_rows: int | None = None, seed: int = SHAP_SEED
@@ -238,21 +222,6 @@ class Explainer:
             values = values[:, :, -1]
         expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
         return values, float(expected[-1])
-
-
-def _explained_estimator(estimator: Any) -> lgb.Booster | random_forest.RandomForestModel:
-    """What TreeSHAP runs on: a LightGBM booster cut to the trees the model predicts with
-    (`tree_count`, as the ONNX export is), or the forest itself.
-
-    `shap.TreeExplainer` uses every tree of a booster, also any boosted past the best
-    iteration, which neither the native model nor the ONNX graph uses.
-    """
-    if isinstance(estimator, LightGBMModel):
-        text = estimator.booster_.model_to_string(num_iteration=tree_count(estimator))
-        return lgb.Booster(model_str=text)
-    if isinstance(estimator, lgb.Booster | random_forest.RandomForestModel):
-        return estimator
-    raise TypeError(f"explainer: no tree explainer for {type(estimator).__name__}")
 
 
 # --- summaries of an explanation ---------------------------------------------------------
@@ -325,16 +294,12 @@ def gain_importance_figure(
     if isinstance(model, Candidate):
         model = Explainer.from_candidate(model)
     if isinstance(model, Explainer):
-        names, estimator = model.columns, model.estimator
+        names, family, estimator = model.columns, model.model_family, model.estimator
     else:
-        names, estimator = None, _explained_estimator(model)
+        family = model_families.family_of(model)
+        names, estimator = None, family.explained_estimator(model)
     names = list(feature_names) if feature_names is not None else names
-    if isinstance(estimator, lgb.Booster):
-        importance = estimator.feature_importance(importance_type="gain")
-        label = "LightGBM gain (total loss reduction of its splits)"
-    else:
-        importance = estimator.feature_importances_
-        label = "mean decrease in impurity (Random Forest)"
+    importance, label = family.importance(estimator)
     if names is None:
         names = [f"feature {i}" for i in range(len(importance))]
     if len(names) != len(importance):

@@ -102,9 +102,7 @@ def serving_latency(
     """
     rows = np.asarray(feature_rows, dtype=np.float32)
     one_row = [rows[i % len(rows)][None, :] for i in range(repeats)]
-    metrics = percentiles(
-        "latency_onnx", timed_ms(lambda i: onnx_predict_one(one_row[i]), repeats)
-    )
+    metrics = percentiles("latency_onnx", timed_ms(lambda i: onnx_predict_one(one_row[i]), repeats))
     metrics.update(
         percentiles("latency_pyfunc", timed_ms(lambda i: scorer.model.predict(one_row[i]), repeats))
     )
@@ -112,9 +110,7 @@ def serving_latency(
     readings = recent_readings(telemetry, spec)
     names = list(readings)
     per_device_events = {
-        name: events[events[spec.device_column].astype(str) == name]
-        if events is not None
-        else None
+        name: events[events[spec.device_column].astype(str) == name] if events is not None else None
         for name in names
     }
 

@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 
 from pdmflow.evaluation.gates import GateResult
+from pdmflow.models import families as model_families
+from pdmflow.models.families import DEFAULT_FAMILY
 
 # MLflow stores a version's description in a 5,000-character column (PostgreSQL enforces it).
 DESCRIPTION_LIMIT = 5000
@@ -339,3 +341,20 @@ def description(facts: CardFacts, card_location: str, limit: int = DESCRIPTION_L
             continue
         kept.append(text)
     return "\n\n".join(kept) + pointer
+
+
+def model_facts(
+    train_params: dict[str, str], train_metrics: dict[str, float], metadata: dict[str, Any]
+) -> dict[str, object]:
+    """What the model card says about the model (from its train run's params and metrics and
+    the model's metadata): family, params, calibration, threshold."""
+    family = train_params.get("family", DEFAULT_FAMILY)
+    return {
+        "family": family,
+        "params": model_families.family(family).params_from_logged(train_params),
+        "params_source": train_params.get("params_source", "config"),
+        "trees": train_metrics.get("trees"),
+        "calibration": metadata.get("calibration", "none"),
+        "threshold": metadata.get("decision_threshold"),
+        "threshold_rule": train_params.get("threshold_rule", "?"),
+    }

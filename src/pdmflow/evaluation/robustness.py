@@ -31,6 +31,7 @@ import pandas as pd
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from pdmflow.errors import DataValidationError
+from pdmflow.evaluation.findings import Findings
 from pdmflow.features.builder import FeatureSpec, build_features
 
 Metric = Literal["auc", "mae"]
@@ -286,3 +287,39 @@ def robustness_summary(table: pd.DataFrame, metric: Metric) -> dict[str, float |
             str(frozen.loc[frozen["change"].idxmax(), "sensor"]) if len(frozen) else ""
         ),
     }
+
+
+def robustness_findings(
+    telemetry: pd.DataFrame,
+    events: pd.DataFrame,
+    spec: FeatureSpec,
+    test: pd.DataFrame,
+    truth: np.ndarray,
+    predict: Callable[[pd.DataFrame], np.ndarray],
+    metric: Metric,
+    noise_levels: Iterable[float],
+    seed: int,
+) -> tuple[Findings, pd.DataFrame]:
+    """(the headline `robustness_*` metrics, the worst perturbation and sensor as tags, the
+    table's rows as the report; the table itself) of the model `predict` (on feature frames)."""
+    table = robustness_table(
+        telemetry,
+        events if len(events) else None,
+        spec,
+        test[[spec.device_column, spec.time_column]],
+        truth,
+        predict,
+        metric=metric,
+        noise_levels=noise_levels,
+        seed=seed,
+    )
+    summary = robustness_summary(table, metric)
+    found = Findings(
+        metrics={k: v for k, v in summary.items() if k.startswith("robustness_")},
+        tags={
+            "pdmflow.robustness_worst": summary["worst"],
+            "pdmflow.robustness_worst_sensor": summary["worst_sensor"],
+        },
+        report=table.to_dict(orient="records"),
+    )
+    return found, table

@@ -268,8 +268,7 @@ class LatestFeatures:
         spec, plan = self.spec, self._plan
         if spec.time_since_failure and events is None:
             raise DataValidationError(
-                "this model uses hours_since_failure: pass the failure events along with "
-                "telemetry"
+                "this model uses hours_since_failure: pass the failure events along with telemetry"
             )
         devices, stamps = telemetry.devices, telemetry.times
         times_ns = stamps.view(np.int64)

@@ -13,7 +13,7 @@ The output keeps the estimator's name (`failure_probability` or
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -22,9 +22,6 @@ import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from onnx import TensorProto, helper, version_converter
-
-if TYPE_CHECKING:  # calibration imports this module; only the type is needed here
-    from pdmflow.models.calibration import Calibrator
 
 # skl2onnx's default picks ai.onnx.ml 4, which its IsolationForest converter rejects; opset 18
 # runs on every onnxruntime the project allows (>= 1.18).
@@ -201,11 +198,18 @@ def _check_part(model: onnx.ModelProto, role: str, width: int, outputs: set[str]
     return names[0]
 
 
+class ProbabilityMap(Protocol):
+    """What `compose` appends after the estimator (models/calibration.py's `Calibrator`):
+    declared here so this module, which owns the graph names, imports no model of its own."""
+
+    def append_to_onnx(self, model: onnx.ModelProto) -> onnx.ModelProto: ...
+
+
 def compose(
     estimator: onnx.ModelProto,
     n_features: int,
     anomaly: onnx.ModelProto | None = None,
-    calibrator: Calibrator | None = None,
+    calibrator: ProbabilityMap | None = None,
 ) -> onnx.ModelProto:
     """One graph: `features` [N, n_features] float32 in, the estimator's output [N] out.
 

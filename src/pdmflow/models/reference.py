@@ -29,6 +29,7 @@ from pdmflow.models.training import Candidate, Folds, fit_candidate
 # first differences.
 ALWAYS_READ = ("raw",)
 REFERENCE_GROUPS = ("raw", "rolling_short", "rolling_long", "differences")
+REFERENCE_FAMILY = "lightgbm"
 # LightGBM's own defaults, with the plain script's 400 trees as the rounds ceiling.
 REFERENCE_PARAMS: dict[str, Any] = {
     "n_estimators": 400,
@@ -74,7 +75,7 @@ def fit_reference(
         features,
         label,
         config,
-        "lightgbm",
+        REFERENCE_FAMILY,
         dict(REFERENCE_PARAMS),
         anomaly=False,
     )

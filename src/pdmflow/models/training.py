@@ -21,12 +21,12 @@ from pdmflow.errors import DataValidationError
 from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
 from pdmflow.evaluation.thresholds import describe_threshold
 from pdmflow.models import anomaly as anomaly_model
-from pdmflow.models import lightgbm, random_forest
+from pdmflow.models import families as model_families
 from pdmflow.models.calibration import Calibrator
 from pdmflow.models.onnx import compose
 
 ANOMALY_FEATURE = "anomaly_score"
-FAMILIES = ("lightgbm", "random_forest")
+FAMILIES = tuple(model_families.FAMILIES)
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
@@ -41,37 +41,17 @@ def fit_family(
     callbacks: list[Any] | None = None,
     early_stopping_rounds: int | None = None,
 ) -> Any:
-    """One fitted estimator of `family`; LightGBM stops early on `eval_set` when given, after
-    `early_stopping_rounds` (default training.early_stopping_rounds) rounds without gain."""
-    seed = config.training.seed
-    patience = early_stopping_rounds or config.training.early_stopping_rounds
-    if family == "random_forest":
-        return random_forest.fit(task, X, y, params, seed)
-    return lightgbm.fit_model(
-        task,
-        X,
-        y,
-        params,
-        seed,
-        eval_set=eval_set,
-        early_stopping_rounds=patience if eval_set else None,
-        rul_objective=config.training.rul_objective,
-        callbacks=callbacks,
-        max_bin=config.training.max_bin,
+    """One fitted estimator of `family`; a family that can (LightGBM) stops early on
+    `eval_set` when given, after `early_stopping_rounds` (default
+    training.early_stopping_rounds) rounds without gain."""
+    return model_families.family(family).fit(
+        task, X, y, params, config.training, eval_set, callbacks, early_stopping_rounds
     )
 
 
 def predict_family(model: Any, X: pd.DataFrame) -> np.ndarray:
     """Failure probability (or RUL hours) from the estimator itself, float64."""
-    if isinstance(model, lightgbm.LightGBMModel):
-        return np.asarray(lightgbm.native_predict(model, X), dtype=np.float64)
-    return np.asarray(random_forest.predict(model, X), dtype=np.float64)
-
-
-def family_to_onnx(model: Any, n_features: int) -> onnx.ModelProto:
-    if isinstance(model, lightgbm.LightGBMModel):
-        return lightgbm.to_onnx(model, n_features)
-    return random_forest.to_onnx(model, n_features)
+    return model_families.family_of(model).predict(model, X)
 
 
 def float32_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -114,58 +94,53 @@ def fold_predictions(
     score: Callable[[np.ndarray, np.ndarray], float],
     after_fold: Callable[[int, list[float]], None] | None = None,
     callbacks: list[Any] | None = None,
-    datasets: list[lightgbm.FoldData] | None = None,
+    datasets: list[Any] | None = None,
     early_stopping_rounds: int | None = None,
 ) -> FoldResult:
     """Fit on each fold's fit rows, stop early and predict on its validation rows.
 
     `after_fold(k, scores so far)` runs after each fold (tuning prunes there). With
-    `datasets` (`lightgbm.fold_data` of these folds), LightGBM trains on those prebuilt bins
-    instead of binning the rows again: the same models, as boosters. `early_stopping_rounds`:
-    the patience of each fold's fit (default training.early_stopping_rounds).
+    `datasets` (the family's `fold_datasets` of these folds), the family trains on those
+    (LightGBM: prebuilt bins) instead of preparing the rows again: the same models.
+    `early_stopping_rounds`: the patience of each fold's fit (default
+    training.early_stopping_rounds).
     """
+    chosen = model_families.family(family)
     patience = early_stopping_rounds or config.training.early_stopping_rounds
     predictions = np.full(len(X), np.nan)
     best_iterations, scores, models, rounds = [], [], [], []
     for k, (fit_rows, valid_rows) in enumerate(folds):
         counter = _RoundCounter()
         fold_callbacks = [*(callbacks or []), counter]
-        if datasets is not None and family == "lightgbm":
-            booster = lightgbm.fit_booster(
-                task,
-                datasets[k],
-                params,
-                config.training.seed,
-                patience,
-                config.training.rul_objective,
-                fold_callbacks,
+        if datasets is not None:
+            model, predicted, trees = chosen.fit_fold(
+                task, datasets[k], params, config.training, patience, fold_callbacks
             )
             rounds.append(counter.rounds)
-            models.append(booster)
-            predicted = lightgbm.booster_predict(booster, datasets[k].valid_X)
+            models.append(model)
             predictions[valid_rows] = predicted
-            best_iterations.append(lightgbm.booster_trees(booster))
+            best_iterations.append(trees)
             scores.append(score(y[valid_rows], predicted))
             if after_fold is not None:
                 after_fold(k, scores)
             continue
         X_valid, y_valid = X.iloc[valid_rows], y[valid_rows]
-        model = fit_family(
-            family,
+        model = chosen.fit(
             task,
             X.iloc[fit_rows],
             y[fit_rows],
             params,
-            config,
+            config.training,
             eval_set=(X_valid, y_valid),
             callbacks=fold_callbacks,
             early_stopping_rounds=patience,
         )
         models.append(model)
-        predicted = predict_family(model, X_valid)
+        predicted = chosen.predict(model, X_valid)
         predictions[valid_rows] = predicted
-        if family == "lightgbm":
-            best_iterations.append(lightgbm.tree_count(model))
+        trees = chosen.tree_count(model)
+        if trees is not None:  # a family that stops early
+            best_iterations.append(trees)
             rounds.append(counter.rounds)
         scores.append(score(y_valid, predicted))
         if after_fold is not None:
@@ -241,7 +216,7 @@ class Candidate:
         return X.assign(**{ANOMALY_FEATURE: scores})
 
     def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
-        return predict_family(self.estimator, self.estimator_input(X))
+        return model_families.family(self.family).predict(self.estimator, self.estimator_input(X))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """The released prediction, natively: calibrated probability or RUL hours."""
@@ -251,7 +226,9 @@ class Candidate:
     def to_onnx(self) -> onnx.ModelProto:
         """One graph, input `features` [N, len(feature_names)], computing `predict`."""
         n = len(self.feature_names)
-        estimator = family_to_onnx(self.estimator, n + (self.anomaly is not None))
+        estimator = model_families.family(self.family).to_onnx(
+            self.estimator, n + (self.anomaly is not None)
+        )
         return compose(estimator, n, anomaly=self.anomaly, calibrator=self.calibrator)
 
 
@@ -333,7 +310,7 @@ def fit_candidate(
             ceiling = int(params.get("n_estimators", 100))
             final_params["n_estimators"] = max(1, min(ceiling, round(float(np.median(scaled)))))
         estimator = fit_family(family, task, X, y, final_params, config)
-    trees = lightgbm.tree_count(estimator) if family == "lightgbm" else None
+    trees = model_families.family(family).tree_count(estimator)
 
     validated = ~np.isnan(result.predictions)
     oof_y, oof_raw = y[validated], result.predictions[validated]

@@ -1,21 +1,15 @@
-"""Optuna studies shared by `tune` and `tune-worker`: search space, objective, shared budget.
+"""Optuna trials shared by `tune` and `tune-worker`: search space, objective, the rows they fit.
 
-A study lives in tuning.storage under `{tenant_id}-{tune run id}`. Its user attrs (a
-`StudyPlan`) hold what a worker on another machine needs to join it. Workers register in a
-companion study `<name>.workers`: the storage numbers its trials atomically, so a trial's number
-is a unique worker index, which seeds that worker's sampler. MLflow stays out of this module:
-the objective reports each trial to a `TrialLog` the step provides.
+Each trial picks a model family and its parameters (the family's `search_space`) and fits the
+folds; the study it runs in (models/study.py) holds the plan and the shared budget. MLflow stays
+out of this module: the objective reports each trial to a `TrialLog` the step provides.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,66 +25,73 @@ from sklearn.metrics import (
 )
 
 from pdmflow.config import TenantConfig
-from pdmflow.errors import ConfigError, PdmflowError, StepInputError
-from pdmflow.evaluation.catalog import TUNING_OBJECTIVES
-from pdmflow.models import lightgbm
+from pdmflow.models import families as model_families
 from pdmflow.models.reference import (
     ALWAYS_READ,
+    REFERENCE_FAMILY,
     REFERENCE_GROUPS,
     REFERENCE_PARAMS,
     REFERENCE_TRIAL,
     features_in,
 )
-from pdmflow.models.threads import share_of_cores
+from pdmflow.models.study import (
+    BUDGET_STATES,
+    FINISHED,
+    MINIMISED,
+    WORKERS_SUFFIX,
+    StudyPlan,
+    Worker,
+    create_study,
+    families,
+    join_study,
+    objective_of,
+    read_plan,
+    summary,
+    threads_per_worker,
+    trial_bins,
+    trial_patience,
+    worker_processes,
+)
 from pdmflow.models.training import Folds, fold_predictions
 
-# Objectives where lower is better (tuning.objective); the others are maximised.
-MINIMISED = ("log_loss", "mae", "rmse")
-WORKERS_SUFFIX = ".workers"
-# Trials that use up the budget. RUNNING counts too: counting only finished trials, each of N
-# workers would start one more trial while the last ones run (up to N - 1 over budget).
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# The study's names too: `tune` and its tests reach both through this module.
+__all__ = [
+    "BUDGET_STATES",
+    "FINISHED",
+    "MINIMISED",
+    "Objective",
+    "OverBudget",
+    "Sample",
+    "StudyPlan",
+    "TrialLog",
+    "TuningData",
+    "WORKERS_SUFFIX",
+    "Worker",
+    "baseline_trials",
+    "best_choice",
+    "choose_family",
+    "choose_groups",
+    "create_study",
+    "families",
+    "join_study",
+    "objective_of",
+    "read_plan",
+    "run_trials",
+    "sampled",
+    "search_space",
+    "summary",
+    "threads_per_worker",
+    "trial_bins",
+    "trial_patience",
+    "worker_processes",
+]
 
 
 def search_space(trial: optuna.Trial, family: str, learning_rate: float | None) -> dict[str, Any]:
-    """The brief's parameters per family, in the estimators' scikit-learn names.
-
-    LightGBM trials boost at `learning_rate` (tuning.learning_rate) and search the trees'
-    shape and regularisation, as Optuna's own LightGBM tuner does: the rate sets a trial's cost
-    (rounds to converge) more than its score. None searches the rate too (0.01 to 0.3).
-    """
-    if family == "random_forest":
-        return {
-            "n_estimators": trial.suggest_int("rf_n_estimators", 100, 400, log=True),
-            "max_depth": trial.suggest_int("rf_max_depth", 4, 24),
-            "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 50, log=True),
-            "max_features": trial.suggest_float("rf_max_features", 0.05, 0.5, log=True),
-        }
-    return {
-        # A ceiling: every fit stops early on its validation rows.
-        "n_estimators": trial.suggest_int("n_estimators", 200, 2000, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
-        "learning_rate": (
-            learning_rate
-            if learning_rate is not None
-            else trial.suggest_float("learning_rate", 0.01, 0.3, log=True)
-        ),
-        "colsample_bytree": trial.suggest_float("feature_fraction", 0.4, 1.0),
-        "subsample": trial.suggest_float("bagging_fraction", 0.4, 1.0),
-        "subsample_freq": 1,
-        "min_child_samples": trial.suggest_int("min_data_in_leaf", 5, 100, log=True),
-        "reg_alpha": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
-        "reg_lambda": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
-        "max_depth": trial.suggest_int("max_depth", 3, 12),
-    }
-
-
-def objective_of(config: TenantConfig) -> tuple[str, str]:
-    """(metric name on the validation rows, direction) a study of this config optimises:
-    tuning.objective, or the task's default (TUNING_OBJECTIVES)."""
-    name = config.tuning.objective or TUNING_OBJECTIVES[config.task][0]
-    return f"validation_{name}", "minimize" if name in MINIMISED else "maximize"
+    """The brief's parameters of `family` (its `search_space`), in the estimators'
+    scikit-learn names; `learning_rate`: tuning.learning_rate (None: searched, if the family
+    has one)."""
+    return model_families.family(family).search_space(trial, learning_rate)
 
 
 def choose_groups(trial: optuna.Trial, groups: dict[str, list[str]]) -> list[str]:
@@ -106,12 +107,13 @@ def choose_groups(trial: optuna.Trial, groups: dict[str, list[str]]) -> list[str
 def baseline_trials(plan: StudyPlan, groups: dict[str, list[str]]) -> list[dict[str, Any]]:
     """The trials every study runs first: the reference model's recipe (its features and
     LightGBM's default shape) and the same shape on every feature group. The study's best is
-    then never behind either on the objective. Empty when LightGBM is not a family."""
-    if "lightgbm" not in plan.families:
+    then never behind either on the objective. Empty when the reference's family (LightGBM)
+    is not among the plan's."""
+    if REFERENCE_FAMILY not in plan.families:
         return []
     shape = dict(REFERENCE_TRIAL)
     if len(plan.families) > 1:
-        shape["family"] = "lightgbm"
+        shape["family"] = REFERENCE_FAMILY
     if plan.learning_rate is None:
         shape["learning_rate"] = REFERENCE_PARAMS["learning_rate"]
     if not plan.feature_groups:
@@ -120,10 +122,6 @@ def baseline_trials(plan: StudyPlan, groups: dict[str, list[str]]) -> list[dict[
     reference = {f"group_{g}": g in REFERENCE_GROUPS for g in searched}
     every = {f"group_{g}": True for g in searched}
     return [{**shape, **reference}, {**shape, **every}]
-
-
-def families(config: TenantConfig) -> list[str]:
-    return list(config.tuning.families) or [config.training.family]
 
 
 def choose_family(trial: optuna.Trial, candidates: list[str]) -> str:
@@ -143,158 +141,6 @@ def best_choice(
     if plan.feature_groups:
         best["feature_groups"] = choose_groups(fixed, groups)
     return best
-
-
-def trial_patience(config: TenantConfig) -> int:
-    """Early-stopping rounds of a trial's folds: tuning's, else training's."""
-    return config.tuning.early_stopping_rounds or config.training.early_stopping_rounds
-
-
-def trial_bins(config: TenantConfig) -> int:
-    """LightGBM's histogram bins per feature in a trial: tuning's, else training's."""
-    return config.tuning.max_bin or config.training.max_bin
-
-
-def threads_per_worker(workers: int) -> int:
-    """Estimator threads for each of `workers` processes sharing this machine's cores."""
-    return share_of_cores(workers)
-
-
-@dataclass(frozen=True)
-class StudyPlan:
-    """What a joining worker needs, kept in the study's user attrs."""
-
-    tune_run_id: str
-    experiment_id: str
-    features_uri: str
-    n_trials: int  # the budget shared by all workers
-    metric: str
-    direction: str
-    task: str
-    families: list[str]
-    learning_rate: float | None  # LightGBM's rate in every trial; None: searched
-    early_stopping_rounds: int  # each fold's patience in a trial
-    max_rows: int | None  # the rows the trials tune on (see `sampled`); None: all
-    max_bin: int  # LightGBM's histogram bins per feature in every trial
-    feature_groups: bool  # trials choose the feature groups they read
-    seed: int
-    host: str  # the machine the tune run started its workers on ...
-    threads_per_worker: int  # ... and the threads each of them uses there
-
-    @classmethod
-    def for_tune_run(
-        cls, run: Any, features_uri: str, n_trials: int, config: TenantConfig, workers: int
-    ) -> StudyPlan:
-        """The plan of the study a tune run (an MLflow Run) creates for `workers` workers."""
-        metric, direction = objective_of(config)
-        return cls(
-            tune_run_id=run.info.run_id,
-            experiment_id=run.info.experiment_id,
-            features_uri=features_uri,
-            n_trials=n_trials,
-            metric=metric,
-            direction=direction,
-            task=config.task,
-            families=families(config),
-            learning_rate=config.tuning.learning_rate,
-            early_stopping_rounds=trial_patience(config),
-            max_rows=config.tuning.max_rows,
-            max_bin=trial_bins(config),
-            feature_groups=config.tuning.feature_groups,
-            seed=config.training.seed,
-            host=socket.gethostname(),
-            threads_per_worker=threads_per_worker(workers),
-        )
-
-    def threads(self) -> int:
-        """A worker on the tune run's machine shares its cores; elsewhere it uses all of its own."""
-        if socket.gethostname() == self.host:
-            return self.threads_per_worker
-        return threads_per_worker(1)
-
-
-@dataclass
-class Worker:
-    """This process's place in a study: the study with its own sampler, and its index."""
-
-    study: optuna.Study
-    plan: StudyPlan
-    index: int
-    registry: optuna.Study
-    registration: optuna.Trial
-
-    def joined(self) -> int:
-        """Workers registered in the study so far (this one included)."""
-        return len(self.registry.get_trials(deepcopy=False))
-
-
-def create_study(
-    name: str,
-    storage: str | optuna.storages.BaseStorage,
-    plan: StudyPlan,
-    first_trials: list[dict[str, Any]] | None = None,
-) -> None:
-    """Create the study and its worker registry; store the plan in the study's user attrs;
-    queue `first_trials` (e.g. `baseline_trials`) to run before the sampler's own."""
-    study = optuna.create_study(study_name=name, storage=storage, direction=plan.direction)
-    for key, value in asdict(plan).items():
-        study.set_user_attr(key, value)
-    for params in first_trials or []:
-        study.enqueue_trial(params, skip_if_exists=True)
-    optuna.create_study(study_name=name + WORKERS_SUFFIX, storage=storage)
-
-
-def read_plan(
-    name: str, storage: str | optuna.storages.BaseStorage, config: TenantConfig
-) -> StudyPlan:
-    """The plan of study `name`; a one-line error when there is no such tune study."""
-    try:
-        attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
-    except KeyError:
-        raise StepInputError(
-            f"study '{name}' does not exist in tuning.storage: pass the name the tune run "
-            "printed (its param study_name)"
-        ) from None
-    # A study from before these settings searched the rate (learning_rate None), tuned on
-    # every row with training's patience and LightGBM's own 255 bins.
-    older = {
-        "learning_rate": None,
-        "max_rows": None,
-        "early_stopping_rounds": config.training.early_stopping_rounds,
-        "max_bin": 255,
-        "feature_groups": False,
-    }
-    attrs = {**older, **attrs}
-    missing = [f.name for f in fields(StudyPlan) if f.name not in attrs]
-    if missing:
-        raise StepInputError(
-            f"study '{name}' was not created by `tune` (no user attr {missing[0]})"
-        )
-    plan = StudyPlan(**{f.name: attrs[f.name] for f in fields(StudyPlan)})
-    if plan.task != config.task:
-        raise ConfigError(
-            f"task is {config.task} in this config, but study '{name}' tunes {plan.task}: "
-            "pass the config the tune run used"
-        )
-    return plan
-
-
-def join_study(name: str, storage: str | optuna.storages.BaseStorage, plan: StudyPlan) -> Worker:
-    """Register in study `name` and load it with a sampler seeded by the worker index."""
-    registry = optuna.load_study(
-        study_name=name + WORKERS_SUFFIX, storage=storage, sampler=optuna.samplers.RandomSampler()
-    )
-    registration = registry.ask()
-    registration.set_user_attr("host", socket.gethostname())
-    registration.set_user_attr("pid", os.getpid())
-    study = optuna.load_study(
-        study_name=name,
-        storage=storage,
-        # Distinct seeds: workers must not propose the same startup trials.
-        sampler=optuna.samplers.TPESampler(seed=plan.seed + registration.number),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-    )
-    return Worker(study, plan, registration.number, registry, registration)
 
 
 @dataclass
@@ -387,10 +233,10 @@ def _score(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 class Objective:
     """One trial: sample a family and its parameters, fit the folds (pruning between them),
-    record it with `fit_seconds`, `log_seconds` (time in the trial log) and, for LightGBM,
-    `rounds_boosted` and `rounds_kept` (over its folds). LightGBM trials
-    train on fold datasets binned once (the plan's `max_bin`), when the objective is made
-    (`dataset_seconds`)."""
+    record it with `fit_seconds`, `log_seconds` (time in the trial log) and, for a family that
+    stops early, `rounds_boosted` and `rounds_kept` (over its folds). A family's trials train
+    on the fold datasets it prepares once (LightGBM: binned with the plan's `max_bin`), when
+    the objective is made (`dataset_seconds`)."""
 
     def __init__(
         self, worker: Worker, data: TuningData, config: TenantConfig, trial_log: TrialLog
@@ -398,10 +244,11 @@ class Objective:
         self.worker, self.data, self.config, self.trial_log = worker, data, config, trial_log
         self.threads = worker.plan.threads()
         self.trials_run = 0
-        # LightGBM's bins of every fold, built once for all of this worker's trials.
+        # Each family's fold datasets (LightGBM's bins), built once for all of this worker's
+        # trials; None for a family that fits the rows as they are.
         clock = time.perf_counter()
-        self.datasets = (
-            lightgbm.fold_data(
+        self.prepared = {
+            name: model_families.family(name).fold_datasets(
                 config.task,
                 data.X,
                 data.y,
@@ -409,10 +256,15 @@ class Objective:
                 config.training.seed,
                 worker.plan.max_bin,
             )
-            if "lightgbm" in worker.plan.families
-            else None
-        )
+            for name in worker.plan.families
+        }
         self.dataset_seconds = time.perf_counter() - clock
+
+    @property
+    def datasets(self) -> list[Any] | None:
+        """The fold datasets of the first of the plan's families that prepares any (LightGBM's
+        bins), None when none does."""
+        return next((d for d in self.prepared.values() if d is not None), None)
 
     def __call__(self, trial: optuna.Trial) -> float:
         plan, folds = self.worker.plan, self.data.folds
@@ -427,12 +279,7 @@ class Objective:
         X = self.data.X
         if plan.feature_groups and self.data.groups:
             read = set(features_in(self.data.groups, choose_groups(trial, self.data.groups)))
-            if family == "lightgbm":
-                # The prebuilt bins hold every column: a column outside the trial's groups gets
-                # no split gain (LightGBM's feature_contri), so it is never used.
-                params["feature_contri"] = [float(c in read) for c in X.columns]
-            else:
-                X = X[[c for c in X.columns if c in read]]
+            params, X = model_families.family(family).read_only(params, X, read)
         clock = time.perf_counter()
         handle = self.trial_log.start(trial.number)
         log_seconds = time.perf_counter() - clock
@@ -457,7 +304,7 @@ class Objective:
                 self.config,
                 _score(plan.metric),
                 after_fold,
-                datasets=self.datasets,
+                datasets=self.prepared[family],
                 early_stopping_rounds=plan.early_stopping_rounds,
             )
         except optuna.TrialPruned as stopped:
@@ -513,55 +360,3 @@ def run_trials(
     # The registration's value: the trials this worker ran.
     worker.registry.tell(worker.registration, objective.trials_run)
     return objective.trials_run
-
-
-@contextmanager
-def worker_processes(
-    command: list[str], count: int, worker: Worker, timeout: float, env: dict[str, str]
-) -> Iterator[None]:
-    """`count` worker processes running `command`: started, and joined in the study, on entry;
-    awaited on exit (a failed one is an error once the others are done)."""
-    if count == 0:
-        yield
-        return
-    # Their stdout (a summary line) goes to stderr: tune's stdout is its run id alone.
-    processes = [subprocess.Popen(command, env=env, stdout=2) for _ in range(count)]
-    try:
-        # Start together: alone on the cores, this worker would use only its share of them
-        # and could take a small study's whole budget before the others have loaded.
-        deadline = time.monotonic() + timeout
-        while worker.joined() <= count and time.monotonic() < deadline:
-            if any(p.poll() is not None for p in processes):
-                break
-            time.sleep(0.2)
-        yield
-    except BaseException:
-        for process in processes:
-            process.terminate()
-        raise
-    finally:
-        failed = [code for code in (p.wait() for p in processes) if code != 0]
-    if failed:
-        raise PdmflowError(
-            f"tune: {len(failed)} of {count} tune-worker processes failed (exit status "
-            f"{failed[0]}, output above); the study keeps their finished trials"
-        )
-
-
-def summary(study: optuna.Study, metric: str, cross_validated: bool) -> dict[str, float]:
-    """The tune run's metrics: best score (and its CV spread, rounds), trial counts, and
-    `trial_log_share`: the share of the finished trials' time spent in the trial log."""
-    best = study.best_trial.user_attrs
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
-    timed = [t for t in finished if "log_seconds" in t.user_attrs and t.duration]
-    trial_seconds = sum(t.duration.total_seconds() for t in timed)
-    log_seconds = sum(t.user_attrs["log_seconds"] for t in timed)
-    states = [t.state for t in finished]
-    return {
-        f"best_{metric}": float(study.best_value),
-        **({"best_cv_std": best["cv_std"]} if cross_validated else {}),
-        **({"best_iteration": best["best_iteration"]} if "best_iteration" in best else {}),
-        "trials_complete": states.count(TrialState.COMPLETE),
-        "trials_pruned": states.count(TrialState.PRUNED),
-        "trial_log_share": log_seconds / trial_seconds if trial_seconds else 0.0,
-    }

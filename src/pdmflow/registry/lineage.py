@@ -28,8 +28,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from pdmflow.artifacts import run_of
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
+from pdmflow.models import families as model_families
+from pdmflow.models.families import DEFAULT_FAMILY
 
 PREFIX = "pdmflow.lineage."
 GIT_COMMIT = PREFIX + "git_commit"
@@ -106,11 +109,6 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _run_of(uri: str) -> Run:
-    """The run a `runs:/<id>/...` URI points into."""
-    return mlflow.get_run(uri.split("/")[1])
-
-
 def _tune_run_id(train: Run) -> str:
     # train logs params_source "tune run <id>", or "config" for the config's own parameters.
     source = train.data.params.get("params_source", "")
@@ -126,14 +124,13 @@ def lineage_tags(
     """
     train = mlflow.get_run(evaluation.data.params["train_run_id"])
     features_uri = evaluation.data.params["features_uri"]
-    features = _run_of(features_uri)
-    ingest = _run_of(features.data.params["data_uri"])
+    features = run_of(features_uri)
+    ingest = run_of(features.data.params["data_uri"])
     spec_text = mlflow.artifacts.load_text(f"{features_uri}/{FEATURE_SPEC_FILE}")
-    family = train.data.params.get("family", "lightgbm")
-    prefix = "lgbm_" if family == "lightgbm" else "rf_"
-    params = {
-        k[len(prefix) :]: v for k, v in sorted(train.data.params.items()) if k.startswith(prefix)
-    }
+    family = train.data.params.get("family", DEFAULT_FAMILY)
+    params = model_families.family(family).params_from_logged(
+        dict(sorted(train.data.params.items()))
+    )
     commit, dirty = code_version()
     seeds = {
         "training.seed": config.training.seed,

@@ -1,9 +1,12 @@
-"""evaluate: score the candidate on the test period, and the current champion on the same rows."""
+"""evaluate: score the candidate on the test period, and the current champion on the same rows.
+
+Reads the train run's model and the features run's tables, calls the rooms of `evaluation/`
+(each returns its metrics, tags, figures and report section) and logs what they return.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,38 +15,32 @@ import numpy as np
 import onnx
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import Run
 from mlflow.models import get_model_info
-from onnxruntime import InferenceSession
-from sklearn.metrics import mean_absolute_error, roc_auc_score
 
 from pdmflow.artifacts import (
-    CHAMPION_VERSION_TAG,
     MODEL_URI_TAG,
+    data_uri_of,
     label_column,
     read_dataset,
     read_features,
     read_reference,
     read_split_membership,
 )
-from pdmflow.config import EvaluationConfig, TenantConfig
-from pdmflow.errors import PdmflowError, StepInputError
-from pdmflow.evaluation.catalog import CHAMPION_KEY
-from pdmflow.evaluation.champion import (
-    bootstrap_histogram,
-    describe,
-    paired_bootstrap,
-    unseen_rows,
-)
+from pdmflow.config import TenantConfig
+from pdmflow.errors import StepInputError
+from pdmflow.evaluation.catalog import CARRIED_FROM_TRAIN, CHAMPION_KEY
+from pdmflow.evaluation.champion import unseen_rows
+from pdmflow.evaluation.champion_comparison import champion_prediction, compare_with_champion
 from pdmflow.evaluation.explain import Explainer, shap_figures, shap_importance
+from pdmflow.evaluation.findings import Findings
 from pdmflow.evaluation.latency import serving_latency
 from pdmflow.evaluation.lift import reference_comparison
-from pdmflow.evaluation.maintenance import (
-    worst_devices,
-)
+from pdmflow.evaluation.maintenance import worst_devices
+from pdmflow.evaluation.model_card import model_facts
 from pdmflow.evaluation.report import assess_test_rows
-from pdmflow.evaluation.robustness import robustness_summary, robustness_table
-from pdmflow.features.builder import FeatureSpec, build_features
+from pdmflow.evaluation.robustness import robustness_findings
+from pdmflow.features.builder import FeatureSpec
+from pdmflow.models.families import DEFAULT_FAMILY
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.threads import estimator_threads
 from pdmflow.registry import production_version
@@ -62,38 +59,6 @@ def _load(
         return mlflow.onnx.load_model(str(local)), spec, explainer
 
 
-def _same_definitions(a: FeatureSpec, b: FeatureSpec) -> bool:
-    """Whether two specs build every feature the same way (whatever subset each reads)."""
-    return replace(a, feature_names=[]) == replace(b, feature_names=[])
-
-
-def _champion_prediction(
-    champion_uri: str, test: pd.DataFrame, spec: FeatureSpec, features_uri: str
-) -> np.ndarray:
-    """The champion's predictions on exactly the candidate's test rows.
-
-    The test table holds every feature the tenant's spec builds; a champion reading a subset of
-    them is scored from it. A champion built with another feature spec gets its own features
-    rebuilt from the same raw dataset, joined back on (device, time).
-    """
-    graph, champion_spec, _ = _load(champion_uri, explain=False)
-    session = onnx_session(graph, threads=estimator_threads())
-    if _same_definitions(champion_spec, spec) and set(champion_spec.feature_names) <= set(
-        test.columns
-    ):
-        return onnx_predict(session, test[champion_spec.feature_names])
-    features_run = mlflow.get_run(features_uri.split("/")[1])
-    telemetry, events = read_dataset(features_run.data.params["data_uri"])
-    rebuilt = build_features(telemetry, champion_spec, events)
-    keys = [spec.device_column, spec.time_column]
-    joined = test[keys].merge(rebuilt, on=keys, how="left")
-    if joined[champion_spec.feature_names].isna().any().any():
-        raise StepInputError(
-            f"champion {champion_uri}: its features cannot be rebuilt for every test row"
-        )
-    return onnx_predict(session, joined[champion_spec.feature_names])
-
-
 def unseen_by_champion(
     champion_run_id: str, test: pd.DataFrame, spec: FeatureSpec
 ) -> tuple[np.ndarray, str]:
@@ -103,13 +68,44 @@ def unseen_by_champion(
     return unseen_rows(membership, test, spec.device_column, spec.time_column)
 
 
-def _explain(
-    explainer: Explainer, X_test: pd.DataFrame, settings: EvaluationConfig
-) -> dict[str, Figure]:
-    """SHAP on (a seeded sample of) the test rows: the plots, and shap_importance.json logged."""
-    explanation = explainer.explain(X_test, max_rows=settings.shap_rows, seed=settings.seed)
-    mlflow.log_dict(shap_importance(explanation), "shap_importance.json")
-    return shap_figures(explanation)
+def _champion_findings(
+    config: TenantConfig,
+    test: pd.DataFrame,
+    spec: FeatureSpec,
+    data_uri: str,
+    prediction: np.ndarray,
+) -> Findings | None:
+    """The candidate against the Production version on the rows it never learned from; None
+    without a Production version."""
+    champion = production_version(config.registered_model_name)
+    if champion is None:
+        return None
+    champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
+    unseen, how = unseen_by_champion(champion.run_id, test, spec)
+
+    def score_champion(rows: pd.DataFrame) -> np.ndarray:
+        graph, champion_spec, _ = _load(champion_uri, explain=False)
+        session = onnx_session(graph, threads=estimator_threads())
+        return champion_prediction(
+            lambda features: onnx_predict(session, features),
+            champion_spec,
+            rows,
+            spec,
+            lambda: read_dataset(data_uri),
+            champion_uri,
+        )
+
+    return compare_with_champion(
+        config,
+        str(champion.version),
+        test,
+        label_column(config),
+        spec.device_column,
+        prediction,
+        unseen,
+        how,
+        score_champion,
+    )
 
 
 def _log_figures(figures: dict[str, Figure]) -> None:
@@ -135,28 +131,27 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     test = tables["test"]
     metadata = get_model_info(model_uri).metadata or {}
     threshold = float(metadata["decision_threshold"]) if config.task == "classification" else None
-    data_uri = mlflow.get_run(features_uri.split("/")[1]).data.params["data_uri"]
+    data_uri = data_uri_of(features_uri)
     telemetry, events = read_dataset(data_uri)
     device = spec.device_column
+    label = label_column(config)
 
     with step_run(config, "evaluate") as run:
-        family = metadata.get("family", "lightgbm")
         mlflow.log_params(
             {
                 "train_run_id": train_run_id,
                 "model_uri": model_uri,
                 "features_uri": features_uri,
-                "family": family,
+                "family": metadata.get("family", DEFAULT_FAMILY),
             }
         )
         X_test = test[model_spec.feature_names]
         prediction = onnx_predict(session, X_test)
         metrics, per_device, figures = assess_test_rows(
-            config, test, label_column(config), model_spec, prediction, threshold, events
+            config, test, label, model_spec, prediction, threshold, events
         )
         reference = read_reference(train_run_id)
         if reference is not None:
-            label = label_column(config)
             metrics.update(
                 reference_comparison(
                     config,
@@ -184,14 +179,7 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
             )
         )
         # Measured where both models exist (train); carried here for the gates and the card.
-        carried = (
-            "onnx_max_abs_difference",
-            "cv_auc_mean",
-            "cv_auc_std",
-            "cv_mae_mean",
-            "cv_mae_std",
-        )
-        metrics.update({k: v for k, v in train_run.data.metrics.items() if k in carried})
+        metrics.update({k: v for k, v in train_run.data.metrics.items() if k in CARRIED_FROM_TRAIN})
         report: dict[str, object] = {
             "model_uri": model_uri,
             "features_uri": features_uri,
@@ -202,18 +190,36 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
                 "history": f"{model_spec.history / pd.Timedelta(hours=1):g} h",
                 "min_readings": model_spec.min_readings,
             },
-            "model": _model_facts(train_run, metadata),
+            "model": model_facts(train_run.data.params, train_run.data.metrics, metadata),
             "worst_devices": worst_devices(per_device),
         }
         if explainer is not None:
-            figures.update(_explain(explainer, X_test, config.evaluation))
+            settings = config.evaluation
+            explanation = explainer.explain(X_test, max_rows=settings.shap_rows, seed=settings.seed)
+            mlflow.log_dict(shap_importance(explanation), "shap_importance.json")
+            figures.update(shap_figures(explanation))
         if config.evaluation.robustness:
-            report["robustness"] = _robustness(
-                config, telemetry, events, model_spec, test, session, metrics
+            robustness, table = robustness_findings(
+                telemetry,
+                events,
+                model_spec,
+                test,
+                test[label].to_numpy(),
+                lambda features: onnx_predict(session, features[model_spec.feature_names]),
+                metric=CHAMPION_KEY[config.task],
+                noise_levels=config.evaluation.noise_levels,
+                seed=config.evaluation.seed,
             )
-        report["champion"] = _compare_with_champion(
-            config, test, spec, features_uri, prediction, metrics, figures
-        )
+            metrics.update(robustness.metrics)
+            mlflow.set_tags(robustness.tags)
+            mlflow.log_table(table, "robustness.json")
+            report["robustness"] = robustness.report
+        champion = _champion_findings(config, test, spec, data_uri, prediction)
+        if champion is not None:
+            metrics.update(champion.metrics)
+            mlflow.set_tags(champion.tags)
+            figures.update(champion.figures)
+        report["champion"] = None if champion is None else champion.report
         report["metrics"] = metrics
         mlflow.log_metrics(metrics)
         _log_figures(figures)
@@ -224,135 +230,3 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
         mlflow.log_dict(report, "evaluation_report.json")
         mlflow.set_tag(MODEL_URI_TAG, model_uri)
         return run.info.run_id
-
-
-def _model_facts(train_run: Run, metadata: dict[str, object]) -> dict[str, object]:
-    """What the model card says about the model: family, params, calibration, threshold."""
-    params = train_run.data.params
-    family = params.get("family", "lightgbm")
-    prefix = "lgbm_" if family == "lightgbm" else "rf_"
-    return {
-        "family": family,
-        "params": {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)},
-        "params_source": params.get("params_source", "config"),
-        "trees": train_run.data.metrics.get("trees"),
-        "calibration": metadata.get("calibration", "none"),
-        "threshold": metadata.get("decision_threshold"),
-        "threshold_rule": params.get("threshold_rule", "?"),
-    }
-
-
-def _robustness(
-    config: TenantConfig,
-    telemetry: pd.DataFrame,
-    events: pd.DataFrame,
-    model_spec: FeatureSpec,
-    test: pd.DataFrame,
-    session: InferenceSession,
-    metrics: dict[str, float],
-) -> list[dict[str, object]]:
-    """The robustness table (logged), its headline metrics (into `metrics`), the worst tag."""
-    metric = CHAMPION_KEY[config.task]
-    table = robustness_table(
-        telemetry,
-        events if len(events) else None,
-        model_spec,
-        test[[model_spec.device_column, model_spec.time_column]],
-        test[label_column(config)].to_numpy(),
-        lambda features: onnx_predict(session, features[model_spec.feature_names]),
-        metric=metric,
-        noise_levels=config.evaluation.noise_levels,
-        seed=config.evaluation.seed,
-    )
-    summary = robustness_summary(table, metric)
-    metrics.update({k: v for k, v in summary.items() if k.startswith("robustness_")})
-    mlflow.set_tags(
-        {
-            "pdmflow.robustness_worst": summary["worst"],
-            "pdmflow.robustness_worst_sensor": summary["worst_sensor"],
-        }
-    )
-    mlflow.log_table(table, "robustness.json")
-    return table.to_dict(orient="records")
-
-
-def _compare_with_champion(
-    config: TenantConfig,
-    test: pd.DataFrame,
-    spec: FeatureSpec,
-    features_uri: str,
-    prediction: np.ndarray,
-    metrics: dict[str, float],
-    figures: dict[str, Figure],
-) -> dict[str, object] | None:
-    """Score the Production version on the test rows it never learned from, paired with the
-    candidate on the same rows, and bootstrap the difference by device.
-
-    Adds `champion_<metric>`, `candidate_<metric>_on_champion_rows` and
-    `champion_<metric>_difference` with its `_low` / `_high` interval to `metrics`, or
-    `champion_comparison_rows` = 0 when no fair row is left. Tags say how.
-    """
-    champion = production_version(config.registered_model_name)
-    if champion is None:
-        return None
-    champion_uri = f"models:/{config.registered_model_name}/{champion.version}"
-    mlflow.set_tag(CHAMPION_VERSION_TAG, str(champion.version))
-    key = CHAMPION_KEY[config.task]
-    unseen, how = unseen_by_champion(champion.run_id, test, spec)
-    mlflow.set_tag("pdmflow.champion_rows", how)
-    label = label_column(config)
-    comparable = unseen.any() and (
-        config.task == "regression" or test[label][unseen].nunique() == 2
-    )
-    metrics["champion_comparison_rows"] = int(unseen.sum()) if comparable else 0
-    if not comparable:
-        sentence = f"not compared with Production version {champion.version}: {how}"
-        mlflow.set_tag("pdmflow.champion_comparison", sentence)
-        return {
-            "version": str(champion.version),
-            "rows": how,
-            "compared": False,
-            "sentence": sentence,
-        }
-    rows = test[unseen].reset_index(drop=True)
-    try:
-        champion_prediction = _champion_prediction(champion_uri, rows, spec, features_uri)
-    except PdmflowError as error:
-        # No champion metric: promote's champion gate fails closed, with this reason.
-        mlflow.set_tag("pdmflow.champion_not_comparable", str(error))
-        sentence = f"Production version {champion.version} could not be scored: {error}"
-        mlflow.set_tag("pdmflow.champion_comparison", sentence)
-        return {"version": str(champion.version), "error": str(error), "sentence": sentence}
-    truth = rows[label].to_numpy()
-    result = paired_bootstrap(
-        truth.astype(int) if config.task == "classification" else truth,
-        prediction[unseen],
-        champion_prediction,
-        rows[spec.device_column].astype(str).to_numpy(),
-        key,
-        n_resamples=config.evaluation.bootstrap_resamples,
-        seed=config.evaluation.seed,
-    )
-    score = roc_auc_score if key == "auc" else mean_absolute_error
-    metrics[f"champion_{key}"] = float(score(truth, champion_prediction))
-    metrics[f"candidate_{key}_on_champion_rows"] = float(score(truth, prediction[unseen]))
-    metrics.update(
-        {
-            f"champion_{key}_difference": result.difference,
-            f"champion_{key}_difference_low": result.low,
-            f"champion_{key}_difference_high": result.high,
-        }
-    )
-    sentence = describe(result, champion.version) + f"; {how}."
-    mlflow.set_tag("pdmflow.champion_comparison", sentence)
-    figures["champion_bootstrap.png"] = bootstrap_histogram(result)
-    return {
-        "version": str(champion.version),
-        "rows": how,
-        "sentence": sentence,
-        f"champion_{key}": metrics[f"champion_{key}"],
-        "difference": result.difference,
-        "interval": [result.low, result.high],
-        "resamples_used": result.resamples_used,
-        "devices": result.groups,
-    }

@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from pdmflow.artifacts import label_column, read_dataset, read_features
+from pdmflow.artifacts import data_uri_of, label_column, read_dataset, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import describe_source, read_source
 from pdmflow.data.validation import validate
@@ -58,8 +58,7 @@ def _training_data(version: ModelVersion) -> tuple[str, pd.DataFrame, pd.DataFra
             f"{version.run_id}, which has no features_uri param (not a pdmflow train run)"
         )
     tables, _ = read_features(features_uri)
-    data_uri = mlflow.get_run(features_uri.split("/")[1]).data.params["data_uri"]
-    return features_uri, tables["train"], read_dataset(data_uri)[0]
+    return features_uri, tables["train"], read_dataset(data_uri_of(features_uri))[0]
 
 
 def _importance(version: ModelVersion, scorer: FailureScorer, train: pd.DataFrame) -> dict:

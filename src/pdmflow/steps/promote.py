@@ -6,7 +6,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from pdmflow.artifacts import CHAMPION_VERSION_TAG, MODEL_URI_TAG
+from pdmflow.artifacts import CHAMPION_VERSION_TAG, MODEL_URI_TAG, run_of
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure, StepInputError
 from pdmflow.evaluation import model_card
@@ -113,18 +113,13 @@ def _register(
     return str(version.version)
 
 
-def _run_of(uri: str) -> Run:
-    """The run a `runs:/<id>/...` URI points into."""
-    return mlflow.get_run(uri.split("/")[1])
-
-
 def card_facts(
     config: TenantConfig, evaluation: Run, gates: list[GateResult], released: bool
 ) -> model_card.CardFacts:
     """The model card's facts, from the evaluate run and the runs it descends from."""
     report = mlflow.artifacts.load_dict(f"runs:/{evaluation.info.run_id}/evaluation_report.json")
-    features_run = _run_of(evaluation.data.params["features_uri"])
-    ingest_run = _run_of(features_run.data.params["data_uri"])
+    features_run = run_of(evaluation.data.params["features_uri"])
+    ingest_run = run_of(features_run.data.params["data_uri"])
     data = mlflow.artifacts.load_dict(f"runs:/{ingest_run.info.run_id}/validation_report.json")
     data["digest"] = ingest_run.data.tags.get("pdmflow.dataset_digest", "n/a")
     data["label"] = features_run.data.params.get("label_source", "n/a")

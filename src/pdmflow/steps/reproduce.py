@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 
+from pdmflow.artifacts import run_of
 from pdmflow.config import load_config
 from pdmflow.errors import PdmflowError, StepInputError
 from pdmflow.registry.lineage import Lineage, code_version, read_lineage, sha256
@@ -126,7 +127,7 @@ def run_reproduce(model: str, version: str) -> int:
                 f"model {model} version {version}: the recorded source {lineage.dataset_source} "
                 f"is no longer readable: {error}"
             ) from None
-        digest = mlflow.get_run(data_uri.split("/")[1]).data.tags.get("pdmflow.dataset_digest")
+        digest = run_of(data_uri).data.tags.get("pdmflow.dataset_digest")
         if digest != lineage.dataset_digest:
             raise StepInputError(
                 f"model {model} version {version}: the data changed: source "

@@ -24,7 +24,7 @@ from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
 from pdmflow.features.groups import features_of_groups
 from pdmflow.features.selection import learning_set
-from pdmflow.models import lightgbm
+from pdmflow.models import families as model_families
 from pdmflow.models.onnx import (
     SERVING_SESSION_OPTIONS,
     onnx_predict,
@@ -51,10 +51,8 @@ def _resolve_params(
 
     def from_config() -> tuple[str, dict[str, Any], str, dict[str, Any], None]:
         family = config.training.family
-        params = (
-            config.training.params if family == "lightgbm" else config.training.random_forest_params
-        )
-        return family, dict(params), "config", {}, None
+        params = model_families.family(family).config_params(config.training)
+        return family, params, "config", {}, None
 
     if tune_run_id == "none":
         return from_config()
@@ -69,12 +67,10 @@ def _resolve_params(
         raise StepInputError(f"tune run {tune_run_id}: no best_params.json ({exc})") from None
     family, params, source = best["family"], best["params"], f"tune run {tune_run_id}"
     groups = best.get("feature_groups")  # a tune run without the group search: every group
-    # A tune run from before the release rate existed records none: released as tuned.
-    release, tuned = best.get("release_learning_rate"), params.get("learning_rate")
-    if family != "lightgbm" or release is None or tuned is None or release >= tuned:
-        return family, params, source, {}, groups
-    released = lightgbm.at_learning_rate(params, release)
-    return family, released, source, {"tuned_learning_rate": tuned}, groups
+    released, rate_params = model_families.family(family).released_params(
+        params, best.get("release_learning_rate")
+    )
+    return family, released, source, rate_params, groups
 
 
 def run_train(
@@ -111,10 +107,7 @@ def run_train(
                 **rate_params,
             }
         )
-        prefix = "lgbm" if family == "lightgbm" else "rf"
-        mlflow.log_params({f"{prefix}_{k}": v for k, v in params.items()})
-        if family == "lightgbm" and "max_bin" not in params:
-            mlflow.log_param("lgbm_max_bin", config.training.max_bin)
+        mlflow.log_params(model_families.family(family).logged_params(params, config.training))
         candidate = fit_candidate(
             learning.rows,
             learning.train_rows,

@@ -32,6 +32,7 @@ from pdmflow.errors import ConfigError
 from pdmflow.features.groups import feature_groups
 from pdmflow.features.selection import learning_set
 from pdmflow.models import tuning
+from pdmflow.models.families import DEFAULT_FAMILY
 from pdmflow.tracking import step_run
 
 WORKER_TAG = "pdmflow.tune_worker"
@@ -221,7 +222,7 @@ def read_best_params(tune_run_id: str) -> dict[str, Any]:
     """{"family": ..., "params": {...}, "release_learning_rate": ...} chosen by a tune run."""
     best = json.loads(mlflow.artifacts.load_text(f"runs:/{tune_run_id}/best_params.json"))
     if "family" not in best:  # written before families existed: LightGBM parameters
-        best = {"family": "lightgbm", "params": best}
+        best = {"family": DEFAULT_FAMILY, "params": best}
     return best
 
 

@@ -1,0 +1,54 @@
+"""Typed tenant configuration: the only place that reads YAML.
+
+A tenant config is one YAML file. Every key is declared here; an unknown key or a value of the
+wrong type is refused with a one-line message naming the file and the key.
+
+A file per section: data (source, schema, labels), features (features, split), training
+(training and its threshold rule, tuning), evaluation (gates, evaluation, monitoring),
+operations (schedule, tracking), tenant (the whole config and its cross-section checks) and
+loading (YAML and the environment); `from pdmflow.config import ...` reaches every name.
+"""
+
+from __future__ import annotations
+
+from pdmflow.config.base import GATE_RULE, SQL_IDENTIFIER
+from pdmflow.config.data import DataConfig, LabelConfig, SchemaConfig, SourceConfig, SyntheticSource
+from pdmflow.config.evaluation import EvaluationConfig, GateConfig, LiftGate, MonitoringConfig
+from pdmflow.config.features import FeatureConfig, SplitConfig
+from pdmflow.config.loading import (
+    DEFAULT_CONFIG_PATH,
+    FAULT_KILL_ENV,
+    database_password,
+    fault_kill_point,
+    load_config,
+)
+from pdmflow.config.operations import ScheduleConfig, TrackingConfig
+from pdmflow.config.tenant import TenantConfig
+from pdmflow.config.training import ThresholdConfig, TrainingConfig, TuningConfig
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DataConfig",
+    "EvaluationConfig",
+    "FAULT_KILL_ENV",
+    "FeatureConfig",
+    "GATE_RULE",
+    "GateConfig",
+    "LabelConfig",
+    "LiftGate",
+    "MonitoringConfig",
+    "SQL_IDENTIFIER",
+    "ScheduleConfig",
+    "SchemaConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "SyntheticSource",
+    "TenantConfig",
+    "ThresholdConfig",
+    "TrackingConfig",
+    "TrainingConfig",
+    "TuningConfig",
+    "database_password",
+    "fault_kill_point",
+    "load_config",
+]
