@@ -33,7 +33,8 @@ Data sets (`--only` takes their names, comma-separated):
 - cmapss_fd003_rul: remaining useful life on FD003, capped at 125 cycles, split by device.
 The real data sets are skipped (and the table says so) when the folder is absent.
 
-    python bench/quality.py [--only NAME[,NAME]] [--trials N] [--quick] [--cmapss-dir DIR]
+    python bench/quality.py [--only NAME[,NAME]] [--trials N] [--quick] [--set KEY=VALUE]
+                            [--cmapss-dir DIR]   (or PDMFLOW_BENCH_DATA=DIR holding cmapss_fd003/)
 
 `--quick` shrinks every data set for a smoke check of the bench itself (FD003: the first 30
 engines); its numbers mean little. Nothing here is asserted; the table is printed to stdout,
@@ -102,7 +103,11 @@ REFERENCE_PREFIX = "reference_"
 Frames = tuple[pd.DataFrame, pd.DataFrame]
 
 # NASA C-MAPSS FD003, read in place (never copied into the repository).
-CMAPSS_FD003 = REPO.parent / "shared/data/cmapss_fd003"
+# The real data live outside the repository: $PDMFLOW_BENCH_DATA/cmapss_fd003, else the
+# checkout's sibling shared/data/ (override with --cmapss-dir).
+CMAPSS_FD003 = (
+    Path(os.environ.get("PDMFLOW_BENCH_DATA", REPO.parent / "shared/data")) / "cmapss_fd003"
+)
 CMAPSS_COLUMNS = [
     "unit",
     "cycle",
