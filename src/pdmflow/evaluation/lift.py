@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pdmflow.config import TenantConfig
-from pdmflow.evaluation.catalog import LIFT_METRICS, LOWER_IS_BETTER
+from pdmflow.evaluation.catalog import LIFT_METRICS
 from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
 
 
@@ -39,8 +39,3 @@ def reference_comparison(
         }
     )
     return found
-
-
-def ahead_of_reference(metric: str, lift: float) -> bool:
-    """Whether a lift on `metric` has the candidate ahead (or level)."""
-    return lift <= 0 if metric in LOWER_IS_BETTER else lift >= 0

@@ -55,23 +55,18 @@ def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[
             f"Most harmful perturbation: {evaluate.data.tags['pdmflow.robustness_worst']}.",
             "",
         ]
-    if any(key.startswith("reference_") for key in metrics):
-        # The reference model of the same run on the same rows, in its own column.
-        lines += ["| metric | candidate | reference |", "|---|---|---|"]
-        lines += [
-            f"| {label} | {metrics[key]:.4g} | "
-            + (f"{metrics[f'reference_{key}']:.4g}" if f"reference_{key}" in metrics else "")
-            + " |"
-            for key, label in PIPELINE_NOTE_METRICS
-            if key in metrics
-        ]
-    else:
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [
-            f"| {label} | {metrics[key]:.4g} |"
-            for key, label in PIPELINE_NOTE_METRICS
-            if key in metrics
-        ]
+    # With a reference model in the run: its figure on the same rows, in its own column.
+    with_reference = any(key.startswith("reference_") for key in metrics)
+    header = ["metric", "candidate", "reference"] if with_reference else ["metric", "value"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label in PIPELINE_NOTE_METRICS:
+        if key not in metrics:
+            continue
+        cells = [label, f"{metrics[key]:.4g}"]
+        if with_reference:
+            reference = metrics.get(f"reference_{key}")
+            cells.append("" if reference is None else f"{reference:.4g}")
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Steps:"]
     for step in STEPS:
         if step in children:

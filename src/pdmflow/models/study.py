@@ -23,11 +23,9 @@ from optuna.trial import TrialState
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import ConfigError, PdmflowError, StepInputError
-from pdmflow.evaluation.catalog import TUNING_OBJECTIVES
+from pdmflow.evaluation.catalog import LOWER_IS_BETTER, TUNING_OBJECTIVES
 from pdmflow.models.threads import share_of_cores
 
-# Objectives where lower is better (tuning.objective); the others are maximised.
-MINIMISED = ("log_loss", "mae", "rmse")
 WORKERS_SUFFIX = ".workers"
 
 
@@ -41,7 +39,7 @@ def objective_of(config: TenantConfig) -> tuple[str, str]:
     """(metric name on the validation rows, direction) a study of this config optimises:
     tuning.objective, or the task's default (TUNING_OBJECTIVES)."""
     name = config.tuning.objective or TUNING_OBJECTIVES[config.task][0]
-    return f"validation_{name}", "minimize" if name in MINIMISED else "maximize"
+    return f"validation_{name}", "minimize" if name in LOWER_IS_BETTER else "maximize"
 
 
 def families(config: TenantConfig) -> list[str]:

@@ -37,7 +37,6 @@ from pdmflow.models.reference import (
 from pdmflow.models.study import (
     BUDGET_STATES,
     FINISHED,
-    MINIMISED,
     WORKERS_SUFFIX,
     StudyPlan,
     Worker,
@@ -58,7 +57,6 @@ from pdmflow.models.training import Folds, fold_predictions
 __all__ = [
     "BUDGET_STATES",
     "FINISHED",
-    "MINIMISED",
     "Objective",
     "OverBudget",
     "Sample",
