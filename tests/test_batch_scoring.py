@@ -4,6 +4,12 @@ with nothing written."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMOKE, cli, forget_experiment
+from conftest import SMOKE, cli, forget_experiment, free_port, wait_for_http
 
 from pdmflow.artifacts import MODEL_URI_TAG, read_dataset, read_features
 from pdmflow.cli import run as run_cli
@@ -370,3 +376,118 @@ def test_a_version_logged_with_named_column_signature_still_scores(released):
     np.testing.assert_allclose(
         scored["failure_probability"], expected["failure_probability"], atol=1e-7
     )
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def _split(frame: pd.DataFrame) -> dict:
+    """A frame as the JSON a client sends: {"columns", "data"}, times as ISO text."""
+    text = frame.assign(**{c: frame[c].astype(str) for c in frame.select_dtypes("datetime")})
+    return {"columns": list(text.columns), "data": text.to_numpy().tolist()}
+
+
+@pytest.mark.slow
+def test_the_rest_endpoint_scores_raw_telemetry_with_sensor_health(released, tmp_path):
+    """`pdmflow serve` in its own process: the scorer's rows and flags for raw readings, one
+    line and 400 for a missing column, and a new release served without a restart."""
+    telemetry, frozen, silent = _break_sensors(released.telemetry)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "pdmflow.cli", "serve", "--config", str(released.config_path),
+            "--port", str(port), "--refresh-seconds", "0.5",
+        ],
+        cwd=released.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/ping", server)
+        status, answer = _post(
+            f"{base}/score",
+            {"telemetry": _split(telemetry), "events": _split(released.events)},
+        )
+        assert status == 200, answer
+        assert answer["model_version"] == released.version
+        rows = pd.DataFrame(answer["rows"]).set_index("device_id")
+        expected = (
+            FailureScorer.load(released.production_uri)
+            .score_telemetry(telemetry, released.events)
+            .set_index("device_id")
+        )
+        assert sorted(rows.index) == sorted(expected.index)
+        np.testing.assert_allclose(
+            rows.loc[expected.index, "failure_probability"],
+            expected["failure_probability"],
+            atol=1e-6,
+        )
+        assert (
+            rows.loc[expected.index, "predicted_failure"] == expected["predicted_failure"]
+        ).all()
+        assert rows.loc[frozen, "sensor_health"] == "vibration:flat-lined"
+        assert rows.loc[silent, "sensor_health"] == "pressure:missing"
+        assert (rows.drop([frozen, silent])["sensor_health"] == "ok").all()
+
+        status, answer = _post(
+            f"{base}/score", {"telemetry": _split(telemetry.drop(columns="pressure"))}
+        )
+        assert status == 400
+        assert "pressure" in answer["error"] and "\n" not in answer["error"]
+        status, answer = _post(f"{base}/score", {"telemetry": _split(telemetry)})
+        assert status == 400 and "failure events" in answer["error"], answer  # the model needs them
+        status, answer = _post(f"{base}/score", {"readings": []})
+        assert status == 400 and "readings" in answer["error"]
+
+        # A release moves Production: the next answers come from the new version.
+        name = released.config.registered_model_name
+        source = mlflow.MlflowClient().get_model_version(name, released.version).source
+        newer = register(name, source, {}, "rest test").version
+        release(name, newer)
+        try:
+            deadline = time.monotonic() + 30
+            while json.loads(urllib.request.urlopen(f"{base}/health").read())[
+                "model_version"
+            ] != str(newer):
+                assert time.monotonic() < deadline, "the new release was not picked up"
+                time.sleep(0.5)
+            status, answer = _post(
+                f"{base}/score",
+                {"telemetry": _split(telemetry), "events": _split(released.events)},
+            )
+            assert status == 200 and answer["model_version"] == str(newer), answer
+        finally:
+            release(name, released.version)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_logged_model_uri_is_scored_as_it_is(released, tmp_path):
+    """`models:/m-<id>` (what train logs, MLflow 3's LoggedModel) is no registered name."""
+    from pdmflow.registry.versions import resolve_model
+
+    name = released.config.registered_model_name
+    source = mlflow.MlflowClient().get_model_version(name, released.version).source
+    assert source.startswith("models:/m-")
+    assert resolve_model(source) == (source, "", source)
+    result = run_score(
+        released.config,
+        str(tmp_path / "scores.csv"),
+        input_path=str(released.telemetry_csv),
+        events_path=str(released.events_csv),
+        model_uri=source,
+    )
+    assert result.model_version == "" and result.metrics["devices_scored"] == 16
+    with pytest.raises(StepInputError, match="no registered model 'm-nonexistent'"):
+        resolve_model("models:/m-nonexistent")

@@ -8,6 +8,8 @@ import yaml
 from conftest import REPO
 from mlflow.projects._project_spec import load_project
 
+from pdmflow.config import load_config
+
 STEPS = {
     "ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback", "monitor",
     "reproduce", "score",
@@ -52,17 +54,20 @@ def test_conda_env_lists_the_same_dependencies_as_pyproject():
     assert pyproject["project"]["requires-python"] == ">=3.11"
 
 
-def test_compose_stack_has_postgres_mlflow_and_scheduler():
+def test_compose_stack_has_postgres_mlflow_scheduler_and_serve():
     compose = yaml.safe_load((REPO / "docker-compose.dev.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "accounts", "scheduler"}
+    assert set(services) == {"postgres", "mlflow", "accounts", "scheduler", "serve"}
+    # The REST service is the CLI the native test starts (test_batch_scoring), on the tenant.
+    serve = services["serve"]["command"]
+    assert serve[:4] == ["python", "-m", "pdmflow.cli", "serve"] and "--config" in serve
+    account = load_config(REPO / serve[serve.index("--config") + 1]).tracking
+    assert account.password_env in services["serve"]["environment"]
     assert "postgresql+psycopg2://" in services["mlflow"]["command"]
     assert "--serve-artifacts" in services["mlflow"]["command"]
     assert "configs/server/serve.py" in services["mlflow"]["command"]  # basic auth
     assert services["scheduler"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     # Each tenant the scheduler runs logs in with its own account, password from the host.
-    from pdmflow.config import load_config
-
     command = services["scheduler"]["command"]
     configs = [command[i + 1] for i, arg in enumerate(command) if arg == "--config"]
     for path in configs:

@@ -145,6 +145,18 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--rows-per-chunk", type=int, default=100_000, help="whole devices, ~this many rows a chunk"
     )
+    serve = step("serve", "a REST endpoint scoring raw telemetry, with sensor health")
+    serve.add_argument(
+        "--model-uri", default=None, help="default: models:/<registered_model_name>/Production"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=5002, help="port (default 5002)")
+    serve.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=60.0,
+        help="how often a stage or alias URI is re-resolved, so a release is served (60)",
+    )
     reproduce = steps.add_parser(
         "reproduce", help="rebuild a registered version from its recorded inputs and compare"
     )
@@ -248,6 +260,11 @@ def run(argv: list[str] | None = None) -> int:
                 all_rows=args.all_rows,
                 rows_per_chunk=args.rows_per_chunk,
             )
+        elif args.step == "serve":
+            from pdmflow.serving.rest import serve
+
+            model_uri = None if (args.model_uri or "").lower() in UNSET else args.model_uri
+            serve(config, model_uri, args.host, args.port, args.refresh_seconds)
         elif args.step == "train":
             from pdmflow.steps.train import run_train
 

@@ -36,13 +36,26 @@ def update_description(name: str, version: str, description: str) -> None:
     MlflowClient().update_model_version(name, version, description=description)
 
 
+def _is_logged_model(model_id: str) -> bool:
+    """Whether MLflow 3 knows a LoggedModel by this id (what `log_model` returns as
+    `models:/m-<id>`), rather than a registered model of that name."""
+    try:
+        mlflow.get_logged_model(model_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def resolve_model(model_uri: str) -> tuple[str, str, str]:
     """(model name, version, URI pinned to that version) of a `models:/` URI; other URIs
-    (runs:/, paths) are scored as they are, named by the URI, with no version."""
+    (runs:/, paths, a logged model's `models:/m-<id>`) are scored as they are, named by the
+    URI, with no version."""
     if not model_uri.startswith("models:/"):
         return model_uri, "", model_uri
     path = model_uri.removeprefix("models:/")
     name, _, suffix = path.partition("/")
+    if not suffix and name.startswith("m-") and _is_logged_model(name):
+        return model_uri, "", model_uri
     alias = None
     if not suffix and "@" in name:
         name, alias = name.rsplit("@", 1)
