@@ -347,10 +347,11 @@ def test_a_failure_while_writing_leaves_no_output(tmp_path):
 
 
 def test_a_version_logged_with_named_column_signature_still_scores(released):
-    """Versions released before the tensor signature (one named float64 column per feature)
-    keep scoring, with the same probabilities as the tensor-signed model."""
+    """Versions released before the float64 tensor signature (one named float64 column per
+    feature, or a float32 tensor) keep scoring, with the same probabilities."""
     import mlflow.onnx
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import Schema, TensorSpec
 
     from pdmflow.serving.scorer import SPEC_PATH
 
@@ -369,13 +370,26 @@ def test_a_version_logged_with_named_column_signature_still_scores(released):
                 extra_files=[str(spec_file)],
                 metadata=current.metadata,
             )
+            # ... and one with the float32 tensor signature versions had before float64.
+            float32_tensor = mlflow.onnx.log_model(
+                graph,
+                name="model32",
+                signature=ModelSignature(
+                    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1]))])
+                ),
+                extra_files=[str(spec_file)],
+                metadata=current.metadata,
+            )
     older = FailureScorer.load(logged.model_uri)
     assert older.model.metadata.get_input_schema().input_names() == current.spec.feature_names
     expected = current.score_telemetry(released.telemetry, released.events)
-    scored = older.score_telemetry(released.telemetry, released.events)
-    np.testing.assert_allclose(
-        scored["failure_probability"], expected["failure_probability"], atol=1e-7
-    )
+    for uri in (logged.model_uri, float32_tensor.model_uri):
+        scored = FailureScorer.load(uri).score_telemetry(released.telemetry, released.events)
+        np.testing.assert_allclose(
+            scored["failure_probability"], expected["failure_probability"], atol=1e-7
+        )
+    assert FailureScorer.load(float32_tensor.model_uri).input_dtype == np.float32
+    assert current.input_dtype == np.float64
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -491,3 +505,19 @@ def test_a_logged_model_uri_is_scored_as_it_is(released, tmp_path):
     assert result.model_version == "" and result.metrics["devices_scored"] == 16
     with pytest.raises(StepInputError, match="no registered model 'm-nonexistent'"):
         resolve_model("models:/m-nonexistent")
+
+
+def test_pyfunc_scores_a_float64_frame_as_pandas_gives_it(released):
+    """A pandas user's frame of the features (float64) is scored by pyfunc as the scorer
+    scores it; pdmflow's own float32 tables are refused until cast, naming the dtypes."""
+    scorer = FailureScorer.load(released.production_uri)
+    tables, _ = read_features(released.features_uri)
+    frame = tables["test"][scorer.spec.feature_names].head(50)
+    model = mlflow.pyfunc.load_model(released.production_uri)
+    as_pandas = frame.astype("float64")
+    assert (as_pandas.dtypes == "float64").all()
+    scored = model.predict(as_pandas)["failure_probability"]
+    np.testing.assert_allclose(scored, scorer.score_features(frame), atol=1e-7)
+    np.testing.assert_allclose(model.predict(as_pandas.to_numpy())["failure_probability"], scored)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="float32 does not match.*float64"):
+        model.predict(frame.to_numpy())

@@ -144,9 +144,10 @@ def test_production_and_champion_score_the_same(released):
     config, _, _ = released
     (features_run,) = step_runs(config, "features")
     tables, _ = read_features(f"runs:/{features_run.info.run_id}/features")
-    # The model's input: a float32 tensor of the features it kept, in its spec's order.
+    # The model's input: a float64 tensor (a pandas frame as pandas holds it) of the features
+    # it kept, in its spec's order; pdmflow's feature tables are float32 to save memory.
     kept = load_feature_spec(f"models:/{MODEL}/Production").feature_names
-    test = tables["test"][kept]
+    test = tables["test"][kept].astype("float64")
     production = mlflow.pyfunc.load_model(f"models:/{MODEL}/Production").predict(test)
     champion = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(test)
     # A tensor in, a tensor out: {"failure_probability": float32 [N]}.
@@ -167,7 +168,7 @@ def test_raw_telemetry_scorer_agrees_with_the_registered_model(released):
     assert len(scored) == telemetry["device_id"].nunique()
     latest = build_features(telemetry, scorer.spec, events).groupby("device_id").tail(1)
     direct = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
-        latest[scorer.spec.feature_names]
+        latest[scorer.spec.feature_names].astype("float64")
     )["failure_probability"]
     np.testing.assert_allclose(scored["failure_probability"].to_numpy(), direct, atol=1e-6)
     assert (scored["predicted_failure"] == (direct >= scorer.metadata["decision_threshold"])).all()
@@ -218,7 +219,8 @@ def test_mlflow_models_serve_answers_invocations(released):
     config, env, root = released
     (features_run,) = step_runs(config, "features")
     tables, _ = read_features(f"runs:/{features_run.info.run_id}/features")
-    rows = tables["test"][load_feature_spec(f"models:/{MODEL}/Production").feature_names].head(3)
+    kept = load_feature_spec(f"models:/{MODEL}/Production").feature_names
+    rows = tables["test"][kept].head(3).astype("float64")
     port = free_port()
     server = subprocess.Popen(
         [

@@ -1,5 +1,7 @@
 """Release decisions against a real SQLite tracking store and registry."""
 
+from pathlib import Path
+
 import mlflow
 import pytest
 from conftest import LENIENT_GATES, SMOKE
@@ -9,31 +11,50 @@ from pdmflow.config import load_config
 from pdmflow.errors import GateFailure
 from pdmflow.registry import CHAMPION_ALIAS
 from pdmflow.steps.evaluate import run_evaluate
+from pdmflow.steps.monitor import run_monitor
 from pdmflow.steps.pipeline import run_pipeline
 from pdmflow.steps.promote import run_promote
+from pdmflow.steps.score import run_score
 from pdmflow.steps.train import run_train
 
 pytestmark = pytest.mark.cost(seconds=140)
 MODEL = "pdmflow-smoke-failure"
 
 
+def tracking_store_dir(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///")).parent
+
+
 def versions(client):
     return {str(v.version): v for v in client.search_model_versions(f"name = '{MODEL}'")}
 
 
-def test_passing_candidate_replaces_the_champion(tracking_store):
-    config = load_config(SMOKE)
+@pytest.mark.parametrize("mode", ["stages", "aliases"])
+def test_passing_candidate_replaces_the_champion(tracking_store, write_config, mode):
+    config = load_config(write_config({"registry": {"mode": mode}}))
     assert run_pipeline(config, n_trials=2) == "1"
     assert run_pipeline(config, n_trials=2) == "2"
     client = MlflowClient()
     by_version = versions(client)
-    assert by_version["1"].current_stage == "Archived"
-    assert by_version["2"].current_stage == "Production"
+    if mode == "aliases":  # no stage ever; @production moved, the old one tagged archived
+        assert {v.current_stage for v in by_version.values()} == {"None"}
+        assert str(client.get_model_version_by_alias(MODEL, "production").version) == "2"
+        assert "pdmflow.archived_at" in by_version["1"].tags
+        assert "pdmflow.archived_at" not in by_version["2"].tags
+        assert "staging" not in client.get_registered_model(MODEL).aliases
+        # Serving, batch scoring and monitoring find the release by @production.
+        scored = run_score(config, str(tracking_store_dir(tracking_store) / "scores.csv"))
+        assert scored.model_version == "2" and scored.metrics["devices_scored"] > 0
+        assert run_monitor(config).model_version == "2"
+    else:
+        assert by_version["1"].current_stage == "Archived"
+        assert by_version["2"].current_stage == "Production"
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "2"
     assert by_version["2"].tags["gates_passed"] == "true"
     assert "pass" in by_version["2"].tags["gate.not_worse_than_champion"]
     card = by_version["2"].description
-    assert card.startswith(f"# {MODEL} version 2\n\n**Released** to Production: every gate passed")
+    where = "@production" if mode == "aliases" else "Production"
+    assert card.startswith(f"# {MODEL} version 2\n\n**Released** to {where}: every gate passed")
     for section in ("## Data", "## Features and model", "## Gates", "## Robustness"):
         assert section in card
     # Same models, same rows: the bootstrap interval of the AUC difference sits around 0.

@@ -191,9 +191,10 @@ def _wait_for(condition, what: str, processes: list[subprocess.Popen], timeout: 
         time.sleep(0.2)
 
 
-def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkeypatch):
+@pytest.mark.parametrize("mode", ["stages", "aliases"])
+def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkeypatch, mode):
     with (
-        new_database("pdmflow_race") as database,
+        new_database(f"pdmflow_race_{mode}") as database,
         mlflow_server(database, tmp_path / "server") as url,
     ):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -204,7 +205,12 @@ def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkey
             paths, evaluations = [], []
             for seed in (1, 2):
                 path = write_config(
-                    {**CHEAP, "training": {**CHEAP["training"], "seed": seed}}, f"seed{seed}.yaml"
+                    {
+                        **CHEAP,
+                        "training": {**CHEAP["training"], "seed": seed},
+                        "registry": {"mode": mode},
+                    },
+                    f"seed{seed}.yaml",
                 )
                 config = load_config(path)
                 if seed == 1:
@@ -258,7 +264,11 @@ def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkey
 
         client = MlflowClient(url)
         (version,) = client.search_model_versions(f"name = '{MODEL}'")
-        assert version.current_stage == "Production"
+        if mode == "aliases":
+            assert version.current_stage == "None"
+            assert client.get_model_version_by_alias(MODEL, "production").version == version.version
+        else:
+            assert version.current_stage == "Production"
         assert version.tags["evaluate_run_id"] == evaluations[winner]
         assert client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version == version.version
         assert [m.name for m in client.search_registered_models()] == [MODEL]  # lock deleted

@@ -157,6 +157,14 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="how often a stage or alias URI is re-resolved, so a release is served (60)",
     )
+    registry = step("registry", "registry housekeeping: migrate a model from stages to aliases")
+    registry.add_argument("action", choices=["migrate"], help="migrate: see --to")
+    registry.add_argument(
+        "--to",
+        required=True,
+        choices=["aliases"],
+        help="aliases: @production/@champion from the current stages, stages cleared",
+    )
     reproduce = steps.add_parser(
         "reproduce", help="rebuild a registered version from its recorded inputs and compare"
     )
@@ -169,27 +177,30 @@ def _print_status(config: TenantConfig) -> None:
     from mlflow import MlflowClient, get_tracking_uri
 
     from pdmflow.registry import (
+        ALIASES,
         CHAMPION_ALIAS,
         production_version,
         release_history,
         release_lock,
         release_problems,
         repair_release,
+        serving_uri,
     )
     from pdmflow.scheduling import scheduler_status_lines
 
-    name = config.registered_model_name
-    if release_problems(name):  # a release killed part-way: put it right, say what was done
+    name, mode = config.registered_model_name, config.registry.mode
+    if release_problems(name, mode):  # a release killed part-way: put it right, say so
         with release_lock(name):
-            for repaired in repair_release(name):
+            for repaired in repair_release(name, mode):
                 print(repaired)
-    version = production_version(name)
+    version = production_version(name, mode)
     if version is None:
         print(f"{name}: no Production version yet (tracking: {get_tracking_uri()})")
     else:
         champion = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version
-        print(f"{name}: Production version {version.version} (@{CHAMPION_ALIAS} -> {champion})")
-        print(f"  load it: mlflow.pyfunc.load_model('models:/{name}/Production')")
+        where = "@production" if mode == ALIASES else "Production"
+        print(f"{name}: {where} version {version.version} (@{CHAMPION_ALIAS} -> {champion})")
+        print(f"  load it: mlflow.pyfunc.load_model('{serving_uri(name, mode)}')")
         print(
             f"  browse runs: make ui, then open http://127.0.0.1:5000 "
             f"(tracking: {get_tracking_uri()})"
@@ -260,6 +271,10 @@ def run(argv: list[str] | None = None) -> int:
                 all_rows=args.all_rows,
                 rows_per_chunk=args.rows_per_chunk,
             )
+        elif args.step == "registry":
+            from pdmflow.registry.migrate import run_migrate
+
+            run_migrate(config)
         elif args.step == "serve":
             from pdmflow.serving.rest import serve
 
@@ -287,7 +302,7 @@ def run(argv: list[str] | None = None) -> int:
             # A run in the tenant's experiment records the rollback (and adopts mlflow run's);
             # the release lock keeps a promote from releasing in the middle of it.
             with step_run(config, "rollback"), release_lock(name):
-                restored, archived = rollback(name, args.reason, target)
+                restored, archived = rollback(name, args.reason, target, config.registry.mode)
                 mlflow.log_params(
                     {
                         "restored_version": restored,
@@ -296,8 +311,9 @@ def run(argv: list[str] | None = None) -> int:
                         "rollback_reason": args.reason,
                     }
                 )
+            where = "@production" if config.registry.mode == "aliases" else "Production"
             print(
-                f"{name}: version {restored} is Production again (@champion); "
+                f"{name}: version {restored} is {where} again (@champion); "
                 f"version {archived} archived ({args.reason})"
             )
         elif args.step == "promote":

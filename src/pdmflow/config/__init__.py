@@ -22,7 +22,7 @@ from pdmflow.config.loading import (
     fault_kill_point,
     load_config,
 )
-from pdmflow.config.operations import ScheduleConfig, TrackingConfig
+from pdmflow.config.operations import RegistryConfig, ScheduleConfig, TrackingConfig
 from pdmflow.config.tenant import TenantConfig
 from pdmflow.config.training import ThresholdConfig, TrainingConfig, TuningConfig
 
@@ -37,6 +37,7 @@ __all__ = [
     "LabelConfig",
     "LiftGate",
     "MonitoringConfig",
+    "RegistryConfig",
     "SQL_IDENTIFIER",
     "ScheduleConfig",
     "SchemaConfig",

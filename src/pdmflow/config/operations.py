@@ -85,3 +85,19 @@ class TrackingConfig(_Strict):
             "per retry) before it gives up with exit status 4."
         ),
     )
+
+
+class RegistryConfig(_Strict):
+    """How releases are recorded in the MLflow model registry."""
+
+    mode: Literal["stages", "aliases"] = Field(
+        "stages",
+        description=(
+            "stages: a release moves the version to the Production stage (archiving the one "
+            "before) and sets @champion; serving loads models:/<name>/Production. aliases: no "
+            "stage is ever set (MLflow has deprecated stages; Unity Catalog and other alias-only "
+            "registries have none): a release moves @production and @champion, the old one is "
+            "tagged pdmflow.archived_at; serving loads models:/<name>@production. Move an "
+            "existing model with `pdmflow registry migrate --to aliases`."
+        ),
+    )

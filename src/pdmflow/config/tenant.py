@@ -11,7 +11,7 @@ from pdmflow.config.base import GATE_RULE, _Strict
 from pdmflow.config.data import DataConfig, LabelConfig, SchemaConfig, SourceConfig
 from pdmflow.config.evaluation import EvaluationConfig, GateConfig, MonitoringConfig
 from pdmflow.config.features import FeatureConfig, SplitConfig
-from pdmflow.config.operations import ScheduleConfig, TrackingConfig
+from pdmflow.config.operations import RegistryConfig, ScheduleConfig, TrackingConfig
 from pdmflow.config.training import TrainingConfig, TuningConfig
 from pdmflow.evaluation.catalog import LIFT_METRICS, TUNING_OBJECTIVES, evaluate_metric_names
 
@@ -82,6 +82,11 @@ class TenantConfig(_Strict):
         description=(
             "The tenant's account on an authenticated tracking server and how long to wait for it."
         ),
+    )
+
+    registry: RegistryConfig = Field(
+        RegistryConfig(),
+        description="How releases are recorded in the model registry: stages or aliases.",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

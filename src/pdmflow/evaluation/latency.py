@@ -103,8 +103,12 @@ def serving_latency(
     rows = np.asarray(feature_rows, dtype=np.float32)
     one_row = [rows[i % len(rows)][None, :] for i in range(repeats)]
     metrics = percentiles("latency_onnx", timed_ms(lambda i: onnx_predict_one(one_row[i]), repeats))
+    # pyfunc as its callers hold the rows: in the signature's dtype (float64 from pandas).
+    as_called = [row.astype(scorer.input_dtype) for row in one_row]
     metrics.update(
-        percentiles("latency_pyfunc", timed_ms(lambda i: scorer.model.predict(one_row[i]), repeats))
+        percentiles(
+            "latency_pyfunc", timed_ms(lambda i: scorer.model.predict(as_called[i]), repeats)
+        )
     )
     spec = scorer.spec
     readings = recent_readings(telemetry, spec)

@@ -75,6 +75,7 @@ class CardFacts:
     worst_devices: list[dict[str, Any]] = field(default_factory=list)
     runs: dict[str, str] = field(default_factory=dict)  # step -> run id
     version: str | None = None
+    released_as: str = "Production"  # "@production" in registry.mode aliases
 
 
 def _number(value: Any) -> str:
@@ -105,7 +106,7 @@ def _decision(facts: CardFacts) -> list[str]:
     title = f"# {facts.model_name}" + (f" version {facts.version}" if facts.version else "")
     failed = [g.name for g in facts.gates if not g.passed]
     verdict = (
-        "**Released** to Production: every gate passed."
+        f"**Released** to {facts.released_as}: every gate passed."
         if facts.released
         else f"**Not released**: failed {', '.join(failed)}."
     )

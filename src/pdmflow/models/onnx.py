@@ -58,15 +58,17 @@ def serving_requirements() -> list[str]:
 
 
 def serving_signature(n_features: int, task: str) -> ModelSignature:
-    """The registered model's signature: the graph's own contract, a float32 tensor
-    [N, n_features] in the feature spec's order and one output [N].
+    """The registered model's signature: a float64 tensor [N, n_features] in the feature spec's
+    order and one float32 output [N].
 
-    A tensor, not named columns: MLflow checks a column signature column by column on every
-    call (8 ms for one row of 177 features, 50x the model itself); a tensor is checked once.
-    The names and their order travel in the model's feature spec (extra_files).
+    float64 because that is what a pandas frame or a NumPy array of features holds: MLflow
+    checks a tensor's dtype exactly, and its ONNX flavour casts float64 to the graph's float32
+    input. A tensor, not named columns: MLflow checks a column signature column by column on
+    every call (8 ms for one row of 177 features, 50x the model itself); a tensor is checked
+    once. The names and their order travel in the model's feature spec (extra_files).
     """
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_features))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, n_features))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), OUTPUT_NAMES[task])]),
     )
 

@@ -6,6 +6,10 @@ release history (`release_history`):
 - `pdmflow.released_at` / `pdmflow.released_by`: promote released it (every gate passed);
 - `pdmflow.restored_at` / `_by` / `pdmflow.restore_reason`: a rollback put it back;
 - `pdmflow.rolled_back_at` / `_by` / `pdmflow.rollback_reason`: a rollback took it out.
+
+In `registry.mode: aliases` no stage is set: @staging marks the version for the instant of its
+release, @production and @champion name the released one, and the version they leave is
+tagged `pdmflow.archived_at` (what the Archived stage says in stages mode).
 """
 
 from __future__ import annotations
@@ -21,9 +25,18 @@ from mlflow.exceptions import MlflowException
 
 from pdmflow.errors import StepInputError
 from pdmflow.registry.faults import kill_point
-from pdmflow.registry.versions import production_version
-
-CHAMPION_ALIAS = "champion"
+from pdmflow.registry.versions import (
+    ALIASES,
+    ARCHIVED_TAG,
+    CHAMPION_ALIAS,
+    MODE_TAG,
+    PRODUCTION_ALIAS,
+    STAGES,
+    STAGING_ALIAS,
+    check_mode,
+    is_archived,
+    production_version,
+)
 
 
 def _who() -> str:
@@ -38,27 +51,44 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _to_production(name: str, version: str) -> None:
+def _to_production(name: str, version: str, mode: str) -> None:
     """Production (archiving the one there), then `champion` moves to it."""
     client = MlflowClient()
-    kill_point("transition_to_production")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # stage APIs are deprecated, still served
-        client.transition_model_version_stage(
-            name, version, "Production", archive_existing_versions=True
-        )
+    if mode == ALIASES:
+        current = production_version(name, ALIASES)
+        kill_point("transition_to_production")
+        if current is not None and str(current.version) != str(version):
+            client.set_model_version_tag(name, current.version, ARCHIVED_TAG, _now())
+        if ARCHIVED_TAG in client.get_model_version(name, version).tags:  # restored
+            client.delete_model_version_tag(name, version, ARCHIVED_TAG)
+        client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
+    else:
+        kill_point("transition_to_production")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stage APIs are deprecated
+            client.transition_model_version_stage(
+                name, version, "Production", archive_existing_versions=True
+            )
     kill_point("set_champion_alias")
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
 
 
-def release(name: str, version: str) -> None:
-    """None -> Staging -> Production, archive the old Production, point `champion` here."""
+def release(name: str, version: str, mode: str = STAGES) -> None:
+    """Staging, then Production archiving the old one, then `champion` here; in aliases mode
+    @staging, then @production (the old one tagged archived), @champion, @staging removed."""
     client = MlflowClient()
+    check_mode(name, mode)
     kill_point("transition_to_staging")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, version, "Staging")
-    _to_production(name, version)
+    if mode == ALIASES:
+        client.set_registered_model_tag(name, MODE_TAG, ALIASES)
+        client.set_registered_model_alias(name, STAGING_ALIAS, version)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            client.transition_model_version_stage(name, version, "Staging")
+    _to_production(name, version, mode)
+    if mode == ALIASES:
+        client.delete_registered_model_alias(name, STAGING_ALIAS)
     kill_point("set_release_tags")
     client.set_model_version_tag(name, version, "pdmflow.released_at", _now())
     client.set_model_version_tag(name, version, "pdmflow.released_by", _who())
@@ -73,7 +103,11 @@ def _versions(name: str) -> dict[str, ModelVersion]:
 
 
 def _rollback_target(
-    name: str, versions: dict[str, ModelVersion], current: str, to_version: str | None
+    name: str,
+    versions: dict[str, ModelVersion],
+    current: str,
+    to_version: str | None,
+    mode: str,
 ) -> ModelVersion:
     if to_version is not None:
         target = versions.get(str(to_version))
@@ -81,11 +115,15 @@ def _rollback_target(
             raise StepInputError(f"rollback: model {name} has no version {to_version}")
         if str(target.version) == current:
             raise StepInputError(f"rollback: version {to_version} of {name} is already Production")
-        if target.current_stage != "Archived":
+        if not is_archived(target, mode):
+            state = (
+                "was never released"
+                if mode == ALIASES
+                else f"is in stage '{target.current_stage}', not Archived"
+            )
             raise StepInputError(
-                f"rollback: version {to_version} of {name} is in stage "
-                f"'{target.current_stage}', not Archived: only a version that was released "
-                "before can be put back"
+                f"rollback: version {to_version} of {name} {state}: only a version that was "
+                "released before can be put back"
             )
         return target
     # The previous release: the newest Archived version older than the current one that was
@@ -93,19 +131,21 @@ def _rollback_target(
     candidates = [
         v
         for v in versions.values()
-        if v.current_stage == "Archived"
+        if is_archived(v, mode)
         and int(v.version) < int(current)
         and "pdmflow.rollback_reason" not in v.tags
     ]
     if not candidates:
         raise StepInputError(
-            f"rollback: model {name} has no earlier Archived version to put back "
+            f"rollback: model {name} has no earlier archived version to put back "
             f"(Production is version {current}); name one with --to-version"
         )
     return max(candidates, key=lambda v: int(v.version))
 
 
-def rollback(name: str, reason: str, to_version: str | None = None) -> tuple[str, str]:
+def rollback(
+    name: str, reason: str, to_version: str | None = None, mode: str = STAGES
+) -> tuple[str, str]:
     """Put the previous (or `to_version`) Archived version back in Production.
 
     The current Production version is archived and tagged with who, when and why; the restored
@@ -115,13 +155,14 @@ def rollback(name: str, reason: str, to_version: str | None = None) -> tuple[str
     """
     if not reason.strip():
         raise StepInputError("rollback: --reason is required (it is kept on both versions)")
-    current = production_version(name)
+    check_mode(name, mode)
+    current = production_version(name, mode)
     if current is None:
         raise StepInputError(f"rollback: model {name} has no Production version to roll back")
     current_version = str(current.version)
-    target = _rollback_target(name, _versions(name), current_version, to_version)
+    target = _rollback_target(name, _versions(name), current_version, to_version, mode)
     restored = str(target.version)
-    _to_production(name, restored)
+    _to_production(name, restored, mode)
     client = MlflowClient()
     when, who = _now(), _who()
     for version, prefix, key in (

@@ -6,6 +6,9 @@ state. Consistent means: at most one version in Production, none in Staging (Sta
 lasts for the instant of a release), and `champion` on the Production version (no alias when
 there is none). promote repairs before it releases, `pdmflow status` when it finds a problem;
 both under the release lock, so a live release is never taken for a dead one.
+
+In `registry.mode: aliases` the same invariant reads: @staging gone, @champion on @production,
+and the @production version not tagged archived.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from pdmflow.registry.release import CHAMPION_ALIAS
+from pdmflow.registry.versions import (
+    ALIASES,
+    ARCHIVED_TAG,
+    CHAMPION_ALIAS,
+    PRODUCTION_ALIAS,
+    STAGES,
+    STAGING_ALIAS,
+)
 
 INTERRUPTED_TAG = "pdmflow.release_interrupted_at"
 
 
-def _state(name: str) -> tuple[list[ModelVersion], list[ModelVersion], str | None]:
-    """(Production versions oldest first, Staging versions, the version `champion` names)."""
+def _state(name: str, mode: str) -> tuple[list[ModelVersion], list[ModelVersion], str | None]:
+    """(Production versions oldest first, versions being released, the version `champion`
+    names): by stage, or by @production and @staging in aliases mode."""
     client = MlflowClient()
     try:
         versions = client.search_model_versions(f"name = '{name}'")
@@ -33,26 +44,36 @@ def _state(name: str) -> tuple[list[ModelVersion], list[ModelVersion], str | Non
             return [], [], None
         raise
     by_number = sorted(versions, key=lambda v: int(v.version))
-    production = [v for v in by_number if v.current_stage == "Production"]
-    staging = [v for v in by_number if v.current_stage == "Staging"]
+    if mode == ALIASES:
+        named = {
+            key: str(aliases[key]) for key in (PRODUCTION_ALIAS, STAGING_ALIAS) if key in aliases
+        }
+        production = [v for v in by_number if str(v.version) == named.get(PRODUCTION_ALIAS)]
+        staging = [v for v in by_number if str(v.version) == named.get(STAGING_ALIAS)]
+    else:
+        production = [v for v in by_number if v.current_stage == "Production"]
+        staging = [v for v in by_number if v.current_stage == "Staging"]
     champion = aliases.get(CHAMPION_ALIAS)
     return production, staging, None if champion is None else str(champion)
 
 
-def release_problems(name: str) -> list[str]:
+def release_problems(name: str, mode: str = STAGES) -> list[str]:
     """What is inconsistent in model `name`'s release state (empty when nothing is)."""
-    production, staging, champion = _state(name)
+    production, staging, champion = _state(name, mode)
     problems = []
     if len(production) > 1:
         numbers = ", ".join(str(v.version) for v in production)
         problems.append(f"versions {numbers} are all in Production")
-    problems += [f"version {v.version} is in Staging (a release stopped there)" for v in staging]
+    where = f"@{STAGING_ALIAS}" if mode == ALIASES else "Staging"
+    problems += [f"version {v.version} is in {where} (a release stopped there)" for v in staging]
     released = str(production[-1].version) if production else None
     if champion != released:
         problems.append(
             f"@{CHAMPION_ALIAS} points at {champion or 'nothing'}, "
             f"Production is {released or 'empty'}"
         )
+    if mode == ALIASES and production and ARCHIVED_TAG in production[-1].tags:
+        problems.append(f"version {released} is @{PRODUCTION_ALIAS} but tagged {ARCHIVED_TAG}")
     return problems
 
 
@@ -62,7 +83,7 @@ def _move(name: str, version: str, stage: str) -> None:
         MlflowClient().transition_model_version_stage(name, version, stage)
 
 
-def repair_release(name: str) -> list[str]:
+def repair_release(name: str, mode: str = STAGES) -> list[str]:
     """Make model `name` consistent; one sentence per change made (empty when none was needed).
 
     Call it under the release lock. Several Production versions: the one `champion` names (else
@@ -70,7 +91,7 @@ def repair_release(name: str) -> list[str]:
     tagged INTERRUPTED_TAG: its release never reached Production, and a later promote registers
     a fresh version. Last, `champion` moves to the Production version (or is removed).
     """
-    production, staging, champion = _state(name)
+    production, staging, champion = _state(name, mode)
     client = MlflowClient()
     done: list[str] = []
     if len(production) > 1:
@@ -84,16 +105,32 @@ def repair_release(name: str) -> list[str]:
                 )
         production = [keep]
     for half_released in staging:
-        _move(name, half_released.version, "None")
+        if mode == ALIASES:
+            client.delete_registered_model_alias(name, STAGING_ALIAS)
+            if production and half_released.version == production[0].version:
+                done.append(
+                    f"removed @{STAGING_ALIAS} from version {half_released.version}: its "
+                    f"release had reached @{PRODUCTION_ALIAS}"
+                )
+                continue
+        else:
+            _move(name, half_released.version, "None")
         client.set_model_version_tag(
             name,
             half_released.version,
             INTERRUPTED_TAG,
             datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
+        where = f"@{STAGING_ALIAS}" if mode == ALIASES else "Staging back to None"
         done.append(
-            f"moved version {half_released.version} from Staging back to None: its release "
+            f"moved version {half_released.version} from {where}: its release "
             "was interrupted before Production (promote again to release a new version)"
+        )
+    if mode == ALIASES and production and ARCHIVED_TAG in production[0].tags:
+        client.delete_model_version_tag(name, production[0].version, ARCHIVED_TAG)
+        done.append(
+            f"removed {ARCHIVED_TAG} from version {production[0].version}: it is still "
+            f"@{PRODUCTION_ALIAS} (a release stopped before moving it)"
         )
     released = str(production[0].version) if production else None
     if champion != released:

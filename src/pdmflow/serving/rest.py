@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import _apply_renames
 from pdmflow.errors import PdmflowError, StepInputError, first_line
-from pdmflow.registry.versions import resolve_model
+from pdmflow.registry.versions import resolve_model, serving_uri
 from pdmflow.serving.scorer import FailureScorer
 
 DEFAULT_PORT = 5002
@@ -160,7 +160,7 @@ def serve(
     """Load the model (default: the tenant's Production version) and answer until stopped."""
     import uvicorn
 
-    uri = model_uri or f"models:/{config.registered_model_name}/Production"
+    uri = model_uri or serving_uri(config.registered_model_name, config.registry.mode)
     try:
         served = ServedModel(uri, refresh_seconds)
     except PdmflowError:

@@ -127,9 +127,15 @@ class FailureScorer:
         self.task = self.metadata.get("task", "classification")
         self.explainer = Explainer.load_from_model_dir(model_path)
         self.latest = LatestFeatures(self.spec)
-        # Versions logged before the tensor signature take named float64 columns.
+        # Versions logged before the tensor signature take named float64 columns; tensor
+        # versions take float64 (float32 before pyfunc took pandas' own dtype).
         schema = self.model.metadata.get_input_schema()
         self._named_columns = schema is not None and not schema.is_tensor_spec()
+        self.input_dtype = (
+            schema.inputs[0].type
+            if schema is not None and schema.is_tensor_spec()
+            else np.dtype(np.float64)
+        )
 
     @classmethod
     def load(cls, model_uri: str) -> FailureScorer:
@@ -156,7 +162,7 @@ class FailureScorer:
                 np.asarray(features, dtype=np.float64), columns=self.spec.feature_names
             )
             return self.model.predict(frame)[OUTPUT_NAMES[self.task]].to_numpy()
-        values = np.asarray(features, dtype=np.float32)
+        values = np.asarray(features, dtype=self.input_dtype)
         return self.model.predict(values)[OUTPUT_NAMES[self.task]]
 
     def score_telemetry(

@@ -77,7 +77,7 @@ def _champion_findings(
 ) -> Findings | None:
     """The candidate against the Production version on the rows it never learned from; None
     without a Production version."""
-    champion = production_version(config.registered_model_name)
+    champion = production_version(config.registered_model_name, config.registry.mode)
     if champion is None:
         return None
     champion_uri = f"models:/{config.registered_model_name}/{champion.version}"

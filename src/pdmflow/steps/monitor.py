@@ -80,7 +80,7 @@ def run_monitor(
 ) -> MonitorResult:
     """Run the step; `frames` = (telemetry, events) in memory, for `source.kind: dataframe`."""
     name = config.registered_model_name
-    version = production_version(name)
+    version = production_version(name, config.registry.mode)
     if version is None:
         raise StepInputError(
             f"monitor: model {name} has no Production version: run the pipeline first"

@@ -12,6 +12,7 @@ from pdmflow.errors import GateFailure, StepInputError
 from pdmflow.evaluation import model_card
 from pdmflow.evaluation.gates import GateResult, as_dicts, check_gates
 from pdmflow.registry import (
+    ALIASES,
     lineage,
     production_version,
     register,
@@ -20,6 +21,7 @@ from pdmflow.registry import (
     repair_release,
     update_description,
 )
+from pdmflow.registry.versions import check_mode
 from pdmflow.tracking import latest_step_run, step_run
 
 
@@ -43,9 +45,11 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
     with release_lock(name):
         # A promote killed part-way (a version left in Staging, @champion behind) is put right
         # first, so the decision below reads a consistent registry.
-        for repaired in repair_release(name):
+        mode = config.registry.mode
+        for repaired in repair_release(name, mode):
             print(repaired)
-        champion = production_version(name)
+        check_mode(name, mode)  # before anything is registered
+        champion = production_version(name, mode)
         current = str(champion.version) if champion else "none"
         evaluated_against = evaluation.data.tags.get(CHAMPION_VERSION_TAG, "none")
         if current != evaluated_against:
@@ -63,7 +67,10 @@ def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
         raise GateFailure(
             f"model {name} version {version} not promoted: failed gates {', '.join(failed)}"
         )
-    print(f"model {name} version {version} released to Production (@champion)")
+    where = (
+        "@production, @champion" if config.registry.mode == ALIASES else "Production (@champion)"
+    )
+    print(f"model {name} version {version} released to {where}")
     return version
 
 
@@ -109,7 +116,7 @@ def _register(
             }
         )
         if passed:
-            release(name, version.version)
+            release(name, version.version, config.registry.mode)
     return str(version.version)
 
 
@@ -145,6 +152,7 @@ def card_facts(
         features=report.get("features", {}),
         model=report.get("model", {}),
         champion=champion.get("sentence"),
+        released_as="@production" if config.registry.mode == ALIASES else "Production",
         robustness=report.get("robustness") or [],
         worst_devices=report.get("worst_devices") or [],
         runs={

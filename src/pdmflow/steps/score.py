@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import _apply_renames, _read_file, describe_source, read_source
 from pdmflow.errors import DataValidationError, StepInputError, first_line
-from pdmflow.registry.versions import resolve_model
+from pdmflow.registry.versions import resolve_model, serving_uri
 from pdmflow.serving import FailureScorer
 from pdmflow.serving.batch import (
     DEFAULT_ROWS_PER_CHUNK,
@@ -107,7 +107,7 @@ def run_score(
         )
     output_path = Path(output).resolve()
     output_format(output_path)  # before any work
-    model_uri = model_uri or f"models:/{config.registered_model_name}/Production"
+    model_uri = model_uri or serving_uri(config.registered_model_name, config.registry.mode)
     name, version, pinned_uri = resolve_model(model_uri)
     scorer = _load(model_uri, pinned_uri)
 

@@ -203,7 +203,7 @@ def run_train(
         mlflow.log_metrics(metrics)
         mlflow.log_dict(selection.as_dict(), "feature_selection.json")
 
-        example = X_test.head(5).to_numpy(dtype="float32")
+        example = X_test.head(5).to_numpy(dtype="float64")
         signature = serving_signature(len(model_spec.feature_names), config.task)
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "feature_spec.json"
