@@ -18,6 +18,7 @@ import pytest
 from conftest import LENIENT_GATES, REPO, forget_experiment
 from mlflow import MlflowClient
 
+from pdmflow.config import load_config
 from pdmflow.registry import production_version
 from pdmflow.tracking import OUTPUT_TAG, STEP_RUN_TAG, STEP_TAG, STEPS
 
@@ -208,3 +209,59 @@ def test_bad_input_fails_its_task_at_once_and_ends_the_pipeline_run_failed(airfl
     (parent,) = pipeline_runs(MlflowClient(), "pdmflow-broken")
     assert parent.info.status == "FAILED"
     assert parent.data.tags["mlflow.note.content"].startswith("**No decision**")
+
+
+DESCRIBE_DAGS = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("pdmflow_dag", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print("DAGS " + json.dumps({
+    dag.dag_id: {
+        "cron": dag.timetable.expression,
+        "timezone": str(getattr(dag.timetable.timezone, "name", dag.timetable.timezone)),
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "retries": {task.task_id: task.retries for task in dag.tasks},
+        "tasks": sorted(task.task_id for task in dag.tasks),
+    }
+    for dag in module.tenant_dags().values()
+}))
+"""
+
+
+def test_each_tenant_config_is_a_dag_on_the_schedule_scheduler_py_reads(airflow, write_config):
+    tenants = airflow["tmp"] / "tenants"
+    (tenants / "broken.yaml").unlink()
+    for tenant_id, plan in (
+        ("cron", {"cron": "0 3 * * sun", "timezone": "Europe/Berlin", "at": "05:00"}),
+        ("weekly", {"cadence": "weekly", "day": "friday", "at": "04:30"}),
+    ):
+        write_config({"tenant_id": tenant_id, "schedule": plan}, name=f"tenants/{tenant_id}.yaml")
+    (tenants / "unreadable.yaml").write_text("tenant_id: [\n")
+    done = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", DESCRIBE_DAGS, str(DAG_FILE)],
+        env=airflow["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("DAGS ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-3000:]
+    dags = json.loads(lines[-1][len("DAGS ") :])
+    assert set(dags) == {"pdmflow_cron", "pdmflow_weekly", "pdmflow_smoke"}  # not unreadable
+    assert "pdmflow tenant config" in done.stdout + done.stderr  # ... which is logged
+    assert (dags["pdmflow_cron"]["cron"], dags["pdmflow_cron"]["timezone"]) == (
+        "0 3 * * sun",
+        "Europe/Berlin",
+    )
+    assert dags["pdmflow_cron"]["cron"] == load_config(tenants / "cron.yaml").schedule.cron
+    assert dags["pdmflow_weekly"]["cron"] == "30 4 * * fri"
+    assert (dags["pdmflow_smoke"]["cron"], dags["pdmflow_smoke"]["timezone"]) == (
+        "0 2 * * *",
+        "UTC",
+    )
+    smoke = dags["pdmflow_smoke"]
+    assert smoke["tasks"] == sorted(["open_pipeline_run", *STEPS, "close_pipeline_run"])
+    assert (smoke["catchup"], smoke["max_active_runs"]) == (False, 1)
+    assert set(smoke["retries"].values()) == {2}  # scheduler.py's --retries default
