@@ -11,7 +11,7 @@ EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
 # the files in the order tests/conftest.py gives them (costliest first), not xdist's own.
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test ui server lint bench quality docs docs-build clean
+.PHONY: run test ui server lint bench quality docs docs-build clean airflow-env
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,22 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Apache Airflow for orchestration/airflow/pdmflow_dag.py, in its own environment (Airflow pins
+# its own dependency set): apache-airflow pinned, with our constraints file standing in for
+# Airflow's. tests/test_airflow_dag.py runs the DAG with it; CI builds it before make test.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_REQUIREMENTS := orchestration/airflow/requirements.txt
+AIRFLOW_CONSTRAINTS := orchestration/airflow/constraints.txt
+
+$(AIRFLOW_VENV)/bin/.installed: $(AIRFLOW_REQUIREMENTS) $(AIRFLOW_CONSTRAINTS)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r $(AIRFLOW_REQUIREMENTS) \
+		--constraint $(AIRFLOW_CONSTRAINTS)
+	touch $@
+
+airflow-env: $(AIRFLOW_VENV)/bin/.installed
 
 ui: $(BIN)/.installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
@@ -44,8 +60,8 @@ server: $(BIN)/.installed
 		--artifacts-destination ./mlartifacts --serve-artifacts --host 127.0.0.1 --port 5000
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench scheduler.py
-	$(BIN)/ruff format --check src tests bench scheduler.py
+	$(BIN)/ruff check src tests bench orchestration scheduler.py
+	$(BIN)/ruff format --check src tests bench orchestration scheduler.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pipeline.py --config $(CONFIG)
@@ -63,4 +79,4 @@ docs-build: $(BIN)/.installed
 		--site-dir "$$site" && echo "docs built into $$site"
 
 clean:
-	rm -rf $(VENV) mlflow.db mlruns mlartifacts .pdmflow site
+	rm -rf $(VENV) $(AIRFLOW_VENV) mlflow.db mlruns mlartifacts .pdmflow site

@@ -88,6 +88,10 @@ def test_ci_runs_the_readme_test_command_then_builds_the_docs():
     ci = (REPO / ".ci/run").read_text()
     assert re.search(r"^make test$", ci, flags=re.M)
     assert ci.index("make test") < ci.index("make docs-build")
+    # The Airflow DAG test (tests/test_airflow_dag.py) needs Airflow's own environment first.
+    assert re.search(r"^make airflow-env$", ci, flags=re.M)
+    assert ci.index("make airflow-env") < ci.index("make test")
+    assert re.search(r"^airflow-env: \$\(AIRFLOW_VENV\)/bin/\.installed$", makefile, flags=re.M)
 
 
 def test_readme_is_a_front_page_whose_links_reach_docs_pages():

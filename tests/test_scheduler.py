@@ -24,7 +24,7 @@ from conftest import REPO
 
 from pdmflow.cli import _print_status as print_status
 from pdmflow.config import load_config
-from pdmflow.errors import TrackingUnreachable
+from pdmflow.errors import ConfigError, TrackingUnreachable
 from pdmflow.scheduling import (
     LOCKED_EXIT,
     RUN_NOW_REASON,
@@ -265,6 +265,51 @@ def test_catch_up_runs_once_for_a_recent_miss_and_skips_an_old_one(
     restarted.start(schedule.Scheduler())
     assert restarted.wait_idle(30)
     assert len(calls(recent)) == 1 and calls(old) == [] and calls(new) == []
+
+
+def test_schedule_cron_fires_the_retrain_and_decides_the_catch_up(
+    tenant, tmp_path, fake_pdmflow, clock, caplog
+):
+    caplog.set_level(logging.INFO, "pdmflow.scheduler")
+    # Sundays 03:00 in Berlin, as the Airflow DAG reads it; cadence and at are overridden.
+    sunday = {"cron": "0 3 * * sun", "timezone": "Europe/Berlin", "monitor_at": None}
+    weekly = tenant("weekly", sunday | {"cadence": "daily", "at": "02:00"})
+    hourly = tenant("hourly", {"cron": "15 * * * *", "catch_up_hours": 2, "monitor_at": None})
+    state_file = tmp_path / "state" / "scheduler" / "state.json"
+    state_file.parent.mkdir(parents=True)
+    # hourly last ran at 08:15: three slots missed by noon, the newest (11:15) within 2 h.
+    last = {"hourly": {"last_retrain": {"started_at": "2025-06-04T08:15:02+00:00"}}}
+    state_file.write_text(json.dumps({"tenants": last}))
+    fleet = fleet_of([weekly, hourly], tmp_path, fake_pdmflow, clock)
+    jobs = schedule.Scheduler()
+    fleet.start(jobs)
+    assert fleet.wait_idle(30)
+    assert [c["reason"] for c in calls(hourly)] == ["catch-up: missed 2025-06-04 11:15 UTC"]
+    assert "(2 older missed slot(s) not run)" in caplog.text
+    assert calls(weekly) == []  # nothing on record: nothing to catch up
+    assert fleet.next_runs() == {
+        "weekly": {"retrain": at(2025, 6, 8, 1, 0)},  # Sunday 03:00 CEST, not daily 02:00
+        "hourly": {"retrain": at(2025, 6, 4, 12, 15)},
+    }
+    assert state(tmp_path)["tenants"]["weekly"]["schedule"] == "cron 0 3 * * sun Europe/Berlin"
+    clock.now = at(2025, 6, 5, 2, 0, 30)  # the cadence's daily 02:00: no longer a slot
+    fleet.tick(jobs)
+    assert fleet.wait_idle(30)
+    assert calls(weekly) == []
+    clock.now = at(2025, 6, 8, 1, 0, 30)
+    fleet.tick(jobs)
+    assert fleet.wait_idle(30)
+    assert [c["reason"] for c in calls(weekly)] == ["schedule: cron 0 3 * * sun Europe/Berlin"]
+    assert fleet.next_runs()["weekly"]["retrain"] == at(2025, 6, 15, 1, 0)
+
+
+def test_a_schedule_cron_that_is_not_five_cron_fields_is_a_config_error(tenant):
+    for wrong in ("0 3 * *", "0 3 * * sun 2025", "61 3 * * *", "at three"):
+        with pytest.raises(ConfigError) as error:
+            load_config(tenant("wrong", {"cron": wrong}))
+        message = str(error.value)
+        assert "schedule.cron" in message and "5-field cron expression" in message, message
+        assert "\n" not in message
 
 
 def test_monitor_advising_a_retrain_passes_its_reason_on(tenant, tmp_path, fake_pdmflow, clock):

@@ -21,8 +21,10 @@ import sys
 import traceback
 
 from pdmflow.config import DEFAULT_CONFIG_PATH, TenantConfig, load_config
-from pdmflow.errors import PdmflowError
+from pdmflow.errors import ConfigError, PdmflowError
 
+# The steps that may run under a pipeline run opened elsewhere (--parent-run-id).
+PIPELINE_STEPS = ("ingest", "features", "tune", "train", "evaluate", "promote")
 # MLproject's defaults for score's optional inputs: the same as leaving the option out.
 SOURCE_CONFIG = "source-config"
 UNSET = ("", "none", "production")
@@ -44,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     def step(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = steps.add_parser(name, help=help_text)
         sub.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="tenant YAML")
+        if name in PIPELINE_STEPS:
+            sub.add_argument(
+                "--parent-run-id",
+                default=None,
+                help="run as a child of this pipeline run (`pipeline-run open` prints it) "
+                "and record the step's output on it",
+            )
         return sub
 
     step("ingest", "read, validate and log the tenant's telemetry and failure events")
@@ -112,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
         "--evaluate-run-id",
         default="latest",
         help="evaluate run whose gates decide (default: latest run)",
+    )
+    pipeline = step(
+        "pipeline-run",
+        "open or close a pipeline (main) run whose steps run as separate commands (Airflow)",
+    )
+    pipeline.add_argument(
+        "action",
+        choices=("open", "close"),
+        help="open: start it, print its id; close: record the outcome as main does, end it",
+    )
+    pipeline.add_argument("--run-id", default=None, help="close: the id `open` printed")
+    pipeline.add_argument(
+        "--reason", default=None, help="open: why it runs (tag pdmflow.retrain_reason)"
     )
     step("status", "the Production (@champion) version of the tenant's model and its history")
     rollback = step("rollback", "put the previous (or a named) released version back in Production")
@@ -219,6 +241,54 @@ def _print_status(config: TenantConfig) -> None:
         print(line)
 
 
+def _pipeline_step_output(args: argparse.Namespace, config: TenantConfig) -> str:
+    """Run one of the six steps; its output (a URI, a run id, promote's version)."""
+    if args.step == "ingest":
+        from pdmflow.steps.ingest import run_ingest
+
+        return run_ingest(config)
+    if args.step == "features":
+        from pdmflow.steps.features import run_features
+
+        return run_features(config, args.data_uri)
+    if args.step == "tune":
+        from pdmflow.steps.tune import run_tune
+
+        return run_tune(config, args.features_uri, args.n_trials, args.timeout, args.workers)
+    if args.step == "train":
+        from pdmflow.steps.train import run_train
+
+        return run_train(config, args.features_uri, args.tune_run_id)
+    if args.step == "evaluate":
+        from pdmflow.steps.evaluate import run_evaluate
+
+        return run_evaluate(config, args.train_run_id)
+    from pdmflow.steps.promote import run_promote
+
+    return run_promote(config, args.evaluate_run_id)
+
+
+def _run_pipeline_step(args: argparse.Namespace, config: TenantConfig) -> None:
+    """Run the step, print its output for the next step (promote prints its own line); under
+    --parent-run-id as that run's child, with the step's run and output recorded on it."""
+    from pdmflow.errors import GateFailure
+    from pdmflow.tracking import record_step, use_pipeline_run
+
+    parent = use_pipeline_run(config, args.parent_run_id)
+    try:
+        output = _pipeline_step_output(args, config)
+    except GateFailure:
+        if parent is not None:  # promote decided: its run is on record, not its output
+            record_step(parent, args.step, None)
+        raise
+    finally:
+        use_pipeline_run(config, None)
+    if parent is not None:
+        record_step(parent, args.step, output)
+    if args.step != "promote":
+        print(output)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -237,18 +307,17 @@ def run(argv: list[str] | None = None) -> int:
         # Each step's module imported in its branch, late: `--help` and config errors answer
         # without loading MLflow and LightGBM, and a step loads only what it uses (ingest
         # without ONNX, SHAP and matplotlib: seconds per process).
-        if args.step == "ingest":
-            from pdmflow.steps.ingest import run_ingest
+        if args.step in PIPELINE_STEPS:
+            _run_pipeline_step(args, config)
+        elif args.step == "pipeline-run":
+            from pdmflow.steps.pipeline import close_pipeline_run, open_pipeline_run
 
-            print(run_ingest(config))
-        elif args.step == "features":
-            from pdmflow.steps.features import run_features
-
-            print(run_features(config, args.data_uri))
-        elif args.step == "tune":
-            from pdmflow.steps.tune import run_tune
-
-            print(run_tune(config, args.features_uri, args.n_trials, args.timeout, args.workers))
+            if args.action == "open":
+                print(open_pipeline_run(config, args.reason))
+            elif args.run_id is None:
+                raise ConfigError("pipeline-run close: --run-id is required (the id open printed)")
+            else:
+                print(close_pipeline_run(config, args.run_id))
         elif args.step == "tune-worker":
             from pdmflow.steps.tune import run_tune_worker
 
@@ -280,14 +349,6 @@ def run(argv: list[str] | None = None) -> int:
 
             model_uri = None if (args.model_uri or "").lower() in UNSET else args.model_uri
             serve(config, model_uri, args.host, args.port, args.refresh_seconds)
-        elif args.step == "train":
-            from pdmflow.steps.train import run_train
-
-            print(run_train(config, args.features_uri, args.tune_run_id))
-        elif args.step == "evaluate":
-            from pdmflow.steps.evaluate import run_evaluate
-
-            print(run_evaluate(config, args.train_run_id))
         elif args.step == "status":
             _print_status(config)
         elif args.step == "rollback":
@@ -316,10 +377,6 @@ def run(argv: list[str] | None = None) -> int:
                 f"{name}: version {restored} is {where} again (@champion); "
                 f"version {archived} archived ({args.reason})"
             )
-        elif args.step == "promote":
-            from pdmflow.steps.promote import run_promote
-
-            run_promote(config, args.evaluate_run_id)
         else:
             from pdmflow.steps.pipeline import run_pipeline
 

@@ -22,6 +22,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import (
@@ -241,6 +242,36 @@ def _launcher_run(config: TenantConfig) -> str | None:
     raise StepInputError(advice)
 
 
+_pipeline_parent_id: str | None = None  # set by use_pipeline_run: steps become its children
+
+
+def use_pipeline_run(config: TenantConfig, run_id: str | None) -> Run | None:
+    """Make the step runs this process starts children of the pipeline run `run_id` (one
+    `pdmflow pipeline-run open` made, e.g. for the Airflow DAG); None: top-level runs again.
+    Raises StepInputError unless it is a pipeline (main) run in the tenant's experiment."""
+    global _pipeline_parent_id
+    _pipeline_parent_id = None
+    if run_id is None:
+        return None
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        run = None
+    experiment = mlflow.get_experiment_by_name(config.experiment_name)
+    if (
+        run is None
+        or run.data.tags.get(STEP_TAG) != "main"
+        or experiment is None
+        or run.info.experiment_id != experiment.experiment_id
+    ):
+        raise StepInputError(
+            f"--parent-run-id {run_id}: not a pipeline (main) run in experiment "
+            f"'{config.experiment_name}' (`pdmflow pipeline-run open` prints one)"
+        )
+    _pipeline_parent_id = run_id
+    return run
+
+
 @contextmanager
 def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
     """Start (or adopt) the MLflow run of one step; nested when a pipeline run is active.
@@ -253,11 +284,14 @@ def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
         adopted = _launcher_run(config)
         experiment_id = tenant_experiment_id(config)
         parent = mlflow.active_run()
+        # A step run as its own command under a pipeline run another process opened.
+        outer = _pipeline_parent_id if parent is None and adopted is None else None
         with mlflow.start_run(
             run_id=adopted,
             experiment_id=None if adopted else experiment_id,
             run_name=None if adopted else step,
             nested=parent is not None,
+            parent_run_id=outer,
             tags={STEP_TAG: step, TENANT_TAG: config.tenant_id},
         ) as run:
             if adopted:
@@ -374,6 +408,15 @@ def latest_child_run(parent: Run, step: str) -> str:
         max_results=1,
     )
     return runs[0].info.run_id if runs else "none"
+
+
+def record_step(parent: Run, step: str, output: str | None) -> None:
+    """On the pipeline run: the step's run and, when it finished, its output (what the next
+    step reads and what `main --resume` reuses)."""
+    client = MlflowClient()
+    client.set_tag(parent.info.run_id, STEP_RUN_TAG + step, latest_child_run(parent, step))
+    if output is not None:
+        client.set_tag(parent.info.run_id, OUTPUT_TAG + step, output)
 
 
 def child_runs(parent: Run) -> dict[str, Run]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pdmflow.config.base import _Strict
 
@@ -23,8 +23,17 @@ class ScheduleConfig(_Strict):
     day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = (
         Field("monday", description="weekly: the day of the week.")
     )
+    cron: str | None = Field(
+        None,
+        description=(
+            "A 5-field cron expression (minute hour day-of-month month day-of-week) in "
+            "`timezone`, e.g. `0 3 * * sun` for Sundays at 03:00. When set it replaces "
+            "`cadence`, `at` and `day`; scheduler.py and the Airflow DAG both fire on it."
+        ),
+    )
     timezone: str = Field(
-        "UTC", description="IANA time zone of `at` and `monitor_at` (e.g. UTC, Europe/Berlin)."
+        "UTC",
+        description="IANA time zone of `at`, `cron` and `monitor_at` (e.g. UTC, Europe/Berlin).",
     )
     monitor_at: str | None = Field(
         "01:00",
@@ -43,6 +52,21 @@ class ScheduleConfig(_Strict):
             "said in the log)."
         ),
     )
+
+    @field_validator("cron")
+    @classmethod
+    def _five_field_cron(cls, expression: str | None) -> str | None:
+        if expression is None:
+            return None
+        from croniter import croniter
+
+        expression = " ".join(expression.split())
+        if len(expression.split()) != 5 or not croniter.is_valid(expression):
+            raise ValueError(
+                f"schedule.cron '{expression}' is not a 5-field cron expression "
+                "(minute hour day-of-month month day-of-week, e.g. '0 3 * * sun')"
+            )
+        return expression
 
     @model_validator(mode="after")
     def _known_timezone(self) -> ScheduleConfig:

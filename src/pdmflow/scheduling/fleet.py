@@ -14,8 +14,9 @@ from typing import Any
 
 import schedule
 
+from pdmflow.config import ScheduleConfig
 from pdmflow.models.threads import share_of_cores
-from pdmflow.scheduling.catch_up import catch_up_decision, describe_schedule
+from pdmflow.scheduling.catch_up import catch_up_decision, describe_schedule, next_cron_slot
 from pdmflow.scheduling.outcomes import worst_status
 from pdmflow.scheduling.state_file import (
     HEARTBEAT_SECONDS,
@@ -33,6 +34,21 @@ log = logging.getLogger("pdmflow.scheduler")
 
 
 STOP_GRACE_SECONDS = 45.0
+
+
+class CronJob(schedule.Job):
+    """A `schedule` job that fires on schedule.cron's slots, in the tenant's time zone
+    (`schedule` itself knows only every-N-units)."""
+
+    def __init__(self, plan: ScheduleConfig, scheduler: schedule.Scheduler) -> None:
+        super().__init__(interval=1, scheduler=scheduler)
+        self.plan = plan
+        self.unit = "cron"
+
+    def _schedule_next_run(self) -> None:
+        # `schedule` keeps next_run as a naive local time and reads its own clock.
+        now = schedule.datetime.datetime.now().astimezone()
+        self.next_run = next_cron_slot(self.plan, now).astimezone().replace(tzinfo=None)
 
 
 class Fleet:
@@ -59,17 +75,20 @@ class Fleet:
         self.jobs: dict[str, dict[str, schedule.Job]] = {}
 
     def schedule_jobs(self, scheduler: schedule.Scheduler) -> None:
-        """Per tenant: the retrain at its cadence and the daily monitor (unless monitor_at is
-        null). A job only hands work to the tenant's thread, so the loop is never held up."""
+        """Per tenant: the retrain at its cadence (or on schedule.cron) and the daily monitor
+        (unless monitor_at is null). A job only hands work to the tenant's thread, so the loop
+        is never held up."""
         for tenant_id, runner in self.runners.items():
             plan = runner.tenant.schedule
-            every = scheduler.every()
-            unit = every.day if plan.cadence == "daily" else getattr(every, plan.day)
+            if plan.cron is not None:  # it takes precedence over cadence, at and day
+                retrain = CronJob(plan, scheduler)
+            else:
+                every = scheduler.every()
+                unit = every.day if plan.cadence == "daily" else getattr(every, plan.day)
+                retrain = unit.at(plan.at, plan.timezone)
             reason = f"schedule: {describe_schedule(plan)}"
             jobs = {
-                "retrain": unit.at(plan.at, plan.timezone)
-                .do(runner.trigger, "retrain", reason)
-                .tag(tenant_id, "retrain")
+                "retrain": retrain.do(runner.trigger, "retrain", reason).tag(tenant_id, "retrain")
             }
             if plan.monitor_at is not None:
                 jobs["monitor"] = (

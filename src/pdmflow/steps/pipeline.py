@@ -2,6 +2,9 @@
 
 The parent run then carries the story (evaluation/pipeline_summary.py): the headline metrics of
 its children, the decision and the registered version as tags, and a markdown note.
+An orchestrator that runs each step as its own command (the Airflow DAG) opens the same parent
+run with `open_pipeline_run`, passes it to each step (`--parent-run-id`) and ends it with
+`close_pipeline_run`: the same run tree and the same story as `main`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure
@@ -24,13 +28,17 @@ from pdmflow.tracking import (
     CONFIG_DIGEST_TAG,
     OUTPUT_TAG,
     STEP_RUN_TAG,
+    STEP_TAG,
     STEPS,
+    TENANT_TAG,
     child_runs,
     config_digest,
     finished_step_outputs,
-    latest_child_run,
+    record_step,
     resumable_pipeline_run,
     step_run,
+    tenant_experiment_id,
+    use_pipeline_run,
 )
 
 NOTE_TAG = "mlflow.note.content"
@@ -58,15 +66,9 @@ def run_pipeline(
     earlier = resumable_pipeline_run(config, resume, resume_since)
     done = finished_step_outputs(earlier)
     with step_run(config, "main") as parent:
-        mlflow.log_params(
-            {
-                "config_tenant": config.tenant_id,
-                "registered_model_name": config.registered_model_name,
-            }
-        )
-        mlflow.set_tag(CONFIG_DIGEST_TAG, config_digest(config))
-        if reason:
-            mlflow.set_tag(RETRAIN_REASON_TAG, reason)
+        params, tags = _parent_params_and_tags(config, reason)
+        mlflow.log_params(params)
+        mlflow.set_tags(tags)
         if earlier is not None:
             mlflow.set_tag(RESUMED_FROM_TAG, earlier.info.run_id)
             if earlier.info.status == "RUNNING":  # its process died without ending it
@@ -83,10 +85,10 @@ def run_pipeline(
             if name in done:
                 output = done[name]
                 mlflow.set_tag(STEP_RUN_TAG + name, earlier.data.tags[STEP_RUN_TAG + name])
+                mlflow.set_tag(OUTPUT_TAG + name, output)
             else:
                 output = run()
-                mlflow.set_tag(STEP_RUN_TAG + name, latest_child_run(parent, name))
-            mlflow.set_tag(OUTPUT_TAG + name, output)
+                record_step(parent, name, output)
             return output
 
         data_uri = _get_or_run("ingest", lambda: run_ingest(config))
@@ -100,25 +102,85 @@ def run_pipeline(
             version = _get_or_run("promote", lambda: run_promote(config, evaluate_run_id))
         except GateFailure as rejected:
             verdict: GateFailure | None = rejected
-            mlflow.set_tag(STEP_RUN_TAG + "promote", latest_child_run(parent, "promote"))
+            record_step(parent, "promote", None)
         else:
             verdict = None
         children = child_runs(parent)
         for name in done:  # reused steps: their runs live under the parent resumed
             children.setdefault(name, mlflow.get_run(earlier.data.tags[STEP_RUN_TAG + name]))
-        metrics = headline_metrics(children)
-        mlflow.log_metrics(metrics)
-        promote_tags = children["promote"].data.tags
-        registered = promote_tags["pdmflow.registered_version"]
-        tags = {
-            "pdmflow.decision": promote_tags["pdmflow.decision"],
-            "pdmflow.registered_version": registered,
-            NOTE_TAG: pipeline_note(config, children, metrics),
-        }
-        if verdict is None:
-            tags["pdmflow.released_version"] = registered
-        mlflow.set_tags(tags)
+        _record_outcome(config, children)
     # The pipeline ran to the end either way; a rejection is reported through the exit status.
     if verdict is not None:
         raise verdict
     return version
+
+
+def _parent_params_and_tags(
+    config: TenantConfig, reason: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    params = {
+        "config_tenant": config.tenant_id,
+        "registered_model_name": config.registered_model_name,
+    }
+    tags = {CONFIG_DIGEST_TAG: config_digest(config)}
+    if reason:
+        tags[RETRAIN_REASON_TAG] = reason
+    return params, tags
+
+
+def _record_outcome(config: TenantConfig, children: dict[str, Run]) -> str | None:
+    """On the active pipeline run: the headline metrics, the decision, the registered and
+    released version and the note; returns the decision (None: no promote decided)."""
+    metrics = headline_metrics(children)
+    mlflow.log_metrics(metrics)
+    tags = {NOTE_TAG: pipeline_note(config, children, metrics)}
+    promote_tags = children["promote"].data.tags if "promote" in children else {}
+    decision = promote_tags.get("pdmflow.decision")
+    if decision is not None:
+        registered = promote_tags["pdmflow.registered_version"]
+        tags["pdmflow.decision"] = decision
+        tags["pdmflow.registered_version"] = registered
+        if decision == "released":
+            tags["pdmflow.released_version"] = registered
+    mlflow.set_tags(tags)
+    return decision
+
+
+def open_pipeline_run(config: TenantConfig, reason: str | None = None) -> str:
+    """Start a pipeline run whose steps run as commands of their own (`--parent-run-id`);
+    return its id. It stays RUNNING until close_pipeline_run."""
+    params, tags = _parent_params_and_tags(config, reason)
+    client = MlflowClient()
+    run = client.create_run(
+        tenant_experiment_id(config),
+        run_name="main",
+        tags={STEP_TAG: "main", TENANT_TAG: config.tenant_id, **tags},
+    )
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def close_pipeline_run(config: TenantConfig, run_id: str) -> str:
+    """End a pipeline run open_pipeline_run started, with the story `main` writes: FINISHED
+    when promote decided (released or rejected), FAILED when a step before it never finished.
+    Returns one line saying which."""
+    parent = use_pipeline_run(config, run_id)
+    use_pipeline_run(config, None)
+    tags = parent.data.tags
+    children = {
+        step: mlflow.get_run(tags[STEP_RUN_TAG + step])
+        for step in STEPS
+        if tags.get(STEP_RUN_TAG + step, "none") != "none"
+    }
+    name = config.registered_model_name
+    with mlflow.start_run(run_id=run_id):
+        decision = _record_outcome(config, children)
+        if decision is None:
+            unfinished = next((s for s in STEPS if OUTPUT_TAG + s not in tags), "promote")
+            mlflow.end_run("FAILED")
+            return f"pipeline run {run_id} stopped before {unfinished} finished: ended FAILED"
+    version = children["promote"].data.tags["pdmflow.registered_version"]
+    if decision == "released":
+        return f"pipeline released {name} version {version}"
+    return f"pipeline rejected {name} version {version}: not released (see its gate results)"
