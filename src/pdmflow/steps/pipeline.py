@@ -11,6 +11,7 @@ from collections.abc import Callable
 import mlflow
 from mlflow import MlflowClient
 
+from pdmflow.artifacts import logged_model_id
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure
 from pdmflow.evaluation.pipeline_summary import headline_metrics, pipeline_note
@@ -22,15 +23,16 @@ from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import run_tune
 from pdmflow.tracking import (
     CONFIG_DIGEST_TAG,
-    OUTPUT_TAG,
-    STEP_RUN_TAG,
     STEPS,
+    STEPS_TAG,
     child_runs,
     config_digest,
-    finished_step_outputs,
+    finished_steps,
     latest_child_run,
+    link_evidence,
     resumable_pipeline_run,
     step_run,
+    steps_tag_value,
 )
 
 NOTE_TAG = "mlflow.note.content"
@@ -56,7 +58,8 @@ def run_pipeline(
     the run it continues.
     """
     earlier = resumable_pipeline_run(config, resume, resume_since)
-    done = finished_step_outputs(earlier)
+    done = finished_steps(earlier)
+    steps: dict[str, dict[str, str]] = {}  # this pipeline's STEPS_TAG: {step: run_id, output}
     with step_run(config, "main") as parent:
         mlflow.log_params(
             {
@@ -78,16 +81,18 @@ def run_pipeline(
                 flush=True,
             )
 
+        def _record(name: str, entry: dict[str, str]) -> None:
+            steps[name] = entry
+            mlflow.set_tag(STEPS_TAG, steps_tag_value(steps))
+
         def _get_or_run(name: str, run: Callable[[], str]) -> str:
             """The step's output: reused from the run resumed, or run now; kept on the parent."""
             if name in done:
-                output = done[name]
-                mlflow.set_tag(STEP_RUN_TAG + name, earlier.data.tags[STEP_RUN_TAG + name])
+                _record(name, done[name])
             else:
                 output = run()
-                mlflow.set_tag(STEP_RUN_TAG + name, latest_child_run(parent, name))
-            mlflow.set_tag(OUTPUT_TAG + name, output)
-            return output
+                _record(name, {"run_id": latest_child_run(parent, name), "output": output})
+            return steps[name]["output"]
 
         data_uri = _get_or_run("ingest", lambda: run_ingest(config))
         features_uri = _get_or_run("features", lambda: run_features(config, data_uri))
@@ -100,20 +105,23 @@ def run_pipeline(
             version = _get_or_run("promote", lambda: run_promote(config, evaluate_run_id))
         except GateFailure as rejected:
             verdict: GateFailure | None = rejected
-            mlflow.set_tag(STEP_RUN_TAG + "promote", latest_child_run(parent, "promote"))
+            _record("promote", {"run_id": latest_child_run(parent, "promote")})
         else:
             verdict = None
         children = child_runs(parent)
         for name in done:  # reused steps: their runs live under the parent resumed
-            children.setdefault(name, mlflow.get_run(earlier.data.tags[STEP_RUN_TAG + name]))
+            children.setdefault(name, mlflow.get_run(done[name]["run_id"]))
         metrics = headline_metrics(children)
         mlflow.log_metrics(metrics)
+        # After the metrics: a model already among the run's outputs would be credited with them.
+        model_id = logged_model_id(children["train"])
+        link_evidence(parent.info.run_id, children.get("ingest"), model_id)
         promote_tags = children["promote"].data.tags
         registered = promote_tags["pdmflow.registered_version"]
         tags = {
             "pdmflow.decision": promote_tags["pdmflow.decision"],
             "pdmflow.registered_version": registered,
-            NOTE_TAG: pipeline_note(config, children, metrics),
+            NOTE_TAG: pipeline_note(config, children, metrics, steps),
         }
         if verdict is None:
             tags["pdmflow.released_version"] = registered
