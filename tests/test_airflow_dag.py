@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from pdmflow.config import load_config
 from pdmflow.registry import production_version
-from pdmflow.tracking import OUTPUT_TAG, STEP_RUN_TAG, STEP_TAG, STEPS
+from pdmflow.tracking import STEP_TAG, STEPS, recorded_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=330)]
 
@@ -123,12 +123,12 @@ def step_children(client: MlflowClient, parent) -> dict:
 def assert_chained(parent, children: dict) -> None:
     """Each step read the output of the step before it in the same pipeline run."""
     ids = {step: run.info.run_id for step, run in children.items()}
-    tags = parent.data.tags
+    recorded = recorded_steps(parent)  # the one pdmflow.steps tag
     for step in STEPS:
         assert children[step].info.status == "FINISHED", step
-        assert tags[STEP_RUN_TAG + step] == ids[step], step
+        assert recorded[step]["run_id"] == ids[step], step
     data_uri, features_uri = f"runs:/{ids['ingest']}/dataset", f"runs:/{ids['features']}/features"
-    assert tags[OUTPUT_TAG + "ingest"] == data_uri
+    assert recorded["ingest"]["output"] == data_uri
     assert children["features"].data.params["data_uri"] == data_uri
     assert children["tune"].data.params["features_uri"] == features_uri
     assert children["train"].data.params["features_uri"] == features_uri

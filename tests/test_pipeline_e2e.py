@@ -114,10 +114,39 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
     assert parent.data.tags["pdmflow.registered_version"] == "1"
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith(f"**Released**: version 1 of `{MODEL}` is in Production")
-    for child in children:
-        assert child.info.run_id in note
     assert "| metric | candidate | reference |" in note
+    # The steps' runs and outputs: one tag (JSON) and the note's table, no tag per step.
+    steps = json.loads(parent.data.tags["pdmflow.steps"])
+    assert list(steps) == ["ingest", "features", "tune", "train", "evaluate", "promote"]
+    assert {c.data.tags["pdmflow.step"]: c.info.run_id for c in children} == {
+        step: entry["run_id"] for step, entry in steps.items()
+    }
+    assert steps["promote"]["output"] == "1"
+    assert not [
+        k for k in parent.data.tags if k.startswith(("pdmflow.step_run.", "pdmflow.output."))
+    ]
+    assert "| step | run | output |" in note
+    for step, entry in steps.items():
+        link = f"#/experiments/{parent.info.experiment_id}/runs/{entry['run_id']}"
+        assert f"| {step} | [{entry['run_id']}]({link}) | `{entry['output']}` |" in note
+    # MLflow 3's evidence: a model-training experiment; on the parent, the dataset it read and
+    # the model it trained; the test metrics on that LoggedModel.
+    experiment = MlflowClient().get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (ingest,) = step_runs(config, "ingest")
+    (parent_dataset,) = parent.inputs.dataset_inputs
+    assert parent_dataset.dataset == ingest.inputs.dataset_inputs[0].dataset
     (train,) = step_runs(config, "train")
+    (trained,) = train.outputs.model_outputs
+    assert [m.model_id for m in parent.outputs.model_outputs] == [trained.model_id]
+    model = mlflow.get_logged_model(trained.model_id)
+    on_model = {m.key: m.value for m in model.metrics if m.run_id == evaluate.info.run_id}
+    assert on_model == evaluate.data.metrics
+    # The model evaluate scored is its input (get_run: search_runs leaves model inputs out).
+    scored = mlflow.get_run(evaluate.info.run_id).inputs.model_inputs
+    assert [m.model_id for m in scored] == [trained.model_id]
+    # The parent's own copies of those metrics are not credited to the model a second time.
+    assert not [m for m in model.metrics if m.run_id == parent.info.run_id]
     assert "plots/gain_importance.png" in {
         a.path for a in MlflowClient().list_artifacts(train.info.run_id, "plots")
     }
@@ -125,7 +154,6 @@ def test_main_logs_one_parent_with_six_children_and_releases(released):
     card = mlflow.artifacts.load_text(f"runs:/{promote.info.run_id}/model_card.md")
     assert card == MlflowClient().get_model_version(MODEL, "1").description
     assert "| metric | candidate | reference |" in card
-    (ingest,) = step_runs(config, "ingest")
     dataset = ingest.inputs.dataset_inputs[0].dataset
     assert dataset.name == "smoke-telemetry" and dataset.digest
     assert dataset.source_type == "run_artifact"

@@ -41,6 +41,13 @@ REFERENCE_ARTIFACT = "reference"
 RUNS_SCHEME = "runs:/"
 
 
+def logged_model_id(train_run: Run) -> str | None:
+    """The id of the LoggedModel a train run logged (MLflow 3 records it as the run's output);
+    None for a run logged before MLflow 3."""
+    outputs = train_run.outputs.model_outputs if train_run.outputs else []
+    return outputs[-1].model_id if outputs else None
+
+
 def run_id_of(uri: str) -> str:
     """The run id in a `runs:/<run id>/<path>` URI (what steps hand each other)."""
     run_id = uri.removeprefix(RUNS_SCHEME).split("/", 1)[0] if uri.startswith(RUNS_SCHEME) else ""

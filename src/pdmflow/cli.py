@@ -272,19 +272,19 @@ def _run_pipeline_step(args: argparse.Namespace, config: TenantConfig) -> None:
     """Run the step, print its output for the next step (promote prints its own line); under
     --parent-run-id as that run's child, with the step's run and output recorded on it."""
     from pdmflow.errors import GateFailure
-    from pdmflow.tracking import record_step, use_pipeline_run
+    from pdmflow.tracking import record_step, step_entry, use_pipeline_run
 
     parent = use_pipeline_run(config, args.parent_run_id)
     try:
         output = _pipeline_step_output(args, config)
     except GateFailure:
         if parent is not None:  # promote decided: its run is on record, not its output
-            record_step(parent, args.step, None)
+            record_step(parent.info.run_id, args.step, step_entry(parent, args.step, None))
         raise
     finally:
         use_pipeline_run(config, None)
     if parent is not None:
-        record_step(parent, args.step, output)
+        record_step(parent.info.run_id, args.step, step_entry(parent, args.step, output))
     if args.step != "promote":
         print(output)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Run
+from mlflow.entities import LoggedModelOutput, Run
 from mlflow.exceptions import MlflowException
 
 from pdmflow.config import TenantConfig
@@ -210,8 +210,20 @@ def as_pdmflow_error(error: BaseException, step: str) -> PdmflowError | None:
     return None
 
 
+# What an experiment is for, as MLflow 3 records it: model training, not a GenAI app. MLflow 3
+# UIs before its GenAI / Model training switch (3.17 has it) open such an experiment on its runs
+# rather than on traces. Every tenant experiment carries it, those made before the tag too.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def tenant_experiment_id(config: TenantConfig) -> str:
+    """The tenant's experiment (created when missing, tagged as model training), now active."""
     experiment = mlflow.set_experiment(config.experiment_name)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        MlflowClient().set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+        )
     return experiment.experiment_id
 
 
@@ -337,10 +349,14 @@ def latest_step_run(config: TenantConfig, step: str) -> Run:
 
 # --- the pipeline run and its steps' runs ------------------------------------------------------
 
-# On the parent, as each step finishes: its output (what the next step reads) and its run id.
-# A resumed pipeline reads them back, and carries the ones it reuses on to its own parent.
-OUTPUT_TAG = "pdmflow.output."
-STEP_RUN_TAG = "pdmflow.step_run."
+# On the parent, one tag rewritten as each step finishes: compact JSON {step: {"run_id": ...,
+# "output": ...}}, the output being what the next step reads ("output" missing for a step that
+# ran but gave none: a rejected promote). A resumed pipeline reads it back, and carries the
+# steps it reuses on to its own parent.
+STEPS_TAG = "pdmflow.steps"
+# Pipeline runs made before STEPS_TAG carry a tag per step: still read, never written.
+LEGACY_OUTPUT_TAG = "pdmflow.output."
+LEGACY_STEP_RUN_TAG = "pdmflow.step_run."
 CONFIG_DIGEST_TAG = "pdmflow.config_sha256"
 # --resume: "true" continues the latest pipeline run (an error when there is none to continue);
 # "auto" (the scheduler's retries) continues it when it did not finish, else starts afresh.
@@ -391,12 +407,43 @@ def resumable_pipeline_run(config: TenantConfig, mode: str, since: str | None = 
     raise StepInputError(f"nothing to resume: {nothing}; run `pdmflow main` without --resume")
 
 
-def finished_step_outputs(pipeline_run: Run | None) -> dict[str, str]:
-    """The outputs of the steps a pipeline run finished (its OUTPUT_TAG tags), by step."""
+def recorded_steps(pipeline_run: Run | None) -> dict[str, dict[str, str]]:
+    """The steps a pipeline run recorded, in order: {step: {"run_id": ..., "output": ...}}.
+
+    Read from its STEPS_TAG, or from the tag per step of a run made by an earlier version.
+    """
     if pipeline_run is None:
         return {}
     tags = pipeline_run.data.tags
-    return {step: tags[OUTPUT_TAG + step] for step in STEPS if OUTPUT_TAG + step in tags}
+    if STEPS_TAG in tags:
+        return json.loads(tags[STEPS_TAG])
+    legacy = {"run_id": LEGACY_STEP_RUN_TAG, "output": LEGACY_OUTPUT_TAG}
+    recorded = {
+        step: {key: tags[prefix + step] for key, prefix in legacy.items() if prefix + step in tags}
+        for step in STEPS
+    }
+    return {step: entry for step, entry in recorded.items() if entry}
+
+
+def steps_tag_value(steps: dict[str, dict[str, str]]) -> str:
+    """STEPS_TAG's value: compact JSON, well under MLflow's 8,000 characters for a tag."""
+    return json.dumps(steps, separators=(",", ":"))
+
+
+def finished_steps(pipeline_run: Run | None) -> dict[str, dict[str, str]]:
+    """The steps a pipeline run finished (those with an output), as recorded_steps gives them."""
+    recorded = recorded_steps(pipeline_run)
+    return {step: entry for step, entry in recorded.items() if "output" in entry}
+
+
+def link_evidence(pipeline_run_id: str, ingest: Run | None, model_id: str | None) -> None:
+    """Put on the pipeline run what the UI shows beside a run: as input, the dataset its ingest
+    run read (with that run's context and origin tags); as output, the LoggedModel it trained."""
+    client = MlflowClient()
+    if ingest is not None and ingest.inputs and ingest.inputs.dataset_inputs:
+        client.log_inputs(pipeline_run_id, datasets=list(ingest.inputs.dataset_inputs))
+    if model_id is not None:
+        client.log_outputs(pipeline_run_id, [LoggedModelOutput(model_id, step=0)])
 
 
 def latest_child_run(parent: Run, step: str) -> str:
@@ -410,13 +457,28 @@ def latest_child_run(parent: Run, step: str) -> str:
     return runs[0].info.run_id if runs else "none"
 
 
-def record_step(parent: Run, step: str, output: str | None) -> None:
-    """On the pipeline run: the step's run and, when it finished, its output (what the next
-    step reads and what `main --resume` reuses)."""
-    client = MlflowClient()
-    client.set_tag(parent.info.run_id, STEP_RUN_TAG + step, latest_child_run(parent, step))
+def step_entry(parent: Run, step: str, output: str | None) -> dict[str, str]:
+    """A step's STEPS_TAG entry: its newest run under `parent` and, when it finished, its
+    output (what the next step reads and what `main --resume` reuses)."""
+    entry = {"run_id": latest_child_run(parent, step)}
     if output is not None:
-        client.set_tag(parent.info.run_id, OUTPUT_TAG + step, output)
+        entry["output"] = output
+    return entry
+
+
+def record_step(
+    pipeline_run_id: str, step: str, entry: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Put one step's entry into the pipeline run's STEPS_TAG; return every step recorded.
+
+    The tag is read back from the store first: under an orchestrator (the Airflow DAG) each
+    step records itself from a process of its own.
+    """
+    client = MlflowClient()
+    steps = recorded_steps(client.get_run(pipeline_run_id))
+    steps[step] = entry
+    client.set_tag(pipeline_run_id, STEPS_TAG, steps_tag_value(steps))
+    return steps
 
 
 def child_runs(parent: Run) -> dict[str, Run]:

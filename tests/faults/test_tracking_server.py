@@ -3,6 +3,7 @@ steps run against it in their own processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -178,11 +179,10 @@ def test_resume_waits_for_the_server_then_continues_from_the_first_unfinished_st
     assert lost.info.status == "FAILED"  # left RUNNING by the lost server; ended by the resume
     assert f"resuming pipeline run {lost.info.run_id}: reusing ingest, features" in stdout
     assert parent.data.tags["pdmflow.resumed_from"] == lost.info.run_id
+    steps, lost_steps = (json.loads(r.data.tags["pdmflow.steps"]) for r in (parent, lost))
+    assert list(lost_steps) == ["ingest", "features"]  # the lost pipeline's finished steps
     for step in ("ingest", "features"):  # reused: the very runs of the lost pipeline
-        assert (
-            parent.data.tags[f"pdmflow.step_run.{step}"]
-            == lost.data.tags[f"pdmflow.step_run.{step}"]
-        )
+        assert steps[step] == lost_steps[step]
     new_children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -194,9 +194,7 @@ def test_resume_waits_for_the_server_then_continues_from_the_first_unfinished_st
     ]
     # The lost pipeline never reached promote: the one version is the resumed pipeline's.
     (version,) = client.search_model_versions(f"name = '{MODEL}'")
-    assert (
-        version.tags["pdmflow.lineage.ingest_run_id"] == lost.data.tags["pdmflow.step_run.ingest"]
-    )
+    assert version.tags["pdmflow.lineage.ingest_run_id"] == lost_steps["ingest"]["run_id"]
 
     # Nothing left to resume: one line, exit 2, nothing run.
     again = cli(

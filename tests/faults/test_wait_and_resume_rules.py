@@ -42,3 +42,41 @@ def test_auto_resume_continues_only_a_run_started_since_the_retrain_began(tracki
     assert _resumable(config, "auto", before.isoformat()).info.run_id == run.info.run_id
     assert _resumable(config, "auto", after.isoformat()) is None
     assert _resumable(config, "auto").info.run_id == run.info.run_id
+
+
+def test_resume_reads_the_steps_of_a_pipeline_run_made_before_the_steps_tag(tracking_store):
+    """Earlier versions left a tag per step (pdmflow.step_run.<step>, pdmflow.output.<step>);
+    a resume after an upgrade reads them as it reads the one pdmflow.steps tag."""
+    import mlflow
+
+    from pdmflow.config import load_config
+    from pdmflow.tracking import (
+        STEPS_TAG,
+        finished_steps,
+        recorded_steps,
+        resumable_pipeline_run,
+        step_run,
+        steps_tag_value,
+    )
+
+    config = load_config(SMOKE)
+    ingest = {"run_id": "a" * 32, "output": f"runs:/{'a' * 32}/dataset"}
+    with step_run(config, "main") as old:  # what an earlier version logged, then died
+        mlflow.set_tags(
+            {
+                "pdmflow.step_run.ingest": ingest["run_id"],
+                "pdmflow.output.ingest": ingest["output"],
+                "pdmflow.step_run.features": "b" * 32,  # started, never gave an output
+            }
+        )
+    mlflow.MlflowClient().set_terminated(old.info.run_id, "FAILED")
+    earlier = resumable_pipeline_run(config, "true")
+    assert earlier.info.run_id == old.info.run_id
+    assert recorded_steps(earlier) == {"ingest": ingest, "features": {"run_id": "b" * 32}}
+    assert finished_steps(earlier) == {"ingest": ingest}
+
+    # The same record in today's one tag reads back the same.
+    with step_run(config, "main") as new:
+        mlflow.set_tag(STEPS_TAG, steps_tag_value(recorded_steps(earlier)))
+    mlflow.MlflowClient().set_terminated(new.info.run_id, "FAILED")
+    assert finished_steps(resumable_pipeline_run(config, "true")) == {"ingest": ingest}

@@ -26,8 +26,14 @@ def headline_metrics(children: dict[str, Run]) -> dict[str, float]:
     return metrics
 
 
-def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[str, float]) -> str:
-    """The parent run's markdown description: verdict, headline table, the steps' runs."""
+def pipeline_note(
+    config: TenantConfig,
+    children: dict[str, Run],
+    metrics: dict[str, float],
+    steps: dict[str, dict[str, str]] | None = None,
+) -> str:
+    """The parent run's markdown description: verdict, headline table, and a table of the
+    steps: each step's run (a link) and its output (`steps`, the pipeline's STEPS_TAG)."""
     promote = children.get("promote")
     tags = promote.data.tags if promote else {}
     version = tags.get("pdmflow.registered_version")
@@ -67,10 +73,12 @@ def pipeline_note(config: TenantConfig, children: dict[str, Run], metrics: dict[
             reference = metrics.get(f"reference_{key}")
             cells.append("" if reference is None else f"{reference:.4g}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Steps:"]
+    lines += ["", "| step | run | output |", "|---|---|---|"]
     for step in STEPS:
         if step in children:
             run = children[step]
             link = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-            lines.append(f"- {step}: [{run.info.run_id}]({link})")
+            output = (steps or {}).get(step, {}).get("output")
+            cells = [step, f"[{run.info.run_id}]({link})", f"`{output}`" if output else ""]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

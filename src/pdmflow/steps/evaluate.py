@@ -15,12 +15,14 @@ import numpy as np
 import onnx
 import pandas as pd
 from matplotlib.figure import Figure
+from mlflow.entities import LoggedModelInput
 from mlflow.models import get_model_info
 
 from pdmflow.artifacts import (
     MODEL_URI_TAG,
     data_uri_of,
     label_column,
+    logged_model_id,
     read_dataset,
     read_features,
     read_reference,
@@ -221,7 +223,11 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
             figures.update(champion.figures)
         report["champion"] = None if champion is None else champion.report
         report["metrics"] = metrics
-        mlflow.log_metrics(metrics)
+        # Linked to the candidate's LoggedModel too: its page in the UI shows the test metrics.
+        model_id = logged_model_id(train_run)
+        if model_id is not None:
+            mlflow.log_input(model=LoggedModelInput(model_id))
+        mlflow.log_metrics(metrics, model_id=model_id)
         _log_figures(figures)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "per_device_metrics.csv"

@@ -15,6 +15,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from pdmflow.artifacts import logged_model_id
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure
 from pdmflow.evaluation.pipeline_summary import headline_metrics, pipeline_note
@@ -26,16 +27,17 @@ from pdmflow.steps.train import run_train
 from pdmflow.steps.tune import run_tune
 from pdmflow.tracking import (
     CONFIG_DIGEST_TAG,
-    OUTPUT_TAG,
-    STEP_RUN_TAG,
     STEP_TAG,
     STEPS,
     TENANT_TAG,
     child_runs,
     config_digest,
-    finished_step_outputs,
+    finished_steps,
+    link_evidence,
     record_step,
+    recorded_steps,
     resumable_pipeline_run,
+    step_entry,
     step_run,
     tenant_experiment_id,
     use_pipeline_run,
@@ -64,7 +66,8 @@ def run_pipeline(
     the run it continues.
     """
     earlier = resumable_pipeline_run(config, resume, resume_since)
-    done = finished_step_outputs(earlier)
+    done = finished_steps(earlier)
+    steps: dict[str, dict[str, str]] = {}  # this pipeline's STEPS_TAG: {step: run_id, output}
     with step_run(config, "main") as parent:
         params, tags = _parent_params_and_tags(config, reason)
         mlflow.log_params(params)
@@ -80,16 +83,16 @@ def run_pipeline(
                 flush=True,
             )
 
+        def _record(name: str, entry: dict[str, str]) -> None:
+            steps.update(record_step(parent.info.run_id, name, entry))
+
         def _get_or_run(name: str, run: Callable[[], str]) -> str:
             """The step's output: reused from the run resumed, or run now; kept on the parent."""
             if name in done:
-                output = done[name]
-                mlflow.set_tag(STEP_RUN_TAG + name, earlier.data.tags[STEP_RUN_TAG + name])
-                mlflow.set_tag(OUTPUT_TAG + name, output)
+                _record(name, done[name])
             else:
-                output = run()
-                record_step(parent, name, output)
-            return output
+                _record(name, step_entry(parent, name, run()))
+            return steps[name]["output"]
 
         data_uri = _get_or_run("ingest", lambda: run_ingest(config))
         features_uri = _get_or_run("features", lambda: run_features(config, data_uri))
@@ -102,13 +105,13 @@ def run_pipeline(
             version = _get_or_run("promote", lambda: run_promote(config, evaluate_run_id))
         except GateFailure as rejected:
             verdict: GateFailure | None = rejected
-            record_step(parent, "promote", None)
+            _record("promote", step_entry(parent, "promote", None))
         else:
             verdict = None
         children = child_runs(parent)
         for name in done:  # reused steps: their runs live under the parent resumed
-            children.setdefault(name, mlflow.get_run(earlier.data.tags[STEP_RUN_TAG + name]))
-        _record_outcome(config, children)
+            children.setdefault(name, mlflow.get_run(done[name]["run_id"]))
+        _record_outcome(config, parent.info.run_id, children, steps)
     # The pipeline ran to the end either way; a rejection is reported through the exit status.
     if verdict is not None:
         raise verdict
@@ -128,12 +131,21 @@ def _parent_params_and_tags(
     return params, tags
 
 
-def _record_outcome(config: TenantConfig, children: dict[str, Run]) -> str | None:
-    """On the active pipeline run: the headline metrics, the decision, the registered and
+def _record_outcome(
+    config: TenantConfig,
+    run_id: str,
+    children: dict[str, Run],
+    steps: dict[str, dict[str, str]],
+) -> str | None:
+    """On the active pipeline run `run_id`: the headline metrics, the dataset it read and the
+    model it trained (what MLflow's UI shows beside a run), the decision, the registered and
     released version and the note; returns the decision (None: no promote decided)."""
     metrics = headline_metrics(children)
     mlflow.log_metrics(metrics)
-    tags = {NOTE_TAG: pipeline_note(config, children, metrics)}
+    # After the metrics: a model already among the run's outputs would be credited with them.
+    model_id = logged_model_id(children["train"]) if "train" in children else None
+    link_evidence(run_id, children.get("ingest"), model_id)
+    tags = {NOTE_TAG: pipeline_note(config, children, metrics, steps)}
     promote_tags = children["promote"].data.tags if "promote" in children else {}
     decision = promote_tags.get("pdmflow.decision")
     if decision is not None:
@@ -167,17 +179,17 @@ def close_pipeline_run(config: TenantConfig, run_id: str) -> str:
     Returns one line saying which."""
     parent = use_pipeline_run(config, run_id)
     use_pipeline_run(config, None)
-    tags = parent.data.tags
+    steps = recorded_steps(parent)
     children = {
-        step: mlflow.get_run(tags[STEP_RUN_TAG + step])
-        for step in STEPS
-        if tags.get(STEP_RUN_TAG + step, "none") != "none"
+        step: mlflow.get_run(entry["run_id"])
+        for step, entry in steps.items()
+        if entry.get("run_id", "none") != "none"
     }
     name = config.registered_model_name
     with mlflow.start_run(run_id=run_id):
-        decision = _record_outcome(config, children)
+        decision = _record_outcome(config, run_id, children, steps)
         if decision is None:
-            unfinished = next((s for s in STEPS if OUTPUT_TAG + s not in tags), "promote")
+            unfinished = next((s for s in STEPS if "output" not in steps.get(s, {})), "promote")
             mlflow.end_run("FAILED")
             return f"pipeline run {run_id} stopped before {unfinished} finished: ended FAILED"
     version = children["promote"].data.tags["pdmflow.registered_version"]
