@@ -9,20 +9,62 @@ and times on the test devices:
 - bare ONNX: an ONNX Runtime session on the model's graph, one row;
 - (1) pyfunc: `mlflow.pyfunc` model `.predict`, one row;
 - (2) device: `FailureScorer.score_telemetry` for one device from the raw readings it needs;
-- (3) batch: one `score_telemetry` call for 1,000 devices (per device in the ratio column).
+- (3) batch: one `score_telemetry` call for 1,000 devices (per device in the ratio column);
+- (4) REST: `pdmflow serve` in its own process, one device's raw readings POSTed to /score as
+  JSON (built beforehand) over loopback HTTP, answer parsed: what a remote caller waits on.
 Prints p50/p99 in ms and each p50 as a multiple of the bare ONNX session's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_DEVICES = 1000
+
+
+@contextlib.contextmanager
+def rest_server(config_path: Path, model_uri: str) -> Iterator[str]:
+    """`pdmflow serve` on a free loopback port, as a user starts it; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "pdmflow.cli", "serve", "--config", str(config_path),
+               "--model-uri", model_uri, "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"pdmflow serve exited: {server.stderr.read().decode()[-500:]}")
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def as_json(frame):  # noqa: ANN001, ANN201 (a DataFrame in, the request's "split" shape out)
+    text = frame.assign(**{c: frame[c].astype(str) for c in frame.select_dtypes("datetime")})
+    return {"columns": list(text.columns), "data": text.to_numpy().tolist()}
 
 
 def measure(config_path: Path, repeats: int) -> tuple[list[tuple[str, float, float, float]], int]:
@@ -48,6 +90,7 @@ def measure(config_path: Path, repeats: int) -> tuple[list[tuple[str, float, flo
     test = tables["test"]
     rows = test[spec.feature_names].to_numpy(np.float32)
     one_row = [rows[i % len(rows)][None, :] for i in range(repeats)]
+    one_row_as_called = [row.astype(scorer.input_dtype) for row in one_row]  # float64
     session = onnx_session(mlflow.onnx.load_model(scorer.model_uri))
     booster = scorer.explainer.estimator
     telemetry, events = read_dataset(
@@ -66,6 +109,26 @@ def measure(config_path: Path, repeats: int) -> tuple[list[tuple[str, float, flo
         name = names[i % len(names)]
         return scorer.score_telemetry(readings[name], own_events[name])
 
+    bodies = [
+        json.dumps(
+            {
+                "telemetry": as_json(readings[name]),
+                **({"events": as_json(own_events[name])} if own_events[name] is not None else {}),
+            }
+        ).encode()
+        for name in names
+    ]
+
+    def rest(base: str, i: int) -> object:
+        request = urllib.request.Request(
+            f"{base}/score", bodies[i % len(bodies)], {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    with rest_server(config_path, scorer.model_uri) as base:
+        rest_timings = timed_ms(lambda i: rest(base, i), repeats)
+
     timings = {
         "native LightGBM booster, one row": timed_ms(
             lambda i: booster.predict(one_row[i]), repeats
@@ -74,12 +137,13 @@ def measure(config_path: Path, repeats: int) -> tuple[list[tuple[str, float, flo
             lambda i: onnx_predict(session, one_row[i]), repeats
         ),
         "(1) pyfunc predict, one row": timed_ms(
-            lambda i: scorer.model.predict(one_row[i]), repeats
+            lambda i: scorer.model.predict(one_row_as_called[i]), repeats
         ),
         "(2) score_telemetry, one device": timed_ms(device, repeats),
         f"(3) score_telemetry, {BATCH_DEVICES:,} devices": timed_ms(
             lambda i: scorer.score_telemetry(fleet, fleet_events), 5
         ),
+        "(4) pdmflow serve REST, one device": rest_timings,
     }
     print(
         f"{config_path.name}: {len(spec.feature_names)} features, "
