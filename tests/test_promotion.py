@@ -17,7 +17,7 @@ from pdmflow.steps.promote import run_promote
 from pdmflow.steps.score import run_score
 from pdmflow.steps.train import run_train
 
-pytestmark = pytest.mark.cost(seconds=140)
+pytestmark = pytest.mark.cost(seconds=230)
 MODEL = "pdmflow-smoke-failure"
 
 

@@ -37,7 +37,7 @@ from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.train import run_train
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=65)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=90)]
 
 MODEL = "pdmflow-smoke-failure"
 HELD = f"^model {MODEL}: another release holds the release lock \\((.+)\\); gave up after 0.5 s"
@@ -191,10 +191,48 @@ def _wait_for(condition, what: str, processes: list[subprocess.Popen], timeout: 
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("mode", ["stages", "aliases"])
-def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkeypatch, mode):
+def _race(tmp_path: Path, url: str, paths: list[Path], evaluations: list[str], model: str):
+    """Two promotes of `model`, one per evaluation, let go at once; (exit codes, outputs)."""
+    logs = [tmp_path / f"{model}-promote{i}.log" for i in (1, 2)]
+    # The test holds the lock until both promotes wait for it: then they race for real.
+    with release_lock(model):
+        promotes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pdmflow.cli",
+                    "promote",
+                    "--config",
+                    str(path),
+                    "--evaluate-run-id",
+                    evaluation,
+                ],
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "MLFLOW_TRACKING_URI": url},
+                cwd=tmp_path,
+            )  # fmt: skip
+            for path, evaluation, log in zip(paths, evaluations, logs, strict=True)
+        ]
+        _wait_for(
+            lambda: all(
+                f"release lock of model {model} is held by" in log.read_text() for log in logs
+            ),
+            "both promotes to wait for the release lock",
+            promotes,
+            timeout=120,
+        )
+    codes = [p.wait(120) for p in promotes]
+    return codes, [log.read_text() for log in logs]
+
+
+def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkeypatch):
+    """In each registry mode (a model of its own on one server, from the same two
+    evaluations): one promote releases, the other stops in one line, nothing else is left."""
+    models = {"stages": MODEL, "aliases": f"{MODEL}-aliases"}
     with (
-        new_database(f"pdmflow_race_{mode}") as database,
+        new_database("pdmflow_race") as database,
         mlflow_server(database, tmp_path / "server") as url,
     ):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -202,73 +240,49 @@ def test_two_promotes_at_once_release_exactly_one(tmp_path, write_config, monkey
         monkeypatch.chdir(tmp_path)
         mlflow.set_tracking_uri(url)
         try:
-            paths, evaluations = [], []
+            configs: dict[str, list[Path]] = {mode: [] for mode in models}
+            evaluations = []
             for seed in (1, 2):
-                path = write_config(
-                    {
-                        **CHEAP,
-                        "training": {**CHEAP["training"], "seed": seed},
-                        "registry": {"mode": mode},
-                    },
-                    f"seed{seed}.yaml",
-                )
-                config = load_config(path)
+                for mode, model in models.items():
+                    configs[mode].append(
+                        write_config(
+                            {
+                                **CHEAP,
+                                "training": {**CHEAP["training"], "seed": seed},
+                                "registry": {"mode": mode},
+                                "registered_model_name": model,
+                            },
+                            f"{mode}-seed{seed}.yaml",
+                        )
+                    )
+                config = load_config(configs["stages"][-1])
                 if seed == 1:
                     features_uri = run_features(config, run_ingest(config))
                 evaluations.append(run_evaluate(config, run_train(config, features_uri, "none")))
-                paths.append(path)
-
-            logs = [tmp_path / f"promote{i}.log" for i in (1, 2)]
-            # The test holds the lock until both promotes wait for it: then they race for real.
-            with release_lock(MODEL):
-                promotes = [
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "pdmflow.cli",
-                            "promote",
-                            "--config",
-                            str(path),
-                            "--evaluate-run-id",
-                            evaluation,
-                        ],
-                        stdout=log.open("w"),
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, "MLFLOW_TRACKING_URI": url},
-                        cwd=tmp_path,
-                    )  # fmt: skip
-                    for path, evaluation, log in zip(paths, evaluations, logs, strict=True)
-                ]
-                _wait_for(
-                    lambda: all(
-                        f"release lock of model {MODEL} is held by" in log.read_text()
-                        for log in logs
-                    ),
-                    "both promotes to wait for the release lock",
-                    promotes,
-                    timeout=120,
-                )
-            codes = [p.wait(120) for p in promotes]
+            races = {
+                mode: _race(tmp_path, url, configs[mode], evaluations, model)
+                for mode, model in models.items()
+            }
         finally:
             mlflow.set_tracking_uri(None)
-        outputs = [log.read_text() for log in logs]
-        assert sorted(codes) == [0, 2], outputs
-        winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
-        (error,) = [line for line in outputs[loser].splitlines() if line.startswith("pdmflow ")]
-        assert error.startswith(
-            f"pdmflow promote: error: model {MODEL}: Production changed since evaluation: "
-            "run evaluate again"
-        )
-        assert "evaluated against version none, Production is now 1" in error
-
         client = MlflowClient(url)
-        (version,) = client.search_model_versions(f"name = '{MODEL}'")
-        if mode == "aliases":
-            assert version.current_stage == "None"
-            assert client.get_model_version_by_alias(MODEL, "production").version == version.version
-        else:
-            assert version.current_stage == "Production"
-        assert version.tags["evaluate_run_id"] == evaluations[winner]
-        assert client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version == version.version
-        assert [m.name for m in client.search_registered_models()] == [MODEL]  # lock deleted
+        for mode, model in models.items():
+            codes, outputs = races[mode]
+            assert sorted(codes) == [0, 2], outputs
+            winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+            (error,) = [line for line in outputs[loser].splitlines() if line.startswith("pdmflow ")]
+            assert error.startswith(
+                f"pdmflow promote: error: model {model}: Production changed since evaluation: "
+                "run evaluate again"
+            )
+            assert "evaluated against version none, Production is now 1" in error
+            (version,) = client.search_model_versions(f"name = '{model}'")
+            if mode == "aliases":
+                assert version.current_stage == "None"
+                assert client.get_model_version_by_alias(model, "production").version == "1"
+            else:
+                assert version.current_stage == "Production"
+            assert version.tags["evaluate_run_id"] == evaluations[winner]
+            assert client.get_model_version_by_alias(model, CHAMPION_ALIAS).version == "1"
+        # The locks (registered models named <model>.release-lock) are gone.
+        assert sorted(m.name for m in client.search_registered_models()) == sorted(models.values())

@@ -26,7 +26,7 @@ from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.promote import run_promote
 from pdmflow.steps.train import run_train
 
-pytestmark = pytest.mark.cost(seconds=70)
+pytestmark = pytest.mark.cost(seconds=140)
 MODEL = "pdmflow-smoke-failure"
 # Killed at these, the release already reached Production: a later promote of the same
 # evaluation refuses (Production changed), as it should.
