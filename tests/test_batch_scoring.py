@@ -33,6 +33,7 @@ from pdmflow.steps.score import SKIPPED_ARTIFACT, SKIPPED_TAG, run_score
 from pdmflow.steps.train import run_train
 from pdmflow.tracking import STEP_TAG, downloaded
 
+pytestmark = pytest.mark.cost(seconds=80)
 KEYS = ["device_id", "timestamp"]
 
 
