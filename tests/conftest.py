@@ -29,7 +29,7 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 def pytest_collection_modifyitems(config, items):
     """The costliest files first (their `cost(seconds=...)` mark: what the file took on one
     `make test` worker of this machine), the rest in collection order. `make test`'s workers
-    (`-n 2 --dist loadfile --no-loadscope-reorder`) take whole files in this order, so a long
+    (`-n 3 --dist loadfile --no-loadscope-reorder`) take whole files in this order, so a long
     file starts early instead of ending the run on one worker while the other idles."""
 
     def cost(item) -> float:

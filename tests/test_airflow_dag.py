@@ -22,7 +22,7 @@ from pdmflow.config import load_config
 from pdmflow.registry import production_version
 from pdmflow.tracking import STEP_TAG, STEPS, recorded_steps
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=330)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=240)]
 
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
 DAG_FOLDER = REPO / "orchestration" / "airflow"
@@ -42,16 +42,35 @@ print("RESULT " + json.dumps({"state": str(run.state), "tasks": tasks}))
 """
 
 
-@pytest.fixture
-def airflow(tmp_path, write_config, tracking_store):
-    """Airflow's environment, its metadata DB migrated in tmp_path, two tenants' configs."""
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """Airflow's metadata DB, migrated once for this module (each test runs its own DAG)."""
     if not AIRFLOW_PYTHON.exists():
         reason = "Apache Airflow is not installed: `make airflow-env` builds .venv-airflow"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+    home = tmp_path_factory.mktemp("airflow")
+    migrate = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-m", "airflow", "db", "migrate"],
+        env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    return home
+
+
+@pytest.fixture
+def airflow(airflow_home, tmp_path, write_config, tracking_store):
+    """Airflow's environment on the migrated metadata DB, and two tenants' configs."""
     (tmp_path / "tenants").mkdir()
-    smoke = write_config({"gates": LENIENT_GATES}, name="tenants/smoke.yaml")
+    # What the DAG does is under test, not the model: the cheapest evaluation.
+    smoke = write_config(
+        {"gates": LENIENT_GATES, "evaluation": {"robustness": False, "shap_rows": 50}},
+        name="tenants/smoke.yaml",
+    )
     write_config(
         {
             "tenant_id": "broken",
@@ -63,7 +82,7 @@ def airflow(tmp_path, write_config, tracking_store):
     )
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PDMFLOW_CONFIGS": str(tmp_path / "tenants"),
@@ -72,14 +91,6 @@ def airflow(tmp_path, write_config, tracking_store):
         "PDMFLOW_COMMAND": f"{sys.executable} -m pdmflow.cli",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.getenv("PYTHONPATH")])),
     }
-    migrate = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-m", "airflow", "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
     return {"env": env, "smoke": smoke, "tmp": tmp_path}
 
 
