@@ -5,19 +5,23 @@ wrong type is refused with a one-line message naming the file and the key.
 
 A file per section: data (source, schema, labels), features (features, split), training
 (training and its threshold rule, tuning), evaluation (gates, evaluation, monitoring),
-operations (schedule, tracking), tenant (the whole config and its cross-section checks) and
-loading (YAML and the environment); `from pdmflow.config import ...` reaches every name.
+operations (schedule, tracking), engine (local or Dask), tenant (the whole config and its
+cross-section checks) and loading (YAML and the environment); `from pdmflow.config import ...`
+reaches every name.
 """
 
 from __future__ import annotations
 
 from pdmflow.config.base import GATE_RULE, SQL_IDENTIFIER
 from pdmflow.config.data import DataConfig, LabelConfig, SchemaConfig, SourceConfig, SyntheticSource
+from pdmflow.config.engine import EngineConfig
 from pdmflow.config.evaluation import EvaluationConfig, GateConfig, LiftGate, MonitoringConfig
 from pdmflow.config.features import FeatureConfig, SplitConfig
 from pdmflow.config.loading import (
+    DASK_ADDRESS_ENV,
     DEFAULT_CONFIG_PATH,
     FAULT_KILL_ENV,
+    dask_address,
     database_password,
     fault_kill_point,
     load_config,
@@ -27,8 +31,10 @@ from pdmflow.config.tenant import TenantConfig
 from pdmflow.config.training import ThresholdConfig, TrainingConfig, TuningConfig
 
 __all__ = [
+    "DASK_ADDRESS_ENV",
     "DEFAULT_CONFIG_PATH",
     "DataConfig",
+    "EngineConfig",
     "EvaluationConfig",
     "FAULT_KILL_ENV",
     "FeatureConfig",
@@ -49,6 +55,7 @@ __all__ = [
     "TrackingConfig",
     "TrainingConfig",
     "TuningConfig",
+    "dask_address",
     "database_password",
     "fault_kill_point",
     "load_config",

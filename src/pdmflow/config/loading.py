@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pdmflow.config.engine import EngineConfig, check_scheduler_address
 from pdmflow.config.tenant import TenantConfig
 from pdmflow.errors import ConfigError
 
@@ -72,6 +73,21 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> TenantCon
 def database_password() -> str | None:
     """The database password from the environment, so it never sits in a config file."""
     return os.environ.get("PDMFLOW_DB_PASSWORD")
+
+
+DASK_ADDRESS_ENV = "PDMFLOW_DASK_ADDRESS"
+
+
+def dask_address(engine: EngineConfig) -> str | None:
+    """The running Dask scheduler to connect to: $PDMFLOW_DASK_ADDRESS when set, else
+    engine.address (None: start a local cluster). Read here, where the environment is read."""
+    address = os.environ.get(DASK_ADDRESS_ENV)
+    if not address:
+        return engine.address
+    try:
+        return check_scheduler_address(address, DASK_ADDRESS_ENV)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 FAULT_KILL_ENV = "PDMFLOW_FAULT_KILL_AT"

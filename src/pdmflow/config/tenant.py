@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from pdmflow.config.base import GATE_RULE, _Strict
 from pdmflow.config.data import DataConfig, LabelConfig, SchemaConfig, SourceConfig
+from pdmflow.config.engine import EngineConfig
 from pdmflow.config.evaluation import EvaluationConfig, GateConfig, MonitoringConfig
 from pdmflow.config.features import FeatureConfig, SplitConfig
 from pdmflow.config.operations import RegistryConfig, ScheduleConfig, TrackingConfig
@@ -87,6 +88,10 @@ class TenantConfig(_Strict):
     registry: RegistryConfig = Field(
         RegistryConfig(),
         description="How releases are recorded in the model registry: stages or aliases.",
+    )
+    engine: EngineConfig = Field(
+        EngineConfig(),
+        description="Where per-device work runs: in this process (local) or on a Dask cluster.",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -1,0 +1,101 @@
+"""Where the work runs: in this process, or on a Dask cluster (started here or running)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pdmflow.config.base import _Strict
+
+# What the engine block accepts as a size, as Dask spells it: 4GiB, 512MiB, 8GB, 1.5e9 (bytes).
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?(?:[eE]\d+)?)\s*([A-Za-z]*)\s*")
+_ADDRESS = re.compile(r"(tcp|tls|ws|wss)://\S+")
+
+
+def size_in_bytes(text: str) -> int | None:
+    """Bytes of a size such as 4GiB or 512MB; None when it is not one."""
+    match = _SIZE.fullmatch(text)
+    if not match or match.group(2).lower() not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def check_scheduler_address(address: str, key: str) -> str:
+    """The address unchanged, or ValueError naming `key` and what a scheduler address is."""
+    if not _ADDRESS.fullmatch(address):
+        raise ValueError(
+            f"{key}: '{address}' is not a Dask scheduler address such as tcp://10.0.0.5:8786"
+        )
+    return address
+
+
+class EngineConfig(_Strict):
+    """local: every step in this process (the default). dask: the per-device work of a step runs
+    as tasks on a Dask cluster, started here (`address: null`) or already running."""
+
+    kind: Literal["local", "dask"] = Field(
+        "local",
+        description=(
+            "local: in this process, as always. dask: per-device work (features) runs as Dask "
+            "tasks, on whole devices at a time."
+        ),
+    )
+    address: str | None = Field(
+        None,
+        description=(
+            "dask: the running scheduler to connect to (tcp://host:8786); null starts a local "
+            "cluster of n_workers processes for the run. PDMFLOW_DASK_ADDRESS, when set, "
+            "replaces it."
+        ),
+    )
+    n_workers: int = Field(2, ge=1, description="dask, local cluster: worker processes.")
+    threads_per_worker: int = Field(1, ge=1, description="dask, local cluster: threads per worker.")
+    memory_limit: str = Field(
+        "4GiB",
+        description=(
+            "dask, local cluster: memory per worker (4GiB, 512MiB); a worker past it is "
+            "restarted by Dask and its tasks run again."
+        ),
+    )
+    partition_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description=(
+            "Readings per task, about: a partition holds whole devices (a device is never "
+            "split), so one partition can be larger."
+        ),
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, address: str | None) -> str | None:
+        return None if address is None else check_scheduler_address(address, "engine.address")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, memory_limit: str) -> str:
+        size = size_in_bytes(memory_limit)
+        if not size:
+            raise ValueError(
+                f"engine.memory_limit: '{memory_limit}' is not a positive size such as 4GiB "
+                "or 512MiB"
+            )
+        return memory_limit
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        return size_in_bytes(self.memory_limit) or 0
