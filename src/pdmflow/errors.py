@@ -47,6 +47,13 @@ class SourceUnreachable(PdmflowError):
     exit_code = 4
 
 
+class EngineUnreachable(PdmflowError):
+    """The Dask scheduler (engine.address or PDMFLOW_DASK_ADDRESS) did not answer, or has no
+    workers (retry later)."""
+
+    exit_code = 4
+
+
 class ArtifactWriteError(PdmflowError):
     """An artifact could not be written: the artifact store is full, read-only or forbidden."""
 

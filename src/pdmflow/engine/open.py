@@ -1,0 +1,63 @@
+"""open_engine: the engine a step runs on, from the config's engine block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pdmflow.config import TenantConfig, dask_address
+from pdmflow.engine.base import Engine, LocalEngine
+from pdmflow.errors import EngineUnreachable
+
+# How long to wait for a running scheduler to answer, and for it to have a worker.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+@contextmanager
+def open_engine(config: TenantConfig) -> Iterator[Engine]:
+    """The engine of `config.engine` for the length of the block.
+
+    local: this process. dask with no address: a LocalCluster of engine.n_workers processes
+    (threads_per_worker, memory_limit each), closed on exit. dask with an address (or
+    $PDMFLOW_DASK_ADDRESS): a client of that scheduler, closed on exit; EngineUnreachable (exit
+    4) when it does not answer or has no worker within CONNECT_TIMEOUT_SECONDS.
+    """
+    engine = config.engine
+    if engine.kind == "local":
+        yield LocalEngine()
+        return
+    # Imported here: the local engine (every command by default) never pays for Dask's import.
+    from distributed import Client, LocalCluster
+
+    from pdmflow.engine.dask_engine import DaskEngine
+
+    address = dask_address(engine)
+    if address is None:
+        with (
+            LocalCluster(
+                n_workers=engine.n_workers,
+                threads_per_worker=engine.threads_per_worker,
+                memory_limit=engine.memory_limit_bytes,
+                processes=True,
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield DaskEngine(client, None)
+        return
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS)
+    except OSError:  # TimeoutError too: refused connections are retried until the timeout
+        raise EngineUnreachable(
+            f"Dask scheduler {address} did not answer within {CONNECT_TIMEOUT_SECONDS} s: is it "
+            "running? (engine.address, or PDMFLOW_DASK_ADDRESS when set)"
+        ) from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise EngineUnreachable(
+                f"Dask scheduler {address} has no worker after {CONNECT_TIMEOUT_SECONDS} s: "
+                "start `dask worker` processes against it"
+            ) from None
+        yield DaskEngine(client, address)
