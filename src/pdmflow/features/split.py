@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -278,14 +280,31 @@ def assign_rows(
     return assigned, params, membership
 
 
+def device_feature_builder(
+    config: TenantConfig, events: pd.DataFrame | None
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """`build_features` with the tenant's spec and failure events: a function of telemetry rows
+    of whole devices, the one code path whichever engine runs it on whichever partition."""
+    return partial(build_features, spec=FeatureSpec.from_config(config), events=events)
+
+
 def label_and_split(
-    telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig, label: str
+    telemetry: pd.DataFrame,
+    events: pd.DataFrame,
+    config: TenantConfig,
+    label: str,
+    features: pd.DataFrame | None = None,
 ) -> tuple[dict[str, pd.DataFrame], FeatureSpec, dict[str, str], dict[str, object]]:
-    """Feature tables per split, the spec, the split's params, and what training learns from."""
+    """Feature tables per split, the spec, the split's params, and what training learns from.
+
+    `features`: `device_feature_builder(config, events)` of `telemetry`, when an engine has
+    built them already (built here otherwise).
+    """
     schema = config.schema_
     spec = FeatureSpec.from_config(config)
     labels = make_labels(telemetry, events, config, label)
-    features = build_features(telemetry, spec, events)
+    if features is None:
+        features = device_feature_builder(config, events)(telemetry)
     for column in labels.columns:  # build_features keeps the telemetry's index
         features[column] = labels[column].loc[features.index].to_numpy()
     features = features.dropna(subset=[label])

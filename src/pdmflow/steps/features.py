@@ -16,8 +16,16 @@ from pdmflow.artifacts import (
     read_dataset,
 )
 from pdmflow.config import TenantConfig
-from pdmflow.features.split import describe_split, label_and_split, split_report
+from pdmflow.engine import open_engine
+from pdmflow.features.split import (
+    describe_split,
+    device_feature_builder,
+    label_and_split,
+    split_report,
+)
 from pdmflow.tracking import step_run
+
+ENGINE_DASHBOARD_TAG = "pdmflow.engine.dashboard"
 
 
 def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
@@ -33,8 +41,21 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
                 "windows": config.features.windows,
             }
         )
-        telemetry, events = read_dataset(data_uri)
-        tables, spec, params, membership = label_and_split(telemetry, events, config, label)
+        # The engine first: an unreachable scheduler fails the step before a large read.
+        with open_engine(config) as engine:
+            mlflow.log_params(engine.describe())
+            if engine.dashboard_link:
+                mlflow.set_tag(ENGINE_DASHBOARD_TAG, engine.dashboard_link)
+            telemetry, events = read_dataset(data_uri)
+            features = engine.map_device_partitions(
+                telemetry,
+                config.schema_.device_column,
+                device_feature_builder(config, events),
+                config.engine.partition_rows,
+            )
+        tables, spec, params, membership = label_and_split(
+            telemetry, events, config, label, features
+        )
         mlflow.log_params(params)
         mlflow.log_param(
             "label_source", config.labels.target_column or "failure events within the horizon"
