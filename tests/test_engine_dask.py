@@ -1,0 +1,279 @@
+"""engine: dask. Features on a LocalCluster and on a real `dask scheduler` + `dask worker` equal
+the local engine's; an unreachable scheduler, a bad engine block and bad data in a partition are
+one line, as on the local path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import SMOKE, cli, deep_merge, free_port
+
+from pdmflow.artifacts import FEATURES_DIR, label_column, read_dataset
+from pdmflow.config import DASK_ADDRESS_ENV, EngineConfig, dask_address, load_config
+from pdmflow.data.sources import read_source
+from pdmflow.data.validation import validate
+from pdmflow.engine import LocalEngine, device_partitions, open_engine
+from pdmflow.errors import ConfigError, DataValidationError
+from pdmflow.features.builder import FeatureSpec, latest_features
+from pdmflow.features.split import SPLIT_NAMES, device_feature_builder, label_and_split
+from pdmflow.steps.features import ENGINE_DASHBOARD_TAG
+from pdmflow.tracking import STEP_TAG
+
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=65)]
+
+
+def assert_same_features(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
+    """Same rows in the same order, same columns; numbers equal to 1e-9."""
+    assert list(actual.columns) == list(expected.columns)
+    assert len(actual) == len(expected) > 0
+    numeric = expected.select_dtypes("number").columns
+    others = [c for c in expected.columns if c not in numeric]
+    pd.testing.assert_frame_equal(actual[others], expected[others])
+    np.testing.assert_allclose(
+        actual[numeric].to_numpy(dtype="float64"),
+        expected[numeric].to_numpy(dtype="float64"),
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def dask_engine_config(config, **engine):
+    return config.model_copy(update={"engine": EngineConfig(kind="dask", **engine)})
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    config = load_config(SMOKE)
+    telemetry, events = read_source(config)
+    clean, clean_events, _ = validate(telemetry, events, config, "test")
+    return config, clean, clean_events
+
+
+# --- the engine block ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "engine,key",
+    [
+        ({"kind": "spark"}, "engine.kind"),
+        ({"memory_limit": "lots"}, "engine.memory_limit"),
+        ({"memory_limit": "0GiB"}, "engine.memory_limit"),
+        ({"address": "scheduler:8786"}, "engine.address"),
+        ({"n_workers": 0}, "engine.n_workers"),
+    ],
+)
+def test_a_bad_engine_value_is_one_line_naming_the_key(write_config, engine, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
+        load_config(write_config({"engine": engine}))
+    assert "\n" not in str(error.value)
+
+
+def test_engine_defaults_to_local_and_the_environment_names_the_scheduler(
+    write_config, monkeypatch
+):
+    assert load_config(SMOKE).engine == EngineConfig(kind="local", address=None)
+    engine = load_config(
+        write_config({"engine": {"kind": "dask", "address": "tcp://10.0.0.5:8786"}})
+    ).engine
+    assert engine.memory_limit_bytes == 4 * 2**30 and engine.partition_rows == 1_000_000
+    monkeypatch.delenv(DASK_ADDRESS_ENV, raising=False)
+    assert dask_address(engine) == "tcp://10.0.0.5:8786"
+    monkeypatch.setenv(DASK_ADDRESS_ENV, "tcp://10.0.0.6:8786")
+    assert dask_address(engine) == "tcp://10.0.0.6:8786"
+    monkeypatch.setenv(DASK_ADDRESS_ENV, "10.0.0.6")
+    with pytest.raises(ConfigError, match=DASK_ADDRESS_ENV):
+        dask_address(engine)
+
+
+def test_partitions_hold_whole_devices_in_row_order(smoke):
+    config, telemetry, _ = smoke
+    device = config.schema_.device_column
+    ranges = device_partitions(telemetry, device, 1500)
+    assert ranges == device_partitions(telemetry, device, 1500)  # deterministic
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(telemetry) and len(ranges) > 2
+    assert all(
+        end == next_begin for (_, end), (next_begin, _) in zip(ranges, ranges[1:], strict=False)
+    )
+    assert all(end - begin >= 1500 for begin, end in ranges[:-1])
+    owners = [set(telemetry[device].iloc[begin:end]) for begin, end in ranges]
+    assert sum(len(devices) for devices in owners) == telemetry[device].nunique()
+    shuffled = pd.concat([telemetry.iloc[:10], telemetry.iloc[-10:], telemetry.iloc[10:20]])
+    with pytest.raises(DataValidationError, match=f"column '{device}'"):
+        device_partitions(shuffled, device, 1500)
+
+
+# --- a LocalCluster -----------------------------------------------------------------------------
+
+
+class TestLocalCluster:
+    @pytest.fixture(scope="class")
+    def engine(self, smoke):
+        config = smoke[0]
+        with open_engine(dask_engine_config(config, n_workers=2, threads_per_worker=1)) as engine:
+            yield engine
+
+    def test_features_equal_the_local_engines(self, smoke, engine):
+        config, telemetry, events = smoke
+        device, build = config.schema_.device_column, device_feature_builder(config, events)
+        local = LocalEngine().map_device_partitions(telemetry, device, build, 1_000_000)
+        # Several partitions of a few devices each, over both workers.
+        assert len(device_partitions(telemetry, device, 1500)) > 2
+        assert_same_features(local, engine.map_device_partitions(telemetry, device, build, 1500))
+        assert engine.describe() == {
+            "engine_kind": "dask",
+            "engine_scheduler": "local cluster",
+            "engine_workers": "2",
+            "engine_threads_per_worker": "1",
+            "engine_memory_per_worker": "4.00 GiB",
+        }
+        assert engine.dashboard_link.startswith("http://")
+
+    def test_bad_data_in_a_partition_is_the_local_engines_one_line_error(self, smoke, engine):
+        config, telemetry, events = smoke
+        device = config.schema_.device_column
+        # The last device keeps three readings: too little history to score, in the last
+        # partition only.
+        last = telemetry[device].iloc[-1]
+        short = telemetry[(telemetry[device] != last) | (telemetry.groupby(device).cumcount() < 3)]
+        score = partial(latest_features, spec=FeatureSpec.from_config(config), events=events)
+        with pytest.raises(DataValidationError) as local:
+            LocalEngine().map_device_partitions(short, device, score, 1500)
+        with pytest.raises(DataValidationError) as remote:
+            engine.map_device_partitions(short, device, score, 1500)
+        assert str(remote.value) == str(local.value) and f"device '{last}'" in str(local.value)
+        assert "\n" not in str(remote.value) and remote.value.exit_code == 2
+
+
+# --- a running scheduler, through the command line ----------------------------------------------
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """`dask scheduler` and one `dask worker` (1 thread), separate processes; yields the address."""
+    root = tmp_path_factory.mktemp("dask")
+    dask = str(Path(sys.executable).parent / "dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    port = address.rsplit(":", 1)[1]
+    commands = {
+        "scheduler": [
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--dashboard-address",
+            ":0",
+        ],
+        "worker": [
+            "worker",
+            address,
+            "--nthreads",
+            "1",
+            "--memory-limit",
+            "2GiB",
+            "--no-dashboard",
+        ],
+    }
+    processes = []
+    try:
+        for name, command in commands.items():
+            with open(root / f"{name}.log", "w") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [dask, *command],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=root,
+                        start_new_session=True,  # stop() ends the process and its children
+                    )
+                )
+        from distributed import Client
+
+        with Client(address, timeout=120) as client:
+            client.wait_for_workers(1, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    """A tracking store holding one ingest of the smoke tenant, whose config says engine: dask
+    (address null: the environment gives it) in tasks of a few devices each."""
+    root = tmp_path_factory.mktemp("store")
+    path = root / "tenant.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            deep_merge(
+                yaml.safe_load(SMOKE.read_text()),
+                {"engine": {"kind": "dask", "partition_rows": 1500}},
+            )
+        )
+    )
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    result = cli("ingest", "--config", str(path), env=env, cwd=root)
+    assert result.returncode == 0, result.stderr
+    return path, env, root
+
+
+def test_features_on_a_running_scheduler_equal_the_local_engines(ingested, scheduler):
+    path, env, root = ingested
+    result = cli(
+        "features", "--config", str(path), env={**env, DASK_ADDRESS_ENV: scheduler}, cwd=root
+    )
+    assert result.returncode == 0, result.stderr
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        config = load_config(path)
+        (run,) = mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string=f"tags.`{STEP_TAG}` = 'features'",
+            output_format="list",
+        )
+        params = run.data.params
+        assert params["engine_kind"] == "dask" and params["engine_scheduler"] == scheduler
+        assert params["engine_workers"] == "1" and params["engine_memory_per_worker"] == "2.00 GiB"
+        assert run.data.tags[ENGINE_DASHBOARD_TAG].startswith("http://127.0.0.1:")
+        telemetry, events = read_dataset(params["data_uri"])
+        local, *_ = label_and_split(telemetry, events, config, label_column(config))
+        logged = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path=FEATURES_DIR, dst_path=str(root / "got")
+            )
+        )
+        for name in SPLIT_NAMES:
+            assert_same_features(local[name], pd.read_parquet(logged / f"{name}.parquet"))
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_4(ingested):
+    path, env, root = ingested
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    result = cli(
+        "features", "--config", str(path), env={**env, DASK_ADDRESS_ENV: address}, cwd=root
+    )
+    assert result.returncode == 4, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("pdmflow features: error: Dask scheduler") and address in line
