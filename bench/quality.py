@@ -504,6 +504,18 @@ def over_splits(
         print(f"{data_set.name}: device split seed {seed}", file=sys.stderr)
         for row in benchmark(data_set, trials, quick, [*settings, f"split.seed={seed}"]):
             rows.append({**row, "split seed": seed})
+            # Each split's row as it lands, so a long run shows (and keeps) its progress.
+            print(
+                f"  split {seed} {row['model']}: "
+                + ", ".join(
+                    f"{k} {row[k]:.3f}"
+                    for k in SPREAD_COLUMNS.values()
+                    if isinstance(row.get(k), float)
+                )
+                + f", released {row.get('released')}"
+                + (f"\n    {row['note']}" if row.get("note") else ""),
+                file=sys.stderr,
+            )
     return rows
 
 
@@ -515,7 +527,8 @@ def format_spread(rows: list[dict[str, Any]]) -> str:
     for (name, model), group in frame.groupby(["data set", "model"], sort=False):
         cells = [name, model, str(len(group))]
         for key in SPREAD_COLUMNS.values():
-            values = pd.to_numeric(group.get(key), errors="coerce").dropna()
+            column = group[key] if key in group else pd.Series(dtype=float)
+            values = pd.to_numeric(column, errors="coerce").dropna()
             places = 2 if key in ("mae", "rmse") else 3
             cells.append(
                 "-"
