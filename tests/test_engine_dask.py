@@ -6,6 +6,7 @@ other, with the same features."""
 from __future__ import annotations
 
 import threading
+import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -137,6 +138,10 @@ class TestLocalCluster:
             "engine_memory_per_worker": "4.00 GiB",
         }
         assert engine.dashboard_link.startswith("http://")
+        # A page, not Dask's "needs bokeh" notice: dask[diagnostics] is a dependency.
+        with urllib.request.urlopen(engine.dashboard_link, timeout=30) as page:
+            text = page.read().decode()
+        assert page.status == 200 and "bokeh" in text.lower() and "needs bokeh" not in text
 
     def test_bad_data_in_a_partition_is_the_local_engines_one_line_error(self, smoke, engine):
         config, telemetry, events = smoke
