@@ -129,3 +129,89 @@ def mlflow_server(
         yield server.url
     finally:
         server.stop()
+
+
+class DaskCluster:
+    """`dask scheduler` and `workers` × `dask worker` (1 thread each), separate processes like a
+    user's cluster; logs in root. Each worker is its own process group (nanny and worker
+    process), so a fault test can SIGKILL one for good (`kill_worker`) or stop the scheduler.
+
+    Workers find the tests' own modules (PYTHONPATH), so a test can hand them a partition
+    function from tests/dask_tasks.py.
+    """
+
+    def __init__(self, root: Path, workers: int = 1) -> None:
+        self.root, self.workers = root, workers
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.scheduler: subprocess.Popen | None = None
+        self.worker_processes: list[subprocess.Popen] = []
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen:
+        tests = str(Path(__file__).parent)
+        path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+        with open(self.root / f"{name}.log", "w") as log:
+            return subprocess.Popen(
+                [str(Path(sys.executable).parent / "dask"), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env={**os.environ, "PYTHONPATH": path},
+                start_new_session=True,  # stop() ends the process and its children
+            )
+
+    def start(self) -> str:
+        from distributed import Client
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        port = self.address.rsplit(":", 1)[1]
+        try:
+            scheduler = f"scheduler --host 127.0.0.1 --port {port} --dashboard-address :0"
+            self.scheduler = self._start("scheduler", *scheduler.split())
+            worker = f"worker {self.address} --nthreads 1 --memory-limit 2GiB --no-dashboard"
+            for index in range(self.workers):
+                self.worker_processes.append(self._start(f"worker-{index}", *worker.split()))
+            with Client(self.address, timeout=120) as client:
+                client.wait_for_workers(self.workers, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
+        return self.address
+
+    def worker_of(self, pid: int) -> subprocess.Popen:
+        """The `dask worker` command whose process group holds process `pid`."""
+        group = os.getpgid(pid)
+        (worker,) = [w for w in self.worker_processes if w.pid == group]
+        return worker
+
+    def kill_worker(self, worker: subprocess.Popen) -> None:
+        """SIGKILL the worker and its nanny at once: no goodbye to the scheduler, no restart."""
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+
+    def stop_scheduler(self) -> None:
+        _stop(self.scheduler)
+
+    def stop(self) -> None:
+        for process in [*reversed(self.worker_processes), self.scheduler]:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+
+
+@contextmanager
+def dask_cluster(root: Path, workers: int = 1) -> Iterator[DaskCluster]:
+    """A started DaskCluster (see there) for the `with` block."""
+    cluster = DaskCluster(root, workers)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,12 +1,15 @@
 """Batch scoring (`pdmflow score`): each device's latest reading equals `score_telemetry`,
 `--all-rows` equals the training features scored by the model, and bad input fails in one line
-with nothing written."""
+with nothing written. On a Dask cluster the output equals the local engine's; a scheduler lost
+mid-run or unreachable is one line, exit 4, no output."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,22 +21,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMOKE, cli, forget_experiment, free_port, wait_for_http
+from conftest import SMOKE, cli, deep_merge, forget_experiment, free_port, wait_for_http
+from dask_tasks import Held, open_gate, started_by, wait_until
+from servers import dask_cluster
 
 from pdmflow.artifacts import MODEL_URI_TAG, read_dataset, read_features
 from pdmflow.cli import run as run_cli
-from pdmflow.config import TenantConfig, load_config
+from pdmflow.config import DASK_ADDRESS_ENV, EngineConfig, TenantConfig, load_config
 from pdmflow.errors import DataValidationError, StepInputError
 from pdmflow.registry import register, release
 from pdmflow.serving import FailureScorer
-from pdmflow.serving.batch import ScoreWriter
+from pdmflow.serving.batch import PartitionScoring, ScoreWriter
+from pdmflow.steps import score as score_step
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.score import SKIPPED_ARTIFACT, SKIPPED_TAG, run_score
 from pdmflow.steps.train import run_train
-from pdmflow.tracking import STEP_TAG, downloaded
+from pdmflow.tracking import ENGINE_DASHBOARD_TAG, STEP_TAG, downloaded
 
-pytestmark = pytest.mark.cost(seconds=80)
+pytestmark = pytest.mark.cost(seconds=112)
 KEYS = ["device_id", "timestamp"]
 
 
@@ -522,3 +528,122 @@ def test_pyfunc_scores_a_float64_frame_as_pandas_gives_it(released):
     np.testing.assert_allclose(model.predict(as_pandas.to_numpy())["failure_probability"], scored)
     with pytest.raises(mlflow.exceptions.MlflowException, match="float32 does not match.*float64"):
         model.predict(frame.to_numpy())
+
+
+# --- engine: dask (issue 26) --------------------------------------------------------------------
+
+
+def _on_dask(config: TenantConfig, address: str | None = None) -> TenantConfig:
+    """The tenant on a Dask engine (address None: PDMFLOW_DASK_ADDRESS), tasks of few devices."""
+    return config.model_copy(
+        update={"engine": EngineConfig(kind="dask", address=address, partition_rows=1500)}
+    )
+
+
+@pytest.mark.slow
+def test_scores_on_a_dask_cluster_equal_the_local_engines(released, tmp_path):
+    """On a real `dask scheduler` + two `dask worker`s: the same rows, in the same order, with
+    the same probabilities and sensor health, latest and all rows, as the local engine."""
+    telemetry, frozen, silent = _break_sensors(released.telemetry)
+    # A device with too little history, scored by neither engine.
+    newcomer = telemetry.tail(2).assign(device_id="newcomer")
+    fleet = tmp_path / "fleet.parquet"
+    pd.concat([telemetry, newcomer], ignore_index=True).to_parquet(fleet, index=False)
+    with dask_cluster(tmp_path / "cluster", workers=2) as cluster:
+        on_dask = _on_dask(released.config, cluster.address)
+        for all_rows in (False, True):
+            outputs, results = {}, {}
+            for engine, config in (("local", released.config), ("dask", on_dask)):
+                outputs[engine] = tmp_path / f"{engine}-{all_rows}.parquet"
+                results[engine] = run_score(
+                    config, str(outputs[engine]), input_path=str(fleet),
+                    events_path=str(released.events_csv), all_rows=all_rows, rows_per_chunk=700,
+                )  # fmt: skip
+            local, dask = (pd.read_parquet(outputs[engine]) for engine in ("local", "dask"))
+            pd.testing.assert_frame_equal(dask, local, check_exact=True)
+            assert len(local) >= 16 and local["failure_probability"].nunique() > 1
+            assert {"newcomer"} == set(results["dask"].skipped["device"])
+            flagged = local.loc[local["sensor_health"] != "ok", "device_id"]
+            assert {frozen, silent} <= set(flagged)
+            assert results["dask"].metrics == results["local"].metrics
+    run = mlflow.get_run(results["dask"].run_id)
+    assert run.data.params["engine_kind"] == "dask"
+    assert run.data.params["engine_scheduler"] == cluster.address
+    assert run.data.params["engine_workers"] == "2"
+    assert run.data.tags[ENGINE_DASHBOARD_TAG].startswith("http://127.0.0.1:")
+    assert mlflow.get_run(results["local"].run_id).data.params["engine_kind"] == "local"
+
+
+def _dask_tenant(released: Released, tmp_path: Path) -> Path:
+    path = tmp_path / "tenant.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            deep_merge(
+                yaml.safe_load(released.config_path.read_text()),
+                {"engine": {"kind": "dask", "partition_rows": 1500}},
+            )
+        )
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_a_scheduler_stopped_mid_score_is_one_line_exit_4_and_no_output(
+    released, tmp_path, monkeypatch, capsys, caplog
+):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # The partitions wait on their workers until the scheduler is gone.
+    monkeypatch.setattr(
+        score_step, "PartitionScoring", lambda *args: Held(PartitionScoring(*args), str(gate))
+    )
+    output = tmp_path / "out" / "scores.parquet"
+    with dask_cluster(tmp_path / "cluster") as cluster:
+        monkeypatch.setenv(DASK_ADDRESS_ENV, cluster.address)
+
+        def stop_the_scheduler_once_a_task_runs() -> None:
+            try:
+                wait_until(lambda: started_by(gate), "a scoring task begun")
+                cluster.stop_scheduler()
+            finally:
+                open_gate(gate)
+
+        stopper = threading.Thread(target=stop_the_scheduler_once_a_task_runs)
+        stopper.start()
+        try:
+            status = run_cli(
+                ["score", "--config", str(_dask_tenant(released, tmp_path)),
+                 "--input", str(released.telemetry_csv), "--events", str(released.events_csv),
+                 "--output", str(output)]
+            )  # fmt: skip
+        finally:
+            stopper.join()
+    errors = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("pdmflow score")
+    ]
+    assert status == 4
+    assert errors == [
+        f"pdmflow score: error: Dask scheduler {cluster.address} was lost mid-run: is it "
+        "running? (engine.address, or PDMFLOW_DASK_ADDRESS when set)"
+    ]
+    assert list(output.parent.iterdir()) == []  # no output, no partial file
+    # Nor Dask's own traceback of the lost connection beside the line.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_an_unreachable_scheduler_fails_score_before_any_run_or_output(
+    released, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("pdmflow.engine.open.CONNECT_TIMEOUT_SECONDS", 1)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv(DASK_ADDRESS_ENV, address)
+    runs = len(_score_runs(released.config))
+    output = tmp_path / "scores.parquet"
+    status = run_cli(
+        ["score", "--config", str(_dask_tenant(released, tmp_path)),
+         "--input", str(released.telemetry_csv), "--output", str(output)]
+    )  # fmt: skip
+    assert status == 4
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"pdmflow score: error: Dask scheduler {address} did not answer")
+    assert not output.exists() and len(_score_runs(released.config)) == runs

@@ -1,13 +1,12 @@
 """engine: dask. Features on a LocalCluster and on a real `dask scheduler` + `dask worker` equal
 the local engine's; an unreachable scheduler, a bad engine block and bad data in a partition are
-one line, as on the local path."""
+one line, as on the local path; a worker killed mid-features has its tasks run again on the
+other, with the same features."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import threading
+import urllib.request
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import SMOKE, cli, deep_merge, free_port
+from dask_tasks import Held, open_gate, started_by, wait_until
+from servers import dask_cluster
 
 from pdmflow.artifacts import FEATURES_DIR, label_column, read_dataset
 from pdmflow.config import DASK_ADDRESS_ENV, EngineConfig, dask_address, load_config
@@ -29,7 +30,7 @@ from pdmflow.features.split import SPLIT_NAMES, device_feature_builder, label_an
 from pdmflow.steps.features import ENGINE_DASHBOARD_TAG
 from pdmflow.tracking import STEP_TAG
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=65)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=73)]
 
 
 def assert_same_features(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
@@ -137,6 +138,10 @@ class TestLocalCluster:
             "engine_memory_per_worker": "4.00 GiB",
         }
         assert engine.dashboard_link.startswith("http://")
+        # A page, not Dask's "needs bokeh" notice: dask[diagnostics] is a dependency.
+        with urllib.request.urlopen(engine.dashboard_link, timeout=30) as page:
+            text = page.read().decode()
+        assert page.status == 200 and "bokeh" in text.lower() and "needs bokeh" not in text
 
     def test_bad_data_in_a_partition_is_the_local_engines_one_line_error(self, smoke, engine):
         config, telemetry, events = smoke
@@ -157,64 +162,11 @@ class TestLocalCluster:
 # --- a running scheduler, through the command line ----------------------------------------------
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(30)
-
-
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):
     """`dask scheduler` and one `dask worker` (1 thread), separate processes; yields the address."""
-    root = tmp_path_factory.mktemp("dask")
-    dask = str(Path(sys.executable).parent / "dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    port = address.rsplit(":", 1)[1]
-    commands = {
-        "scheduler": [
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            port,
-            "--dashboard-address",
-            ":0",
-        ],
-        "worker": [
-            "worker",
-            address,
-            "--nthreads",
-            "1",
-            "--memory-limit",
-            "2GiB",
-            "--no-dashboard",
-        ],
-    }
-    processes = []
-    try:
-        for name, command in commands.items():
-            with open(root / f"{name}.log", "w") as log:
-                processes.append(
-                    subprocess.Popen(
-                        [dask, *command],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        cwd=root,
-                        start_new_session=True,  # stop() ends the process and its children
-                    )
-                )
-        from distributed import Client
-
-        with Client(address, timeout=120) as client:
-            client.wait_for_workers(1, timeout=120)
-        yield address
-    finally:
-        for process in reversed(processes):
-            stop(process)
+    with dask_cluster(tmp_path_factory.mktemp("dask")) as cluster:
+        yield cluster.address
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +229,43 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_4(ingested):
     assert result.returncode == 4, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("pdmflow features: error: Dask scheduler") and address in line
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_features_has_its_tasks_rerun_on_the_other(smoke, tmp_path):
+    config, telemetry, events = smoke
+    device, build = config.schema_.device_column, device_feature_builder(config, events)
+    local = LocalEngine().map_device_partitions(telemetry, device, build, 1_000_000)
+    partitions = len(device_partitions(telemetry, device, 1500))
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with dask_cluster(tmp_path / "cluster", workers=2) as cluster:
+        killed: list[int] = []
+
+        def kill_one_worker_while_both_hold_a_task() -> None:
+            try:
+                wait_until(lambda: len(started_by(gate)) == 2, "a task begun on each worker")
+                pid = next(iter(started_by(gate)))
+                cluster.kill_worker(cluster.worker_of(pid))
+                killed.append(pid)
+            finally:
+                open_gate(gate)  # never leave the tasks (and the test) waiting
+
+        killer = threading.Thread(target=kill_one_worker_while_both_hold_a_task)
+        killer.start()
+        try:
+            with open_engine(dask_engine_config(config, address=cluster.address)) as engine:
+                features = engine.map_device_partitions(
+                    telemetry, device, Held(build, str(gate)), 1500
+                )
+        finally:
+            killer.join()
+    assert_same_features(local, features)
+    # The killed worker began one task and finished none; the other ran every partition,
+    # that one again included.
+    (pid,) = killed
+    runs = started_by(gate)
+    assert runs.pop(pid) == 1
+    assert list(runs.values()) == [partitions]

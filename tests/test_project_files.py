@@ -8,7 +8,7 @@ import yaml
 from conftest import REPO
 from mlflow.projects._project_spec import load_project
 
-from pdmflow.config import load_config
+from pdmflow.config import DASK_ADDRESS_ENV, EngineConfig, load_config
 
 STEPS = {
     "ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback", "monitor",
@@ -54,10 +54,13 @@ def test_conda_env_lists_the_same_dependencies_as_pyproject():
     assert pyproject["project"]["requires-python"] == ">=3.11"
 
 
-def test_compose_stack_has_postgres_mlflow_scheduler_and_serve():
+def test_compose_stack_has_postgres_mlflow_scheduler_serve_and_a_dask_cluster():
     compose = yaml.safe_load((REPO / "docker-compose.dev.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "accounts", "scheduler", "serve"}
+    assert set(services) == {
+        "postgres", "mlflow", "accounts", "scheduler", "serve",
+        "dask-scheduler", "dask-worker-1", "dask-worker-2",
+    }  # fmt: skip
     # The REST service is the CLI the native test starts (test_batch_scoring), on the tenant.
     serve = services["serve"]["command"]
     assert serve[:4] == ["python", "-m", "pdmflow.cli", "serve"] and "--config" in serve
@@ -76,6 +79,32 @@ def test_compose_stack_has_postgres_mlflow_scheduler_and_serve():
         assert account.password_env in services["scheduler"]["environment"], path
         assert account.password_env in services["accounts"]["environment"], path
         assert path in services["accounts"]["command"], path
+
+
+def test_compose_dask_cluster_is_a_scheduler_and_two_workers_of_the_projects_image():
+    compose = yaml.safe_load((REPO / "docker-compose.dev.yml").read_text())
+    services = compose["services"]
+    image = services["mlflow"]["image"]  # the one the stack builds from the Dockerfile
+    scheduler = services["dask-scheduler"]
+    assert scheduler["image"] == image
+    assert scheduler["command"][:2] == ["dask", "scheduler"]
+    port = scheduler["command"][scheduler["command"].index("--port") + 1]
+    address = f"tcp://dask-scheduler:{port}"
+    # The address the stack's tenants use is one the engine block accepts.
+    assert EngineConfig(kind="dask", address=address).address == address
+    for name in ("dask-worker-1", "dask-worker-2"):
+        worker = services[name]
+        # The same image: workers unpickle pdmflow functions, so they need the same pdmflow.
+        assert worker["image"] == image, name
+        assert worker["command"][:3] == ["dask", "worker", address], name
+        assert "dask-scheduler" in worker["depends_on"], name
+    # The pipeline's scheduler hands the address to tenants on engine kind dask.
+    assert services["scheduler"]["environment"][DASK_ADDRESS_ENV] == address
+    assert "dask-scheduler" in services["scheduler"]["depends_on"]
+    # The image installs pdmflow with its dependencies: the dask CLI and bokeh's dashboard.
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("dask[") and "diagnostics" in d for d in dependencies)
+    assert "pip install --no-cache-dir ." in (REPO / "Dockerfile").read_text()
 
 
 def test_ci_runs_the_readme_test_command_then_builds_the_docs():

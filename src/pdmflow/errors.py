@@ -48,8 +48,8 @@ class SourceUnreachable(PdmflowError):
 
 
 class EngineUnreachable(PdmflowError):
-    """The Dask scheduler (engine.address or PDMFLOW_DASK_ADDRESS) did not answer, or has no
-    workers (retry later)."""
+    """The Dask scheduler (engine.address or PDMFLOW_DASK_ADDRESS) did not answer, has no
+    workers, or was lost mid-run (retry later)."""
 
     exit_code = 4
 

@@ -25,6 +25,7 @@ from mlflow.entities import LoggedModelOutput, Run
 from mlflow.exceptions import MlflowException
 
 from pdmflow.config import TenantConfig
+from pdmflow.engine import Engine
 from pdmflow.errors import (
     ArtifactWriteError,
     ConfigError,
@@ -49,6 +50,7 @@ MAX_RETRY_SECONDS = 60.0
 
 STEP_TAG = "pdmflow.step"
 TENANT_TAG = "pdmflow.tenant"
+ENGINE_DASHBOARD_TAG = "pdmflow.engine.dashboard"
 STEPS = ("ingest", "features", "tune", "train", "evaluate", "promote")
 
 
@@ -318,6 +320,14 @@ def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
         if known is not None:
             raise known from error
         raise
+
+
+@contextmanager
+def log_engine(engine: Engine) -> None:
+    """The engine's describe() as params of the active run, its dashboard link as a tag."""
+    mlflow.log_params(engine.describe())
+    if engine.dashboard_link:
+        mlflow.set_tag(ENGINE_DASHBOARD_TAG, engine.dashboard_link)
 
 
 @contextmanager

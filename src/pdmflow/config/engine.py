@@ -50,8 +50,8 @@ class EngineConfig(_Strict):
     kind: Literal["local", "dask"] = Field(
         "local",
         description=(
-            "local: in this process, as always. dask: per-device work (features) runs as Dask "
-            "tasks, on whole devices at a time."
+            "local: in this process, as always. dask: per-device work (features, batch "
+            "scoring) runs as Dask tasks, on whole devices at a time."
         ),
     )
     address: str | None = Field(

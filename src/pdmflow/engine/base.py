@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -71,6 +71,17 @@ class Engine(Protocol):
         """
         ...
 
+    def iter_device_partitions(
+        self,
+        frame: pd.DataFrame,
+        device_column: str,
+        fn: PartitionFunction,
+        partition_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        """`fn` over partitions of whole devices, each result yielded in row order; the caller
+        holds one result at a time (a writer appends it, then it can go)."""
+        ...
+
 
 class LocalEngine:
     """Everything in this process, as before engines existed."""
@@ -96,3 +107,12 @@ class LocalEngine:
         # The whole frame is one partition: no copy and no concatenation, the memory and the
         # result of the code before engines (fn bounds its own working memory).
         return fn(frame)
+
+    def iter_device_partitions(
+        self,
+        frame: pd.DataFrame,
+        device_column: str,
+        fn: PartitionFunction,
+        partition_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        yield fn(frame)

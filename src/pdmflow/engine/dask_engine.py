@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from dask.utils import format_bytes
-from distributed import Client
+from distributed import Client, Future
+from distributed.client import FutureCancelledError
+from distributed.comm import CommClosedError
 
 from pdmflow.engine.base import PartitionFunction, device_partitions
+from pdmflow.errors import EngineUnreachable
 
 
 class DaskEngine:
@@ -50,18 +55,70 @@ class DaskEngine:
         fn: PartitionFunction,
         partition_rows: int,
     ) -> pd.DataFrame:
-        ranges = device_partitions(frame, device_column, partition_rows)
-        if not ranges:
+        futures = self._submit(frame, device_column, fn, partition_rows)
+        if not futures:
             return fn(frame)
-        with warnings.catch_warnings():
-            # Each partition travels inside its task, so Dask can run the task again on another
-            # worker when one dies; it warns about such graphs. (Reading the partition on the
-            # worker from a partitioned dataset is the next step of issue 26.)
-            warnings.filterwarnings("ignore", message=".*[Ll]arge (object|graph).*")
-            futures = [
-                self.client.submit(fn, frame.iloc[begin:end], pure=False) for begin, end in ranges
-            ]
+        with self._scheduler_loss():
             # gather keeps the order of `futures`, i.e. row order; a task's exception (a
             # DataValidationError, ...) is raised here as itself.
             results = self.client.gather(futures)
         return pd.concat(results, copy=False) if len(results) > 1 else results[0]
+
+    def iter_device_partitions(
+        self,
+        frame: pd.DataFrame,
+        device_column: str,
+        fn: PartitionFunction,
+        partition_rows: int,
+    ) -> Iterator[pd.DataFrame]:
+        futures = self._submit(frame, device_column, fn, partition_rows)
+        if not futures:
+            yield fn(frame)
+            return
+        # Every task is on the cluster at once; results come back in row order, and each one
+        # is let go (on the cluster too) once the caller has it.
+        for index in range(len(futures)):
+            with self._scheduler_loss():
+                result = futures[index].result()
+            futures[index] = None
+            yield result
+
+    def _submit(
+        self,
+        frame: pd.DataFrame,
+        device_column: str,
+        fn: PartitionFunction,
+        partition_rows: int,
+    ) -> list[Future]:
+        """One task per partition of whole devices, in row order; [] for an empty frame."""
+        ranges = device_partitions(frame, device_column, partition_rows)
+        with warnings.catch_warnings(), self._scheduler_loss():
+            # Each partition travels inside its task, so Dask can run the task again on another
+            # worker when one dies; it warns about such graphs. (Reading the partition on the
+            # worker from a partitioned dataset is the next step of issue 26.)
+            warnings.filterwarnings("ignore", message=".*[Ll]arge (object|graph).*")
+            return [
+                self.client.submit(fn, frame.iloc[begin:end], pure=False) for begin, end in ranges
+            ]
+
+    @contextmanager
+    def _scheduler_loss(self) -> Iterator[None]:
+        """A scheduler lost mid-run as EngineUnreachable (exit 4) naming it; the tasks' own
+        errors pass through as themselves."""
+        try:
+            yield
+        except FutureCancelledError as error:
+            if error.reason != "scheduler-connection-lost":
+                raise
+            raise self._lost() from None
+        except (CommClosedError, OSError):
+            if self.client.status == "running":
+                raise
+            raise self._lost() from None
+
+    def _lost(self) -> EngineUnreachable:
+        where = self.address or "of the local cluster"
+        return EngineUnreachable(
+            f"Dask scheduler {where} was lost mid-run: is it running? "
+            "(engine.address, or PDMFLOW_DASK_ADDRESS when set)"
+        )

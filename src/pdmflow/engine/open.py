@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pdmflow.config import TenantConfig, dask_address
 from pdmflow.engine.base import Engine, LocalEngine
 from pdmflow.errors import EngineUnreachable
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # How long to wait for a running scheduler to answer, and for it to have a worker.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -52,7 +57,7 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
             f"Dask scheduler {address} did not answer within {CONNECT_TIMEOUT_SECONDS} s: is it "
             "running? (engine.address, or PDMFLOW_DASK_ADDRESS when set)"
         ) from None
-    with client:
+    try:
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -61,3 +66,20 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
                 "start `dask worker` processes against it"
             ) from None
         yield DaskEngine(client, address)
+    finally:
+        _close(client)
+
+
+def _close(client: Client) -> None:
+    """Close the client; one whose scheduler is gone is still reconnecting, and Dask logs the
+    cancelled attempt as an error with a traceback: the step's one line has said it all."""
+    if client.status == "running":
+        client.close()
+        return
+    log = logging.getLogger("distributed.client")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        client.close()
+    finally:
+        log.setLevel(level)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -175,6 +176,41 @@ def scored_chunks(
         scored["model_name"] = model_name
         scored["model_version"] = model_version
         yield scored
+
+
+@dataclass(frozen=True)
+class PartitionScoring:
+    """`scored_chunks` of one partition of whole devices, in whichever process runs it (a Dask
+    worker): the model travels as its files (`FailureScorer.load(..., keep_files=True)`) and is
+    loaded once per call. The scored rows of the partition, or an empty frame when all its
+    devices are `skipped`; the same rows as `scored_chunks` gives those devices here."""
+
+    model_files: bytes
+    model_uri: str
+    events: pd.DataFrame | None
+    skipped: pd.DataFrame
+    model_name: str
+    model_version: str
+    all_rows: bool = False
+    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK
+
+    def __call__(self, telemetry: pd.DataFrame) -> pd.DataFrame:
+        scorer = FailureScorer.from_files(self.model_files, self.model_uri)
+        chunks = list(
+            scored_chunks(
+                scorer,
+                telemetry,
+                self.events,
+                self.skipped,
+                self.model_name,
+                self.model_version,
+                self.all_rows,
+                self.rows_per_chunk,
+            )
+        )
+        if not chunks:
+            return pd.DataFrame()
+        return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
 
 
 class ScoreWriter:

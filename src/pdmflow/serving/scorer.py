@@ -7,6 +7,9 @@ scorer.score_telemetry(raw_telemetry, explain=3)  # ... with each device's top t
 
 from __future__ import annotations
 
+import io
+import tarfile
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -110,6 +113,14 @@ def check_model_files(local: Path, model_uri: str) -> None:
         ) from None
 
 
+def _packed(directory: Path) -> bytes:
+    """The files under `directory` as an uncompressed tar archive (ONNX graphs barely compress)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(directory, arcname=".")
+    return buffer.getvalue()
+
+
 class FailureScorer:
     """A released model plus the spec and decision rules it was trained with.
 
@@ -121,6 +132,7 @@ class FailureScorer:
 
     def __init__(self, model_path: Path, model_uri: str) -> None:
         self.model_uri = model_uri
+        self.files: bytes | None = None
         self.model = mlflow.pyfunc.load_model(str(model_path))
         self.spec = FeatureSpec.from_json((model_path / SPEC_PATH).read_text())
         self.metadata = Model.load(str(model_path)).metadata or {}
@@ -138,19 +150,34 @@ class FailureScorer:
         )
 
     @classmethod
-    def load(cls, model_uri: str) -> FailureScorer:
-        """`models:/<name>/Production`, `models:/<name>@champion`, or any model URI."""
+    def load(cls, model_uri: str, keep_files: bool = False) -> FailureScorer:
+        """`models:/<name>/Production`, `models:/<name>@champion`, or any model URI.
+
+        With `keep_files`, `scorer.files` holds the model's files (a tar archive) for
+        `from_files` in another process: a Dask worker loads the very files checked here.
+        """
         # Everything is read into memory here, so the downloaded copy can go.
         try:
             with downloaded(model_uri) as local:
                 check_model_files(local, model_uri)
-                return cls(local, model_uri)
+                scorer = cls(local, model_uri)
+                if keep_files:
+                    scorer.files = _packed(local)
+                return scorer
         except PdmflowError:
             raise
         except Exception as error:  # an unknown URI, an unreadable store
             raise ModelFilesError(
                 f"model {model_uri}: cannot be read ({first_line(error)})"
             ) from None
+
+    @classmethod
+    def from_files(cls, files: bytes, model_uri: str) -> FailureScorer:
+        """The scorer of the model whose files `load(..., keep_files=True)` kept."""
+        with tempfile.TemporaryDirectory(prefix="pdmflow-model-") as tmp:
+            with tarfile.open(fileobj=io.BytesIO(files)) as archive:
+                archive.extractall(tmp, filter="data")
+            return cls(Path(tmp), model_uri)
 
     def score_features(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predictions for feature rows: a frame holding the spec's feature columns, or an

@@ -23,9 +23,9 @@ from pdmflow.features.split import (
     label_and_split,
     split_report,
 )
-from pdmflow.tracking import step_run
+from pdmflow.tracking import ENGINE_DASHBOARD_TAG, log_engine, step_run
 
-ENGINE_DASHBOARD_TAG = "pdmflow.engine.dashboard"
+__all__ = ["ENGINE_DASHBOARD_TAG", "run_features"]
 
 
 def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
@@ -43,9 +43,7 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
         )
         # The engine first: an unreachable scheduler fails the step before a large read.
         with open_engine(config) as engine:
-            mlflow.log_params(engine.describe())
-            if engine.dashboard_link:
-                mlflow.set_tag(ENGINE_DASHBOARD_TAG, engine.dashboard_link)
+            log_engine(engine)
             telemetry, events = read_dataset(data_uri)
             features = engine.map_device_partitions(
                 telemetry,
