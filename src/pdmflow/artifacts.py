@@ -7,7 +7,7 @@ file names inside those directories.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -18,8 +18,10 @@ from mlflow.entities import Run
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.features.builder import FeatureSpec
-from pdmflow.models.reference import SavedReference
 from pdmflow.tracking import downloaded, latest_step_run
+
+if TYPE_CHECKING:  # models/ (scikit-learn, ONNX: seconds of import) only where a step reads one
+    from pdmflow.models.reference import SavedReference
 
 DATASET_DIR = "dataset"
 FEATURES_DIR = "features"
@@ -126,5 +128,7 @@ def read_reference(train_run_id: str) -> SavedReference | None:
     """The reference model a train run logged; None for runs from before references."""
     if not MlflowClient().list_artifacts(train_run_id, REFERENCE_ARTIFACT):
         return None
+    from pdmflow.models.reference import SavedReference
+
     with downloaded(f"runs:/{train_run_id}/{REFERENCE_ARTIFACT}") as local:
         return SavedReference.load(local)

@@ -19,12 +19,6 @@ from pdmflow.artifacts import logged_model_id
 from pdmflow.config import TenantConfig
 from pdmflow.errors import GateFailure
 from pdmflow.evaluation.pipeline_summary import headline_metrics, pipeline_note
-from pdmflow.steps.evaluate import run_evaluate
-from pdmflow.steps.features import run_features
-from pdmflow.steps.ingest import run_ingest
-from pdmflow.steps.promote import run_promote
-from pdmflow.steps.train import run_train
-from pdmflow.steps.tune import run_tune
 from pdmflow.tracking import (
     CONFIG_DIGEST_TAG,
     STEP_TAG,
@@ -65,6 +59,15 @@ def run_pipeline(
     step that did not finish runs again, and the new parent's tag pdmflow.resumed_from names
     the run it continues.
     """
+    # The steps imported here: open_pipeline_run and close_pipeline_run (an orchestrator's
+    # tasks, each its own process) need none of their libraries.
+    from pdmflow.steps.evaluate import run_evaluate
+    from pdmflow.steps.features import run_features
+    from pdmflow.steps.ingest import run_ingest
+    from pdmflow.steps.promote import run_promote
+    from pdmflow.steps.train import run_train
+    from pdmflow.steps.tune import run_tune
+
     earlier = resumable_pipeline_run(config, resume, resume_since)
     done = finished_steps(earlier)
     steps: dict[str, dict[str, str]] = {}  # this pipeline's STEPS_TAG: {step: run_id, output}
