@@ -280,3 +280,18 @@ def test_reliability_diagram_draws_both_models_the_diagonal_and_bin_counts():
         assert labels == ["perfectly calibrated", "before calibration (ECE 0.230)"]
     finally:
         plt.close(alone)
+
+
+def test_a_fixed_threshold_is_described_like_a_chosen_one():
+    from pdmflow.evaluation.thresholds import describe_fixed_threshold
+
+    y = np.array([1, 0, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.5, 0.3, 0.2, 0.5])
+    fixed = describe_fixed_threshold(y, p, 0.5)
+    # Alerts at p >= 0.5: rows 0, 1, 2, 5; two of them fail, of three failures.
+    assert fixed["threshold_rule"] == fixed["threshold_rule_applied"] == "fixed"
+    assert fixed["threshold_constraint_met"] is True and fixed["threshold_alerts"] == 4
+    assert fixed["threshold_precision"] == 0.5
+    assert fixed["threshold_recall"] == pytest.approx(2 / 3)
+    assert fixed["threshold_f1"] == pytest.approx(f1_score(y, p >= 0.5))
+    assert set(fixed) == set(describe_threshold(y, p, "f1"))

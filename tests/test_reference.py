@@ -194,3 +194,17 @@ def test_train_fits_the_reference_and_evaluate_scores_it(tuned_and_trained):
         scores["average_precision"], abs=1e-9
     )
     assert metrics["reference_f1"] == pytest.approx(scores["f1"], abs=1e-9)
+
+
+def test_a_fixed_decision_threshold_trains_and_says_what_it_gives(tuned_and_trained):
+    config, _, train_run_id, _ = tuned_and_trained
+    training = config.training.model_copy(update={"decision_threshold": 0.4})
+    fixed = config.model_copy(update={"training": training})
+    features_uri = mlflow.get_run(train_run_id).data.tags["pdmflow.features_uri"]
+    run = mlflow.get_run(run_train(fixed, features_uri, "none"))
+    params, metrics = run.data.params, run.data.metrics
+    assert params["threshold_rule"] == params["threshold_rule_applied"] == "fixed"
+    assert metrics["validation_decision_threshold"] == 0.4
+    # What 0.4 gives on the out-of-fold rows, as the evaluation's own metric computes it.
+    assert 0 < metrics["validation_threshold_recall"] <= 1
+    assert 0 < metrics["validation_threshold_precision"] <= 1

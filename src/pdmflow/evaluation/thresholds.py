@@ -201,3 +201,26 @@ def describe_threshold(
             + false_alarm_cost * curve.false_positives[index]
         )
     return description
+
+
+def describe_fixed_threshold(
+    y_true: np.ndarray, probability: np.ndarray, threshold: float
+) -> dict[str, float | int | str | bool]:
+    """What a fixed threshold (training.decision_threshold) gives on these rows, with the keys
+    of `describe_threshold`: rule `fixed`, always met, and the precision, recall, F1 and
+    alerts at `threshold` (alert when probability >= threshold)."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    alerts = np.asarray(probability, dtype=float) >= threshold
+    true_positives = int((alerts & (y_true == 1)).sum())
+    alerted, positives = int(alerts.sum()), int(y_true.sum())
+    return {
+        "threshold_rule": "fixed",
+        "threshold_rule_applied": "fixed",
+        "threshold_constraint_met": True,
+        "decision_threshold": float(threshold),
+        "threshold_precision": true_positives / alerted if alerted else 0.0,
+        "threshold_recall": true_positives / positives if positives else 0.0,
+        "threshold_f1": 2 * true_positives / (alerted + positives) if alerted + positives else 0.0,
+        "threshold_alerts": alerted,
+        "threshold_alert_rate": alerted / max(1, y_true.size),
+    }

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from pdmflow.config import TenantConfig
 from pdmflow.errors import DataValidationError
 from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
-from pdmflow.evaluation.thresholds import describe_threshold
+from pdmflow.evaluation.thresholds import describe_fixed_threshold, describe_threshold
 from pdmflow.models import anomaly as anomaly_model
 from pdmflow.models import families as model_families
 from pdmflow.models.calibration import Calibrator
@@ -338,10 +338,9 @@ def fit_candidate(
             oof_probability = oof_raw
         rule = config.training.threshold
         if config.training.decision_threshold is not None:
-            chosen = {
-                "threshold_rule": "fixed",
-                "decision_threshold": float(config.training.decision_threshold),
-            }
+            chosen = describe_fixed_threshold(
+                oof_y, oof_probability, config.training.decision_threshold
+            )
         else:
             chosen = describe_threshold(
                 oof_y,
