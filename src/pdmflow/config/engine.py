@@ -51,7 +51,8 @@ class EngineConfig(_Strict):
         "local",
         description=(
             "local: in this process, as always. dask: per-device work (features, batch "
-            "scoring) runs as Dask tasks, on whole devices at a time."
+            "scoring) runs as Dask tasks, on whole devices at a time, and the released "
+            "LightGBM model's final fit runs on the workers (lightgbm.dask)."
         ),
     )
     address: str | None = Field(

@@ -130,6 +130,17 @@ class TrainingConfig(_Strict):
             "median (lowest MAE)."
         ),
     )
+    negative_sample_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "For fleets where healthy rows dominate: the fits keep each healthy learning row "
+            "(label 0, or RUL at labels.rul_cap_hours) at this rate, seeded, with weight "
+            "1/rate; every failure row is kept, and out-of-fold predictions (calibration, "
+            "threshold) still cover every validation row. null: every row, unweighted."
+        ),
+    )
     seed: int = Field(42, description="Seed of model fits and of the tuning sample.")
 
 

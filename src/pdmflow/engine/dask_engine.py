@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -12,9 +15,22 @@ from dask.utils import format_bytes
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
 from distributed.comm import CommClosedError
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from pdmflow.engine.base import PartitionFunction, device_partitions
 from pdmflow.errors import EngineUnreachable
+
+
+class StdoutToStderr(WorkerPlugin):
+    """For the workers of a local cluster: their stdout goes to stderr. They inherit the
+    step's stdout, which carries its output (a run id), and libraries print there from the
+    workers' C code (LightGBM's network set-up)."""
+
+    name = "pdmflow-stdout-to-stderr"
+
+    def setup(self, worker: Any) -> None:
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 class DaskEngine:
@@ -58,7 +74,7 @@ class DaskEngine:
         futures = self._submit(frame, device_column, fn, partition_rows)
         if not futures:
             return fn(frame)
-        with self._scheduler_loss():
+        with self.scheduler_loss():
             # gather keeps the order of `futures`, i.e. row order; a task's exception (a
             # DataValidationError, ...) is raised here as itself.
             results = self.client.gather(futures)
@@ -78,10 +94,31 @@ class DaskEngine:
         # Every task is on the cluster at once; results come back in row order, and each one
         # is let go (on the cluster too) once the caller has it.
         for index in range(len(futures)):
-            with self._scheduler_loss():
+            with self.scheduler_loss():
                 result = futures[index].result()
             futures[index] = None
             yield result
+
+    @property
+    def workers(self) -> list[str]:
+        """The workers' addresses, in order."""
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def spread(self, partitions: list[pd.DataFrame] | list[pd.Series]) -> Any:
+        """The partitions as one Dask DataFrame (or Series) held on the workers: partition k
+        on worker k mod n (`workers` order), so every worker holds data when there are
+        partitions enough, and collections spread from partitions of the same rows are held
+        alike (LightGBM's X, y and weights). An empty list is a ValueError."""
+        import dask.dataframe as dd
+
+        if not partitions:
+            raise ValueError("spread: no partition to place on the workers")
+        workers = self.workers
+        futures = [
+            self.client.scatter(part, workers=[workers[k % len(workers)]], hash=False)
+            for k, part in enumerate(partitions)
+        ]
+        return dd.from_delayed(futures, meta=partitions[0].iloc[:0], verify_meta=False)
 
     def _submit(
         self,
@@ -92,7 +129,7 @@ class DaskEngine:
     ) -> list[Future]:
         """One task per partition of whole devices, in row order; [] for an empty frame."""
         ranges = device_partitions(frame, device_column, partition_rows)
-        with warnings.catch_warnings(), self._scheduler_loss():
+        with warnings.catch_warnings(), self.scheduler_loss():
             # Each partition travels inside its task, so Dask can run the task again on another
             # worker when one dies; it warns about such graphs. (Reading the partition on the
             # worker from a partitioned dataset is the next step of issue 26.)
@@ -102,7 +139,7 @@ class DaskEngine:
             ]
 
     @contextmanager
-    def _scheduler_loss(self) -> Iterator[None]:
+    def scheduler_loss(self) -> Iterator[None]:
         """A scheduler lost mid-run as EngineUnreachable (exit 4) naming it; the tasks' own
         errors pass through as themselves."""
         try:

@@ -34,7 +34,7 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
     # Imported here: the local engine (every command by default) never pays for Dask's import.
     from distributed import Client, LocalCluster
 
-    from pdmflow.engine.dask_engine import DaskEngine
+    from pdmflow.engine.dask_engine import DaskEngine, StdoutToStderr
 
     address = dask_address(engine)
     if address is None:
@@ -48,6 +48,7 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
             ) as cluster,
             Client(cluster) as client,
         ):
+            client.register_plugin(StdoutToStderr())
             yield DaskEngine(client, None)
         return
     try:

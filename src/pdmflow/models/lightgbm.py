@@ -47,6 +47,7 @@ def fit_model(
     rul_objective: str = "l1",
     callbacks: list[Any] | None = None,
     max_bin: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> LightGBMModel:
     """Fit LightGBM for the task; params use LightGBM's scikit-learn names.
 
@@ -54,23 +55,13 @@ def fit_model(
     not improved for that many rounds; `params["n_estimators"]` is then a ceiling and the model
     keeps its best iteration (`best_iteration_`), which predictions and the ONNX export use.
     `max_bin`: histogram bins per feature (training.max_bin; None: LightGBM's 255); a
-    `max_bin` in params wins.
+    `max_bin` in params wins. `sample_weight`: each row's weight (None: 1 each).
     """
     # Threads: params may set n_jobs (tuning workers split the cores between them).
     params = {"n_jobs": estimator_threads(), **_bins(max_bin), **params}
+    model = estimator(task, params, seed, rul_objective)
     if task == "classification":
-        model: LightGBMModel = lgb.LGBMClassifier(
-            objective="binary", random_state=seed, verbose=-1, **params
-        )
         y = np.asarray(y).astype(int)
-    else:
-        params = {k: v for k, v in params.items() if k != "is_unbalance"}  # binary-only
-        model = lgb.LGBMRegressor(
-            objective=RUL_OBJECTIVES[rul_objective],
-            random_state=seed,
-            verbose=-1,
-            **params,
-        )
     callbacks = list(callbacks or [])
     fit_kwargs: dict[str, Any] = {}
     if eval_set is not None:
@@ -82,8 +73,37 @@ def fit_model(
                 lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
             )
     # Float32 features: the ONNX model computes in float32, so training sees the same values.
-    model.fit(X.astype(np.float32, copy=False), y, callbacks=callbacks, **fit_kwargs)
+    model.fit(
+        X.astype(np.float32, copy=False),
+        y,
+        sample_weight=sample_weight,
+        callbacks=callbacks,
+        **fit_kwargs,
+    )
     return model
+
+
+def estimator(
+    task: str,
+    params: dict[str, Any],
+    seed: int,
+    rul_objective: str,
+    classifier: type[lgb.LGBMClassifier] = lgb.LGBMClassifier,
+    regressor: type[lgb.LGBMRegressor] = lgb.LGBMRegressor,
+    **settings: Any,
+) -> Any:
+    """The unfitted estimator of the task: `classifier` (binary) or `regressor` (the
+    rul_objective's objective), with `params` (scikit-learn names) and `settings`."""
+    if task == "classification":
+        return classifier(objective="binary", random_state=seed, verbose=-1, **params, **settings)
+    params = {k: v for k, v in params.items() if k != "is_unbalance"}  # binary-only
+    return regressor(
+        objective=RUL_OBJECTIVES[rul_objective],
+        random_state=seed,
+        verbose=-1,
+        **params,
+        **settings,
+    )
 
 
 def at_learning_rate(params: dict[str, Any], rate: float) -> dict[str, Any]:

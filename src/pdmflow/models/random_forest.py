@@ -37,11 +37,17 @@ TREE_ENSEMBLES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 
 
 def fit(
-    task: str, X: pd.DataFrame, y: pd.Series | np.ndarray, params: dict[str, Any], seed: int
+    task: str,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    params: dict[str, Any],
+    seed: int,
+    sample_weight: np.ndarray | None = None,
 ) -> RandomForestModel:
     """Fit a forest for the task ("classification" or "regression") on float32 features.
 
     `params` override DEFAULT_PARAMS with scikit-learn's names; an unknown name is an error.
+    `sample_weight`: each row's weight (None: 1 each).
     """
     if task == "classification":
         model: RandomForestModel = RandomForestClassifier(random_state=seed)
@@ -68,7 +74,7 @@ def fit(
         )
     model.set_params(**settings)
     # Float32 features: the ONNX model computes in float32, so training sees the same values.
-    model.fit(X.astype(np.float32, copy=False), y)
+    model.fit(X.astype(np.float32, copy=False), y, sample_weight=sample_weight)
     return model
 
 

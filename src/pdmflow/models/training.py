@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from pdmflow.config import TenantConfig
+from pdmflow.engine.base import Engine
 from pdmflow.errors import DataValidationError
 from pdmflow.evaluation.metrics import classification_metrics, regression_metrics
 from pdmflow.evaluation.thresholds import describe_fixed_threshold, describe_threshold
@@ -47,6 +48,41 @@ def fit_family(
     return model_families.family(family).fit(
         task, X, y, params, config.training, eval_set, callbacks, early_stopping_rounds
     )
+
+
+def final_fit(
+    family: str,
+    task: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    devices: pd.Series,
+    params: dict[str, Any],
+    config: TenantConfig,
+    engine: Engine | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[Any, str]:
+    """(the released estimator fitted on every row of X, where it was fitted).
+
+    On an engine with workers and a family that fits on them (LightGBM), one model trained by
+    the workers on partitions of whole devices (`devices`: each row's device): "dask". Else
+    in this process: "local". No early stopping either way (params set the rounds).
+    """
+    chosen = model_families.family(family)
+    if engine is not None and engine.kind != "local" and chosen.fits_on_cluster:
+        estimator = chosen.fit_on_cluster(
+            engine,
+            task,
+            X,
+            y,
+            devices,
+            params,
+            config.training,
+            config.engine.partition_rows,
+            sample_weight,
+        )
+        return estimator, engine.kind
+    estimator = chosen.fit(task, X, y, params, config.training, sample_weight=sample_weight)
+    return estimator, "local"
 
 
 def predict_family(model: Any, X: pd.DataFrame) -> np.ndarray:
@@ -96,6 +132,7 @@ def fold_predictions(
     callbacks: list[Any] | None = None,
     datasets: list[Any] | None = None,
     early_stopping_rounds: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> FoldResult:
     """Fit on each fold's fit rows, stop early and predict on its validation rows.
 
@@ -103,9 +140,12 @@ def fold_predictions(
     `datasets` (the family's `fold_datasets` of these folds), the family trains on those
     (LightGBM: prebuilt bins) instead of preparing the rows again: the same models.
     `early_stopping_rounds`: the patience of each fold's fit (default
-    training.early_stopping_rounds).
+    training.early_stopping_rounds). `sample_weight`: each row's weight in the fits (not with
+    `datasets`); the validation rows stop and score unweighted.
     """
     chosen = model_families.family(family)
+    if datasets is not None and sample_weight is not None:
+        raise ValueError("fold_predictions: prepared datasets carry no sample weights")
     patience = early_stopping_rounds or config.training.early_stopping_rounds
     predictions = np.full(len(X), np.nan)
     best_iterations, scores, models, rounds = [], [], [], []
@@ -134,6 +174,7 @@ def fold_predictions(
             eval_set=(X_valid, y_valid),
             callbacks=fold_callbacks,
             early_stopping_rounds=patience,
+            sample_weight=None if sample_weight is None else sample_weight[fit_rows],
         )
         models.append(model)
         predicted = chosen.predict(model, X_valid)
@@ -153,6 +194,20 @@ def healthy_rows(y: np.ndarray, config: TenantConfig) -> np.ndarray:
     if config.task == "classification":
         return y == 0
     return y >= config.labels.rul_cap_hours
+
+
+def negative_sample_weights(
+    healthy: np.ndarray, rate: float | None, seed: int
+) -> np.ndarray | None:
+    """Each row's weight in the fits under training.negative_sample_rate: a healthy row is
+    kept with probability `rate` (drawn per row from `seed`) and then weighs 1/rate, dropped
+    rows weigh 0, every other row 1. None when `rate` is None (every row, unweighted)."""
+    if rate is None:
+        return None
+    kept = np.random.default_rng(seed).random(len(healthy)) < rate
+    weights = np.ones(len(healthy))
+    weights[healthy] = np.where(kept[healthy], 1.0 / rate, 0.0)
+    return weights
 
 
 # Healthy training rows are scored by forests that did not see them (cross-fitting).
@@ -276,6 +331,7 @@ def fit_candidate(
     family: str,
     params: dict[str, Any],
     anomaly: bool | None = None,
+    engine: Engine | None = None,
 ) -> Candidate:
     """Fit the released model on `learning` (the train table, then the validation table).
 
@@ -285,6 +341,9 @@ def fit_candidate(
     choose the threshold. The released model is then refitted on every learning row with the
     folds' median best iteration, scaled by the rows it sees (training.refit); without refit
     and with one fold, the fold's own model (trained on the train rows) is released.
+    With training.negative_sample_rate, every fit sees the sampled rows, weighted
+    (`negative_sample_weights`). `engine`: where the refit runs (`final_fit`); the fold fits
+    run in this process. The report says where (`training_engine`) and on how many rows.
     """
     task = config.task
     y = learning[label].to_numpy(dtype=float)
@@ -295,21 +354,42 @@ def fit_candidate(
         anomaly_graph, scores = anomaly_feature(X, y, train_rows, config)
         X = X.assign(**{ANOMALY_FEATURE: scores})
 
-    result = fold_predictions(family, task, X, y, folds, params, config, score=lambda a, b: 0.0)
+    training = config.training
+    weights = negative_sample_weights(
+        healthy_rows(y, config), training.negative_sample_rate, training.seed
+    )
+    fit_folds = folds
+    if weights is not None:  # each fold fits its sampled rows; every validation row scores
+        fit_folds = [(fit_rows[weights[fit_rows] > 0], valid) for fit_rows, valid in folds]
+    result = fold_predictions(
+        family, task, X, y, fit_folds, params, config, lambda a, b: 0.0, sample_weight=weights
+    )
     final_params = dict(params)
-    if len(folds) == 1 and not config.training.refit:
+    training_engine = "local"
+    final_rows = len(fit_folds[0][0])
+    if len(folds) == 1 and not training.refit:
         estimator = result.models[0]
     else:
+        rows = None if weights is None else np.flatnonzero(weights > 0)
+        final_rows = len(X) if rows is None else len(rows)
         if result.best_iterations:
             # Rounds grow with the rows they fit: scale each fold's best iteration by the
             # share of rows the final fit sees.
             scaled = [
-                best * len(X) / len(fit_rows)
-                for best, (fit_rows, _) in zip(result.best_iterations, folds, strict=True)
+                best * final_rows / len(fit_rows)
+                for best, (fit_rows, _) in zip(result.best_iterations, fit_folds, strict=True)
             ]
             ceiling = int(params.get("n_estimators", 100))
             final_params["n_estimators"] = max(1, min(ceiling, round(float(np.median(scaled)))))
-        estimator = fit_family(family, task, X, y, final_params, config)
+        devices = learning[config.schema_.device_column]
+        if rows is None:
+            fit_X, fit_y, fit_devices, fit_weights = X, y, devices, None
+        else:
+            fit_X, fit_y, fit_devices = X.iloc[rows], y[rows], devices.iloc[rows]
+            fit_weights = weights[rows]
+        estimator, training_engine = final_fit(
+            family, task, fit_X, fit_y, fit_devices, final_params, config, engine, fit_weights
+        )
     trees = model_families.family(family).tree_count(estimator)
 
     validated = ~np.isnan(result.predictions)
@@ -324,6 +404,8 @@ def fit_candidate(
         trees=trees,
     )
     report: dict[str, Any] = {
+        "training_engine": training_engine,
+        "fitted_rows": final_rows,
         "out_of_fold_rows": int(validated.sum()),
         "fold_best_iterations": result.best_iterations,
         "cv": fold_spread(task, y, result.predictions, folds),

@@ -19,6 +19,7 @@ from pdmflow.artifacts import (
     read_features,
 )
 from pdmflow.config import TenantConfig
+from pdmflow.engine import open_engine
 from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
@@ -36,7 +37,7 @@ from pdmflow.models.reference import REFERENCE_GROUPS, fit_reference, save_refer
 from pdmflow.models.threads import estimator_threads
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
-from pdmflow.tracking import latest_step_run, step_run
+from pdmflow.tracking import latest_step_run, log_engine, step_run
 
 MODEL_NAME = "model"
 
@@ -108,16 +109,21 @@ def run_train(
             }
         )
         mlflow.log_params(model_families.family(family).logged_params(params, config.training))
-        candidate = fit_candidate(
-            learning.rows,
-            learning.train_rows,
-            folds,
-            model_spec.feature_names,
-            label,
-            config,
-            family,
-            params,
-        )
+        mlflow.log_param("negative_sample_rate", config.training.negative_sample_rate or "off")
+        with open_engine(config) as engine:
+            log_engine(engine)
+            candidate = fit_candidate(
+                learning.rows,
+                learning.train_rows,
+                folds,
+                model_spec.feature_names,
+                label,
+                config,
+                family,
+                params,
+                engine=engine,
+            )
+        mlflow.log_param("training_engine", candidate.report["training_engine"])
         # The afternoon script's recipe on every feature it reads (no selection), same rows.
         reference = fit_reference(
             learning.rows,
@@ -144,6 +150,7 @@ def run_train(
             features_dropped=len(selection.dropped),
             onnx_max_abs_difference=parity,
             out_of_fold_rows=report["out_of_fold_rows"],
+            fitted_rows=report["fitted_rows"],
         )
         metrics.update(report["cv"])  # each fold's own score: mean and spread
         if candidate.trees is not None:

@@ -21,6 +21,8 @@ from pdmflow.config import TrainingConfig
 if TYPE_CHECKING:
     import optuna
 
+    from pdmflow.engine.dask_engine import DaskEngine
+
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
@@ -34,6 +36,7 @@ class ModelFamily(ABC):
     name: str  # as in training.family and tuning.families
     prefix: str  # of the train run's params (`<prefix>_<param>`) and of Optuna's names
     explainer_file: str  # the explained estimator's file name beside the ONNX graph
+    fits_on_cluster = False  # whether `fit_on_cluster` trains one model on an engine's workers
 
     @abstractmethod
     def config_params(self, training: TrainingConfig) -> dict[str, Any]:
@@ -67,9 +70,28 @@ class ModelFamily(ABC):
         eval_set: tuple[pd.DataFrame, np.ndarray] | None = None,
         callbacks: list[Any] | None = None,
         early_stopping_rounds: int | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> Any:
-        """One fitted estimator; a family that can stops early on `eval_set` when given."""
+        """One fitted estimator; a family that can stops early on `eval_set` when given.
+        `sample_weight`: each row's weight in the fit (None: every row weighs 1)."""
         ...
+
+    def fit_on_cluster(
+        self,
+        engine: DaskEngine,
+        task: str,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        devices: pd.Series,
+        params: dict[str, Any],
+        training: TrainingConfig,
+        partition_rows: int,
+        sample_weight: np.ndarray | None = None,
+    ) -> Any:
+        """`fit` (no early stopping) as one model trained on the engine's workers, from
+        partitions of whole devices (`devices`: each row's device) of about `partition_rows`
+        rows; the estimator comes back as a local one, as `fit` returns it."""
+        raise NotImplementedError(f"{self.name}: no fit on a cluster")
 
     def fold_datasets(
         self,

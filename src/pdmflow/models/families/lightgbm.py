@@ -17,11 +17,14 @@ from pdmflow.models.families.base import Folds, ModelFamily
 if TYPE_CHECKING:
     import optuna
 
+    from pdmflow.engine.dask_engine import DaskEngine
+
 
 class LightGBMFamily(ModelFamily):
     name = "lightgbm"
     prefix = "lgbm"
     explainer_file = "explainer_estimator.txt"
+    fits_on_cluster = True
 
     def config_params(self, training: TrainingConfig) -> dict[str, Any]:
         return dict(training.params)
@@ -53,6 +56,7 @@ class LightGBMFamily(ModelFamily):
         eval_set: tuple[pd.DataFrame, np.ndarray] | None = None,
         callbacks: list[Any] | None = None,
         early_stopping_rounds: int | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> lightgbm.LightGBMModel:
         """Stops early on `eval_set` when given, after `early_stopping_rounds` (default
         training.early_stopping_rounds) rounds without gain."""
@@ -68,6 +72,36 @@ class LightGBMFamily(ModelFamily):
             rul_objective=training.rul_objective,
             callbacks=callbacks,
             max_bin=training.max_bin,
+            sample_weight=sample_weight,
+        )
+
+    def fit_on_cluster(
+        self,
+        engine: DaskEngine,
+        task: str,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        devices: pd.Series,
+        params: dict[str, Any],
+        training: TrainingConfig,
+        partition_rows: int,
+        sample_weight: np.ndarray | None = None,
+    ) -> lightgbm.LightGBMModel:
+        """lightgbm.dask's data-parallel training on the workers (models/lightgbm_dask.py)."""
+        from pdmflow.models import lightgbm_dask  # Dask's import only where a cluster is used
+
+        return lightgbm_dask.fit_dask_model(
+            engine,
+            task,
+            X,
+            y,
+            devices,
+            params,
+            training.seed,
+            partition_rows,
+            rul_objective=training.rul_objective,
+            max_bin=training.max_bin,
+            sample_weight=sample_weight,
         )
 
     def fold_datasets(

@@ -38,9 +38,10 @@ class RandomForestFamily(ModelFamily):
         eval_set: tuple[pd.DataFrame, np.ndarray] | None = None,
         callbacks: list[Any] | None = None,
         early_stopping_rounds: int | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> random_forest.RandomForestModel:
         """Every tree is grown: a forest does not stop early (`eval_set` is not used)."""
-        return random_forest.fit(task, X, y, params, training.seed)
+        return random_forest.fit(task, X, y, params, training.seed, sample_weight)
 
     def predict(self, model: Any, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return np.asarray(random_forest.predict(model, X), dtype=np.float64)
