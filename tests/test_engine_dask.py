@@ -71,12 +71,14 @@ def smoke():
         ({"memory_limit": "0GiB"}, "engine.memory_limit"),
         ({"address": "scheduler:8786"}, "engine.address"),
         ({"n_workers": 0}, "engine.n_workers"),
+        ({"address": "tcp://ops:s3cret@scheduler:8786"}, "engine.address"),
     ],
 )
 def test_a_bad_engine_value_is_one_line_naming_the_key(write_config, engine, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
         load_config(write_config({"engine": engine}))
     assert "\n" not in str(error.value)
+    assert "s3cret" not in str(error.value)  # an address's password is never echoed
 
 
 def test_engine_defaults_to_local_and_the_environment_names_the_scheduler(

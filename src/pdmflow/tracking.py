@@ -322,7 +322,6 @@ def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
         raise
 
 
-@contextmanager
 def log_engine(engine: Engine) -> None:
     """The engine's describe() as params of the active run, its dashboard link as a tag."""
     mlflow.log_params(engine.describe())

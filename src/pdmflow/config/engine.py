@@ -23,7 +23,7 @@ _UNITS = {
     "tib": 2**40,
 }
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?(?:[eE]\d+)?)\s*([A-Za-z]*)\s*")
-_ADDRESS = re.compile(r"(tcp|tls|ws|wss)://\S+")
+_ADDRESS = re.compile(r"(tcp|tls|ws|wss)://[^\s@/]+")
 
 
 def size_in_bytes(text: str) -> int | None:
@@ -36,6 +36,11 @@ def size_in_bytes(text: str) -> int | None:
 
 def check_scheduler_address(address: str, key: str) -> str:
     """The address unchanged, or ValueError naming `key` and what a scheduler address is."""
+    if "@" in address:  # never echo what may be a password
+        raise ValueError(
+            f"{key}: a Dask scheduler address carries no user name or password (found '@'); "
+            "expected one such as tcp://10.0.0.5:8786"
+        )
     if not _ADDRESS.fullmatch(address):
         raise ValueError(
             f"{key}: '{address}' is not a Dask scheduler address such as tcp://10.0.0.5:8786"

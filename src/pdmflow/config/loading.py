@@ -4,6 +4,7 @@ read from the environment."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from pdmflow.config.tenant import TenantConfig
 from pdmflow.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "configs/default.yaml"
+_CREDENTIALS = re.compile(r"(://[^/\s:@]*:)[^@\s/]*@")
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -26,7 +28,13 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "value_error" and key == "<top level>":
         # A check across keys: its message names them, the input is the whole file.
         return str(error["ctx"]["error"])
-    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+    return f"key '{key}': {error['msg']} (got {_redacted(repr(error.get('input')))})"
+
+
+def _redacted(text: str) -> str:
+    """`text` with the password of any scheme://user:password@host in it replaced by ***: an
+    error echoes what it was given, and a URL in a config may carry one."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -78,7 +78,7 @@ class DaskEngine:
             # gather keeps the order of `futures`, i.e. row order; a task's exception (a
             # DataValidationError, ...) is raised here as itself.
             results = self.client.gather(futures)
-        return pd.concat(results, copy=False) if len(results) > 1 else results[0]
+        return pd.concat(results) if len(results) > 1 else results[0]
 
     def iter_device_partitions(
         self,
@@ -134,8 +134,12 @@ class DaskEngine:
             # worker when one dies; it warns about such graphs. (Reading the partition on the
             # worker from a partitioned dataset is the next step of issue 26.)
             warnings.filterwarnings("ignore", message=".*[Ll]arge (object|graph).*")
+            # The function (a model's files, the failure events) goes to every worker once, not
+            # inside each task; every worker holding it, a lost one's tasks still run elsewhere.
+            shared = self.client.scatter(fn, broadcast=True, hash=False)
             return [
-                self.client.submit(fn, frame.iloc[begin:end], pure=False) for begin, end in ranges
+                self.client.submit(_apply, shared, frame.iloc[begin:end], pure=False)
+                for begin, end in ranges
             ]
 
     @contextmanager
@@ -159,3 +163,8 @@ class DaskEngine:
             f"Dask scheduler {where} was lost mid-run: is it running? "
             "(engine.address, or PDMFLOW_DASK_ADDRESS when set)"
         )
+
+
+def _apply(fn: PartitionFunction, partition: pd.DataFrame) -> pd.DataFrame:
+    """A task: the scattered function on its partition."""
+    return fn(partition)

@@ -174,10 +174,17 @@ class FailureScorer:
     @classmethod
     def from_files(cls, files: bytes, model_uri: str) -> FailureScorer:
         """The scorer of the model whose files `load(..., keep_files=True)` kept."""
-        with tempfile.TemporaryDirectory(prefix="pdmflow-model-") as tmp:
-            with tarfile.open(fileobj=io.BytesIO(files)) as archive:
-                archive.extractall(tmp, filter="data")
-            return cls(Path(tmp), model_uri)
+        try:
+            with tempfile.TemporaryDirectory(prefix="pdmflow-model-") as tmp:
+                with tarfile.open(fileobj=io.BytesIO(files)) as archive:
+                    archive.extractall(tmp, filter="data")
+                return cls(Path(tmp), model_uri)
+        except PdmflowError:
+            raise
+        except Exception as error:  # a worker without room, or with other library versions
+            raise ModelFilesError(
+                f"model {model_uri}: cannot be loaded here ({first_line(error)})"
+            ) from None
 
     def score_features(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Predictions for feature rows: a frame holding the spec's feature columns, or an
