@@ -11,7 +11,7 @@ EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
 # against 16.5 with two, measured back to back), each test file on one of them (a file's module
 # fixtures are built once), taking the files in the order tests/conftest.py gives them
 # (costliest first), not xdist's own.
-PYTEST_ARGS ?= -n 3 --dist loadfile --no-loadscope-reorder
+PYTEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test ui server lint bench quality docs docs-build clean airflow-env
 

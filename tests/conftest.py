@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# Under pytest-xdist (`make test` runs two workers) each worker, and every process it starts,
+# Under pytest-xdist (`make test` runs four workers) each worker, and every process it starts,
 # gets one thread for LightGBM, OpenMP and BLAS: two multi-threaded processes spinning on the
 # same cores run several times slower (pdmflow/models/threads.py). Set before NumPy loads.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -29,7 +29,7 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 def pytest_collection_modifyitems(config, items):
     """The costliest files first (their `cost(seconds=...)` mark: what the file took on one
     `make test` worker of this machine), the rest in collection order. `make test`'s workers
-    (`-n 3 --dist loadfile --no-loadscope-reorder`) take whole files in this order, so a long
+    (`-n 4 --dist loadfile --no-loadscope-reorder`) take whole files in this order, so a long
     file starts early instead of ending the run on one worker while the other idles."""
 
     def cost(item) -> float:
