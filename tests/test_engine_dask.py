@@ -27,8 +27,7 @@ from pdmflow.engine import LocalEngine, device_partitions, open_engine
 from pdmflow.errors import ConfigError, DataValidationError
 from pdmflow.features.builder import FeatureSpec, latest_features
 from pdmflow.features.split import SPLIT_NAMES, device_feature_builder, label_and_split
-from pdmflow.steps.features import ENGINE_DASHBOARD_TAG
-from pdmflow.tracking import STEP_TAG
+from pdmflow.tracking import ENGINE_DASHBOARD_TAG, STEP_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=73)]
 

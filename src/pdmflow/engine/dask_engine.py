@@ -71,13 +71,8 @@ class DaskEngine:
         fn: PartitionFunction,
         partition_rows: int,
     ) -> pd.DataFrame:
-        futures = self._submit(frame, device_column, fn, partition_rows)
-        if not futures:
-            return fn(frame)
-        with self.scheduler_loss():
-            # gather keeps the order of `futures`, i.e. row order; a task's exception (a
-            # DataValidationError, ...) is raised here as itself.
-            results = self.client.gather(futures)
+        # A task's exception (a DataValidationError, ...) is raised here as itself.
+        results = list(self.iter_device_partitions(frame, device_column, fn, partition_rows))
         return pd.concat(results) if len(results) > 1 else results[0]
 
     def iter_device_partitions(

@@ -23,9 +23,7 @@ from pdmflow.features.split import (
     label_and_split,
     split_report,
 )
-from pdmflow.tracking import ENGINE_DASHBOARD_TAG, log_engine, step_run
-
-__all__ = ["ENGINE_DASHBOARD_TAG", "run_features"]
+from pdmflow.tracking import log_engine, step_run
 
 
 def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
