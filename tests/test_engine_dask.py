@@ -5,6 +5,7 @@ other, with the same features."""
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.request
 from functools import partial
@@ -158,6 +159,17 @@ class TestLocalCluster:
             engine.map_device_partitions(short, device, score, 1500)
         assert str(remote.value) == str(local.value) and f"device '{last}'" in str(local.value)
         assert "\n" not in str(remote.value) and remote.value.exit_code == 2
+
+
+def test_a_local_cluster_leaves_the_process_environment_as_it_found_it(smoke, monkeypatch):
+    # Dask's nannies (in this process) set OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_ ... for
+    # their workers; the step's later subprocesses must not inherit them.
+    for key in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    with open_engine(dask_engine_config(smoke[0], n_workers=1, threads_per_worker=1)):
+        assert os.environ.get("OMP_NUM_THREADS") == "1"  # while the workers live
+    assert dict(os.environ) == before
 
 
 # --- a running scheduler, through the command line ----------------------------------------------

@@ -1,6 +1,7 @@
 """Freed buffers go back to the system (models/memory.py): glibc's sliding mmap threshold
 otherwise keeps them in the process after the first large block is freed."""
 
+import os
 import subprocess
 import sys
 
@@ -29,8 +30,19 @@ print((before - rss()) / 2**20)
 
 
 def returned_mib(mode: str) -> float:
+    # glibc's own defaults: any MALLOC_* tunable in the environment (Dask's nannies set
+    # MALLOC_TRIM_THRESHOLD_) turns the sliding threshold off by itself.
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MALLOC_") and key != "GLIBC_TUNABLES"
+    }
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROGRAM, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
     )
     return float(done.stdout)
 

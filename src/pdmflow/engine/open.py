@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
     address = dask_address(engine)
     if address is None:
         with (
+            _environment_restored(),
             LocalCluster(
                 n_workers=engine.n_workers,
                 threads_per_worker=engine.threads_per_worker,
@@ -69,6 +71,20 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
         yield DaskEngine(client, address)
     finally:
         _close(client)
+
+
+@contextmanager
+def _environment_restored() -> Iterator[None]:
+    """os.environ as it was once the block ends. A LocalCluster's nannies live in this process
+    and set Dask's `distributed.nanny.pre-spawn-environ` (OMP_NUM_THREADS=1,
+    MALLOC_TRIM_THRESHOLD_=65536, ...) in *its* environment before each worker starts; left
+    there, every later subprocess of the step (and of a test run) would inherit them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _close(client: Client) -> None:
