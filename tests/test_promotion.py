@@ -1,10 +1,11 @@
 """Release decisions against a real SQLite tracking store and registry."""
 
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import LENIENT_GATES, SMOKE
+from conftest import LENIENT_GATES, SMOKE, forget_experiment
 from mlflow import MlflowClient
 
 from pdmflow.config import load_config
@@ -29,10 +30,43 @@ def versions(client):
     return {str(v.version): v for v in client.search_model_versions(f"name = '{MODEL}'")}
 
 
+@pytest.fixture(scope="module")
+def released_once(tmp_path_factory):
+    """A store where the smoke config's first pipeline released version 1, built once for the
+    file (a pipeline is the costly part of these tests)."""
+    root = tmp_path_factory.mktemp("released")
+    with pytest.MonkeyPatch.context() as patch:
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.chdir(root)  # the artifact root ./mlruns, absolute in the store
+        mlflow.set_tracking_uri(uri)
+        try:
+            assert run_pipeline(load_config(SMOKE), n_trials=2) == "1"
+        finally:
+            mlflow.set_tracking_uri(None)
+            forget_experiment()
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def champion_store(released_once, tracking_store):
+    """This test's own copy of `released_once`'s store: version 1 released from the smoke
+    config. Its runs' artifacts stay where that pipeline wrote them (read here, never
+    changed); new runs write theirs beside them under their own run ids."""
+    shutil.copyfile(released_once, tracking_store_dir(tracking_store) / "mlflow.db")
+    assert versions(MlflowClient())["1"].current_stage == "Production"
+    return tracking_store
+
+
 @pytest.mark.parametrize("mode", ["stages", "aliases"])
-def test_passing_candidate_replaces_the_champion(tracking_store, write_config, mode):
+def test_passing_candidate_replaces_the_champion(request, write_config, mode):
     config = load_config(write_config({"registry": {"mode": mode}}))
-    assert run_pipeline(config, n_trials=2) == "1"
+    if mode == "stages":  # the smoke config's own mode: its version 1 is the shared one
+        tracking_store = request.getfixturevalue("champion_store")
+    else:
+        tracking_store = request.getfixturevalue("tracking_store")
+        assert run_pipeline(config, n_trials=2) == "1"
     assert run_pipeline(config, n_trials=2) == "2"
     client = MlflowClient()
     by_version = versions(client)
@@ -72,8 +106,7 @@ def test_passing_candidate_replaces_the_champion(tracking_store, write_config, m
     )
 
 
-def test_candidate_failing_a_gate_is_registered_but_not_released(tracking_store, write_config):
-    assert run_pipeline(load_config(SMOKE), n_trials=2) == "1"
+def test_candidate_failing_a_gate_is_registered_but_not_released(champion_store, write_config):
     strict = load_config(write_config({"gates": {"min_auc": 0.9999, "min_precision": 0.999}}))
     with pytest.raises(GateFailure, match=r"version 2 not promoted: failed gates auc, precision"):
         run_pipeline(strict, n_trials=2)
@@ -90,8 +123,7 @@ def test_candidate_failing_a_gate_is_registered_but_not_released(tracking_store,
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "1"
 
 
-def test_candidate_worse_than_the_champion_is_not_released(tracking_store, write_config):
-    assert run_pipeline(load_config(SMOKE), n_trials=2) == "1"
+def test_candidate_worse_than_the_champion_is_not_released(champion_store, write_config):
     weak = load_config(
         write_config(
             {
@@ -116,9 +148,8 @@ def test_candidate_worse_than_the_champion_is_not_released(tracking_store, write
     assert by_version["1"].current_stage == "Production"
 
 
-def test_promote_refuses_an_evaluation_against_a_stale_champion(tracking_store):
+def test_promote_refuses_an_evaluation_against_a_stale_champion(champion_store):
     config = load_config(SMOKE)
-    run_pipeline(config, n_trials=2)
     stale = run_evaluate(config, "latest")  # compared against version 1
     run_pipeline(config, n_trials=2)  # version 2 is now Production
     with pytest.raises(
