@@ -1,30 +1,44 @@
-"""Training on a Dask cluster (issue 26): with engine.kind dask the released LightGBM model's
-final fit runs on the workers (lightgbm.dask), on partitions of whole devices, and comes back as
-the same ONNX graph, within 0.005 test AUC of the local engine's on the same data; the released
-model scores through FailureScorer. training.negative_sample_rate keeps healthy rows at its rate
+"""Training on a Dask cluster (issue 26): `mlflow run -e main` with engine.kind dask builds the
+features on the workers and runs the released LightGBM model's final fit there (lightgbm.dask),
+on partitions of whole devices; it comes back as the same ONNX graph, within 0.005 test AUC of
+the local engine's on the same features and tuned parameters, passes the default gates and is
+released; the released model scores through FailureScorer. training.negative_sample_rate keeps healthy rows at its rate
 with weight 1/rate, on either engine, and is logged."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMOKE, cli, deep_merge, forget_experiment
+from conftest import REPO, SMOKE, deep_merge, forget_experiment
+from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from pdmflow.artifacts import MODEL_URI_TAG, label_column, read_dataset, read_features
+from pdmflow.artifacts import (
+    MODEL_URI_TAG,
+    data_uri_of,
+    label_column,
+    read_dataset,
+    read_features,
+    run_of,
+)
 from pdmflow.config import TenantConfig, load_config
 from pdmflow.models.lightgbm_dask import training_partitions
 from pdmflow.models.training import negative_sample_weights
-from pdmflow.registry import register, release
+from pdmflow.registry import production_version
 from pdmflow.serving import FailureScorer
-from pdmflow.steps.features import run_features
-from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.train import run_train
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=42)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=70)]
+
+BIN = Path(sys.executable).parent
 
 
 # A LocalCluster of 2 workers with 1 thread each.
@@ -36,15 +50,26 @@ def _with_sampling(config: TenantConfig, rate: float) -> TenantConfig:
     return config.model_copy(update={"training": training})
 
 
+def _child(client: MlflowClient, parent, step: str):
+    (run,) = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`pdmflow.step` = '{step}'",
+    )
+    return run
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """ingest and features of the smoke tenant in a temp SQLite store, then three train runs on
-    those features: local, dask, and dask with negative_sample_rate 0.5 (run ids by name)."""
+    """`mlflow run . -e main` of the smoke tenant with engine.kind dask (a LocalCluster) into a
+    temp SQLite store: features, the final fit and the release on the cluster. Then, on that
+    pipeline's features and tuned parameters, a local train run and a dask one with
+    negative_sample_rate 0.5 (run ids by name; "dask" is the pipeline's own train run)."""
     root = tmp_path_factory.mktemp("dask-train")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        for leftover in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            patch.delenv(leftover, raising=False)  # mlflow run refuses them
         patch.chdir(root)
         mlflow.set_tracking_uri(uri)
         try:
@@ -53,23 +78,32 @@ def trained(tmp_path_factory):
             path.write_text(yaml.safe_dump(smoke))
             dask_path.write_text(yaml.safe_dump(deep_merge(smoke, {"engine": DASK_ENGINE})))
             config = load_config(path)
-            data_uri = run_ingest(config)
-            features_uri = run_features(config, data_uri)
-            # Through the command line: its stdout is the run id alone, though the local
-            # cluster's workers inherit it and LightGBM's network prints from their C code.
-            trained = cli(
-                "train", "--config", str(dask_path), "--features-uri", features_uri,
-                "--tune-run-id", "none", cwd=root,
+            # As a user runs it: its own process, the project's main entry point.
+            done = subprocess.run(
+                [str(BIN / "mlflow"), "run", str(REPO), "-e", "main", "--env-manager", "local",
+                 "--experiment-name", config.experiment_name, "-P", f"config={dask_path}"],
+                env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+                capture_output=True, text=True, timeout=600,
             )  # fmt: skip
-            assert trained.returncode == 0, trained.stderr[-3000:]
-            (dask_run,) = trained.stdout.splitlines()
+            assert done.returncode == 0, done.stderr[-3000:]
+            client = MlflowClient()
+            experiment = client.get_experiment_by_name(config.experiment_name)
+            (parent,) = client.search_runs(
+                [experiment.experiment_id], "tags.`pdmflow.step` = 'main'"
+            )
+            features = _child(client, parent, "features")
+            dask_train = _child(client, parent, "train")
+            features_uri = dask_train.data.tags["pdmflow.features_uri"]
+            assert run_of(features_uri).info.run_id == features.info.run_id
+            tune_run_id = _child(client, parent, "tune").info.run_id
             sampled = _with_sampling(load_config(dask_path), 0.5)
             runs = {
-                "local": run_train(config, features_uri, "none"),
-                "dask": dask_run,
-                "dask_sampled": run_train(sampled, features_uri, "none"),
+                "local": run_train(config, features_uri, tune_run_id),
+                "dask": dask_train.info.run_id,
+                "dask_sampled": run_train(sampled, features_uri, tune_run_id),
             }
-            yield config, data_uri, features_uri, runs
+            data_uri = data_uri_of(features_uri)
+            yield config, data_uri, features_uri, runs, parent, features
         finally:
             while mlflow.active_run():
                 mlflow.end_run()
@@ -85,7 +119,8 @@ def _test_auc(run_id: str, features_uri: str, config: TenantConfig) -> float:
 
 
 def test_the_final_fit_on_dask_is_within_0005_test_auc_of_the_local_one(trained):
-    config, _, features_uri, runs = trained
+    config, _, features_uri, runs, _, features = trained
+    assert features.data.params["engine_kind"] == "dask"  # the features were built there too
     local, dask = (mlflow.get_run(runs[name]).data for name in ("local", "dask"))
     assert local.params["training_engine"] == "local" and local.params["engine_kind"] == "local"
     assert dask.params["training_engine"] == "dask" and dask.params["engine_kind"] == "dask"
@@ -103,11 +138,12 @@ def test_the_final_fit_on_dask_is_within_0005_test_auc_of_the_local_one(trained)
 
 
 def test_the_model_trained_on_dask_is_released_and_scores_raw_telemetry(trained):
-    config, data_uri, _, runs = trained
+    config, data_uri, _, runs, parent, _ = trained
     name = config.registered_model_name
-    model_uri = mlflow.get_run(runs["dask"]).data.tags[MODEL_URI_TAG]
-    version = register(name, model_uri, {}, "trained on dask")
-    release(name, version.version)
+    # The pipeline released the model its dask train run logged, through the default gates.
+    assert parent.data.tags["pdmflow.decision"] == "released"
+    released = production_version(name)
+    assert released.run_id == runs["dask"]
     scorer = FailureScorer.load(f"models:/{name}/Production")
     telemetry, events = read_dataset(data_uri)
     scored = scorer.score_telemetry(telemetry, events)
@@ -117,7 +153,7 @@ def test_the_model_trained_on_dask_is_released_and_scores_raw_telemetry(trained)
 
 
 def test_negative_sampling_is_logged_and_fits_fewer_rows_on_dask(trained):
-    config, _, features_uri, runs = trained
+    config, _, features_uri, runs, _, _ = trained
     full, sampled = (mlflow.get_run(runs[name]).data for name in ("dask", "dask_sampled"))
     assert full.params["negative_sample_rate"] == "off"
     assert sampled.params["negative_sample_rate"] == "0.5"
