@@ -631,6 +631,46 @@ def test_a_scheduler_stopped_mid_score_is_one_line_exit_4_and_no_output(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.slow
+def test_a_worker_killed_mid_score_has_its_tasks_rerun_and_the_output_is_the_local_one(
+    released, tmp_path, monkeypatch
+):
+    local_output, dask_output = tmp_path / "local.parquet", tmp_path / "dask.parquet"
+    arguments = {"input_path": str(released.telemetry_csv), "all_rows": True}
+    arguments["events_path"] = str(released.events_csv)
+    run_score(released.config, str(local_output), **arguments)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    monkeypatch.setattr(
+        score_step, "PartitionScoring", lambda *args: Held(PartitionScoring(*args), str(gate))
+    )
+    with dask_cluster(tmp_path / "cluster", workers=2) as cluster:
+        killed: list[int] = []
+
+        def kill_one_worker_while_both_hold_a_task() -> None:
+            try:
+                wait_until(lambda: len(started_by(gate)) == 2, "a scoring task on each worker")
+                pid = next(iter(started_by(gate)))
+                cluster.kill_worker(cluster.worker_of(pid))
+                killed.append(pid)
+            finally:
+                open_gate(gate)  # never leave the tasks (and the test) waiting
+
+        killer = threading.Thread(target=kill_one_worker_while_both_hold_a_task)
+        killer.start()
+        try:
+            run_score(_on_dask(released.config, cluster.address), str(dask_output), **arguments)
+        finally:
+            killer.join()
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(dask_output), pd.read_parquet(local_output), check_exact=True
+    )
+    # The killed worker began one task and finished none; the other scored the rest.
+    (pid,) = killed
+    runs = started_by(gate)
+    assert runs.pop(pid) == 1 and len(runs) == 1
+
+
 def test_an_unreachable_scheduler_fails_score_before_any_run_or_output(
     released, tmp_path, monkeypatch, capsys
 ):
