@@ -2,8 +2,8 @@
 features on the workers and runs the released LightGBM model's final fit there (lightgbm.dask),
 on partitions of whole devices; it comes back as the same ONNX graph, within 0.005 test AUC of
 the local engine's on the same features and tuned parameters, passes the default gates and is
-released; the released model scores through FailureScorer. training.negative_sample_rate keeps healthy rows at its rate
-with weight 1/rate, on either engine, and is logged."""
+released; the released model scores through FailureScorer. training.negative_sample_rate keeps
+healthy rows at its rate with weight 1/rate, on either engine, and is logged."""
 
 from __future__ import annotations
 
