@@ -95,7 +95,9 @@ def trained(tmp_path_factory):
             dask_train = _child(client, parent, "train")
             features_uri = dask_train.data.tags["pdmflow.features_uri"]
             assert run_of(features_uri).info.run_id == features.info.run_id
-            tune_run_id = _child(client, parent, "tune").info.run_id
+            tune = _child(client, parent, "tune")
+            assert tune.data.params["trials_on"] == "dask tasks"  # the trials ran there too
+            tune_run_id = tune.info.run_id
             sampled = _with_sampling(load_config(dask_path), 0.5)
             runs = {
                 "local": run_train(config, features_uri, tune_run_id),

@@ -90,3 +90,49 @@ def test_several_workers_need_a_shared_storage(tracking_store, write_config, cap
     assert run_cli(["tune", "--config", str(write_config()), "--workers", "2"]) == 2
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and "tuning.storage" in message
+
+
+def test_on_dask_the_trials_are_tasks_on_the_workers_sharing_the_study(
+    tracking_store, write_config
+):
+    """engine.kind dask (a LocalCluster of two workers): no tuning.storage needed (the study
+    lives on the scheduler); every trial runs in a worker process, none in the tune run's,
+    from a task per worker, and train takes the study's best."""
+    path = write_config(
+        {
+            "engine": {"kind": "dask", "n_workers": 2, "threads_per_worker": 1},
+            "tuning": {"timeout_seconds": 600},
+        }
+    )
+    config = load_config(path)
+    features_uri = run_features(config, run_ingest(config))
+    done = cli("tune", "--config", str(path), "--n-trials", "6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    tune_run_id = done.stdout.strip()
+    tune_run = mlflow.get_run(tune_run_id)
+    params = tune_run.data.params
+    assert params["engine_kind"] == "dask" and params["engine_workers"] == "2"
+    assert (params["trials_on"], params["workers"], params["storage"]) == (
+        "dask tasks",
+        "2",
+        "memory",
+    )
+    assert tune_run.data.tags["pdmflow.engine.dashboard"].startswith("http://")
+    trials = MlflowClient().search_runs(
+        [tune_run.info.experiment_id], f"tags.mlflow.parentRunId = '{tune_run_id}'"
+    )
+    assert len(trials) == 6
+    assert all(t.data.tags["optuna.trial_state"] == "COMPLETE" for t in trials)
+    # Two tasks, each its own worker index and process.
+    assert {t.data.tags["pdmflow.tune_worker"] for t in trials} == {"0", "1"}
+    pids = {t.data.tags["pdmflow.tune_worker_pid"] for t in trials}
+    assert len(pids) == 2
+    assert tune_run.data.metrics["trials_complete"] == 6
+    assert tune_run.data.metrics["dataset_seconds"] > 0
+    # train reads the best trial as with local tuning.
+    best_value = max(float(t.data.metrics["validation_average_precision"]) for t in trials)
+    assert tune_run.data.metrics["best_validation_average_precision"] == pytest.approx(best_value)
+    train_run = mlflow.get_run(
+        run_train(load_config(write_config({}, "local.yaml")), features_uri, "latest")
+    )
+    assert train_run.data.params["params_source"] == f"tune run {tune_run_id}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -19,6 +19,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from pdmflow.engine.base import PartitionFunction, device_partitions
 from pdmflow.errors import EngineUnreachable
+
+T = TypeVar("T")
 
 
 class StdoutToStderr(WorkerPlugin):
@@ -93,6 +95,23 @@ class DaskEngine:
                 result = futures[index].result()
             futures[index] = None
             yield result
+
+    def run_tasks(self, fn: Callable[[], T], count: int) -> list[T]:
+        """`count` tasks of `fn` at once on the cluster (Dask spreads them over the idle
+        workers and reruns one elsewhere when its worker dies); their results once all are
+        done. A task's exception is raised here as itself."""
+        with self.scheduler_loss():
+            futures = [self.client.submit(fn, pure=False) for _ in range(count)]
+            return self.client.gather(futures)
+
+    def study_storage(self, url: str | None) -> Any:
+        """The Optuna storage tasks on the workers share: the study lives on the scheduler
+        (Optuna's DaskStorage), over `url`'s database or, with None, in its memory."""
+        from optuna_integration.dask import DaskStorage
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*DaskStorage.*experimental.*")
+            return DaskStorage(url, client=self.client)
 
     @property
     def workers(self) -> list[str]:

@@ -3,10 +3,14 @@
 
 With `workers` > 1 the study lives in tuning.storage: this process runs one worker and starts
 the others as `tune-worker` processes; more can join from other machines (models/tuning.py).
+With engine.kind dask the trials run as tasks on the cluster instead, one per worker (or
+`workers`), sharing the study on the scheduler (Optuna's DaskStorage, over tuning.storage when
+set); this process only creates the study and reads its best trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -28,12 +32,13 @@ from optuna.visualization.matplotlib import plot_optimization_history
 from pdmflow.artifacts import label_column, latest_input, read_features
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import redact_url
+from pdmflow.engine import open_engine
 from pdmflow.errors import ConfigError
 from pdmflow.features.groups import feature_groups
 from pdmflow.features.selection import learning_set
 from pdmflow.models import tuning
 from pdmflow.models.families import DEFAULT_FAMILY
-from pdmflow.tracking import step_run
+from pdmflow.tracking import log_engine, step_run
 
 WORKER_TAG = "pdmflow.tune_worker"
 
@@ -119,6 +124,70 @@ def _worker_command(
     return [*command, "--config", str(path), "--timeout", str(timeout)]
 
 
+def _trials_here_and_in_processes(
+    config: TenantConfig,
+    study_name: str,
+    storage: str | optuna.storages.BaseStorage,
+    plan: tuning.StudyPlan,
+    data: tuning.TuningData,
+    workers: int,
+    timeout_seconds: float,
+) -> float:
+    """This process's trials, beside workers - 1 `tune-worker` processes; the seconds its
+    fold datasets took to build."""
+    worker = tuning.join_study(study_name, storage, plan)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    env.pop("MLFLOW_RUN_ID", None)  # workers log into the tune run's experiment by id
+    with (
+        tempfile.TemporaryDirectory(prefix="pdmflow-tune-") as folder,
+        tuning.worker_processes(
+            _worker_command(config, study_name, folder, timeout_seconds),
+            workers - 1,
+            worker,
+            timeout_seconds,
+            env,
+        ),
+    ):
+        objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
+        tuning.run_trials(objective, timeout_seconds)
+    return objective.dataset_seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrialsOnAWorker:
+    """A Dask task: join the study and run trials until its budget is taken, as `tune-worker`
+    does, on the worker's own threads; (trials run, seconds to build the fold datasets)."""
+
+    config: TenantConfig
+    study_name: str
+    storage: Any  # DaskStorage: the study on the scheduler
+    tracking_uri: str  # where the features are read and the trials logged
+    timeout_seconds: float
+
+    def __call__(self) -> tuple[int, float]:
+        from distributed import get_worker
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        plan = tuning.read_plan(self.study_name, self.storage, self.config)
+        # The worker's threads, whichever machine it is on (not the tune run's share).
+        plan = dataclasses.replace(
+            plan, host=socket.gethostname(), threads_per_worker=get_worker().state.nthreads
+        )
+        objective = _join(self.config, self.study_name, self.storage, plan)
+        ran = tuning.run_trials(objective, self.timeout_seconds)
+        return ran, objective.dataset_seconds
+
+
+def _join(
+    config: TenantConfig, study_name: str, storage: Any, plan: tuning.StudyPlan
+) -> tuning.Objective:
+    """A worker joining the study of a running tune run: the plan's rows, its place in the
+    study, and the objective its trials call."""
+    data, _ = _tuning_data(config, plan.features_uri, plan.max_rows, plan.seed)
+    worker = tuning.join_study(study_name, storage, plan)  # once ready: tune waits for this
+    return tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
+
+
 def run_tune(
     config: TenantConfig,
     features_uri: str = "latest",
@@ -133,7 +202,8 @@ def run_tune(
     """
     if workers < 1:
         raise ConfigError(f"tune --workers: expected 1 or more, got {workers}")
-    if workers > 1 and config.tuning.storage is None:
+    on_cluster = config.engine.kind == "dask"  # the study on the scheduler: no storage needed
+    if workers > 1 and config.tuning.storage is None and not on_cluster:
         raise ConfigError(
             f"tune --workers {workers}: workers share the study through tuning.storage, which "
             "is null: set it to a database URL (postgresql://...; sqlite:///optuna.db on one host)"
@@ -144,12 +214,18 @@ def run_tune(
     data, described = _tuning_data(
         config, features_uri, config.tuning.max_rows, config.training.seed
     )
-    # In memory: one storage object, shared by the study and its worker registry.
-    storage = config.tuning.storage or optuna.storages.InMemoryStorage()
-
-    with step_run(config, "tune") as run:
+    with step_run(config, "tune") as run, open_engine(config) as engine:
+        log_engine(engine)
+        if on_cluster:
+            # A task per worker (each runs trials until the budget is taken), or `workers`.
+            tasks = workers if workers > 1 else int(engine.describe()["engine_workers"])
+            storage = engine.study_storage(config.tuning.storage)
+        else:
+            # In memory: one storage object, shared by the study and its worker registry.
+            tasks = 0
+            storage = config.tuning.storage or optuna.storages.InMemoryStorage()
         study_name = f"{config.tenant_id}-{run.info.run_id}"
-        plan = tuning.StudyPlan.for_tune_run(run, features_uri, n_trials, config, workers)
+        plan = tuning.StudyPlan.for_tune_run(run, features_uri, n_trials, config, tasks or workers)
         mlflow.log_params(
             {
                 "features_uri": features_uri,
@@ -170,34 +246,29 @@ def run_tune(
                 "max_rows": config.tuning.max_rows,
                 "study_name": study_name,
                 "storage": redact_url(config.tuning.storage) if config.tuning.storage else "memory",
-                "workers": workers,
+                "workers": tasks or workers,
                 "threads_per_worker": plan.threads_per_worker,
+                "trials_on": "dask tasks" if on_cluster else "processes",
             }
         )
         tuning.create_study(study_name, storage, plan, tuning.baseline_trials(plan, data.groups))
-        if config.tuning.storage:
+        if config.tuning.storage and not on_cluster:
             print(
                 f"tune: study {study_name} (join: tune-worker --study {study_name})",
                 file=sys.stderr,
             )
-        worker = tuning.join_study(study_name, storage, plan)
         clock = time.perf_counter()
-        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-        env.pop("MLFLOW_RUN_ID", None)  # workers log into the tune run's experiment by id
-        with (
-            tempfile.TemporaryDirectory(prefix="pdmflow-tune-") as folder,
-            tuning.worker_processes(
-                _worker_command(config, study_name, folder, timeout_seconds),
-                workers - 1,
-                worker,
-                timeout_seconds,
-                env,
-            ),
-        ):
-            objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
-            tuning.run_trials(objective, timeout_seconds)
+        if on_cluster:
+            task = _TrialsOnAWorker(
+                config, study_name, storage, mlflow.get_tracking_uri(), timeout_seconds
+            )
+            dataset_seconds = max(seconds for _, seconds in engine.run_tasks(task, tasks))
+        else:
+            dataset_seconds = _trials_here_and_in_processes(
+                config, study_name, storage, plan, data, workers, timeout_seconds
+            )
         seconds = time.perf_counter() - clock
-        mlflow.log_metric("dataset_seconds", objective.dataset_seconds)
+        mlflow.log_metric("dataset_seconds", dataset_seconds)
 
         study = optuna.load_study(study_name=study_name, storage=storage)
         best = tuning.best_choice(study, plan, data.groups)
@@ -241,9 +312,7 @@ def run_tune_worker(
             "the tune run uses"
         )
     plan = tuning.read_plan(study_name, storage, config)
-    data, _ = _tuning_data(config, plan.features_uri, plan.max_rows, plan.seed)
-    worker = tuning.join_study(study_name, storage, plan)  # once ready: tune waits for this
+    objective = _join(config, study_name, storage, plan)
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
-    objective = tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
     ran = tuning.run_trials(objective, timeout_seconds, n_trials)
-    print(f"tune-worker {worker.index}: {ran} trials in study {study_name}")
+    print(f"tune-worker {objective.worker.index}: {ran} trials in study {study_name}")
