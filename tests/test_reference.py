@@ -14,7 +14,7 @@ from pdmflow.evaluation.thresholds import describe_threshold
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.groups import GROUPS, feature_groups, features_of_groups
 from pdmflow.models.reference import REFERENCE_GROUPS, REFERENCE_TRIAL
-from pdmflow.models.training import threshold_precision_floor
+from pdmflow.models.training import threshold_precision_floor, threshold_rule
 from pdmflow.models.tuning import objective_of
 from pdmflow.steps.evaluate import run_evaluate
 from pdmflow.steps.features import run_features
@@ -51,15 +51,30 @@ def test_feature_groups_cover_the_spec_and_the_reference_is_the_plain_recipe(wri
 
 
 def test_meet_gates_threshold_aims_at_the_precision_gate_with_a_margin(write_config):
-    config = load_config(write_config({"training": {"threshold": {"rule": "meet_gates"}}}))
+    config = load_config(write_config({}))  # the default rule
+    assert config.training.threshold.rule == "meet_gates"
     floor = threshold_precision_floor(config)
-    assert floor == pytest.approx(0.75 + 0.05)
+    assert floor == pytest.approx(0.75 + 0.10)
+    # With no precision gate there is nothing to aim at: the F1 rule.
+    no_gate = load_config(write_config({"gates": {"min_precision": 0.0}}, name="no-gate.yaml"))
+    assert threshold_rule(no_gate) == "f1" and threshold_precision_floor(no_gate) is None
     y = np.array([1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0])
     p = np.array([0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.4, 0.3])
-    chosen = describe_threshold(y, p, "meet_gates", precision=floor)
+    chosen = describe_threshold(y, p, "meet_gates", precision=0.8, recall=0.7)
     # Precision >= 0.8 at 0.95..0.85 (1.0), 0.75 (0.8), 0.7 (0.833): the most recall is 0.7.
     assert chosen["decision_threshold"] == 0.7 and chosen["threshold_constraint_met"] is True
     assert chosen["threshold_precision"] == pytest.approx(5 / 6)
+    # Precision 0.99 only at the top score: recall 1/6, under half the recall gate 0.7, so
+    # the gates are out of reach: the F1 threshold instead, said so. Half of 0.3 is in reach.
+    top = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1, 0, 0, 0])
+    out_of_reach = describe_threshold(top, p, "meet_gates", precision=0.99, recall=0.7)
+    assert out_of_reach["threshold_rule_applied"] == "f1"
+    assert out_of_reach["threshold_constraint_met"] is False
+    assert (
+        out_of_reach["decision_threshold"] == describe_threshold(top, p, "f1")["decision_threshold"]
+    )
+    in_reach = describe_threshold(top, p, "meet_gates", precision=0.99, recall=0.3)
+    assert in_reach["decision_threshold"] == 0.95 and in_reach["threshold_constraint_met"] is True
     # No threshold reaches precision 0.999 beyond... here every top score is a failure, so a
     # floor no ranking meets needs a worse one: the F1 threshold, said so.
     noisy = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])

@@ -10,7 +10,9 @@ predicted probabilities, so every choice is one a reviewer can reproduce from th
   precision (fewest false alarms while catching enough failures).
 - `cost`: the threshold minimising missed_failure_cost * FN + false_alarm_cost * FP.
 - `meet_gates`: `precision_at_least` with the floor the release gates set (the caller passes
-  gates.min_precision plus training.threshold.precision_margin as `precision`).
+  gates.min_precision plus training.threshold.precision_margin as `precision`, and
+  gates.min_recall as `recall`). When that floor leaves less than half the recall the recall
+  gate asks, the gates are out of this model's reach and the F1 threshold is used instead.
 
 Every tie goes to the higher threshold (fewer alerts). When no threshold meets a precision or
 recall floor, the F1 threshold is used instead and `describe_threshold` says so.
@@ -120,7 +122,10 @@ def _choose(
         feasible = curve.precision >= floor
         if not feasible.any():
             return _best(curve.f1), False
-        return _best(np.where(feasible, curve.recall, -np.inf)), True
+        index = _best(np.where(feasible, curve.recall, -np.inf))
+        if rule == "meet_gates" and recall is not None and curve.recall[index] < recall / 2:
+            return _best(curve.f1), False  # out of reach: a balanced point serves better
+        return index, True
     if rule == "recall_at_least":
         floor = _check_rate(_required(recall, "recall", rule), "recall")
         feasible = curve.recall >= floor

@@ -312,11 +312,29 @@ def fold_spread(
     return {f"cv_{key}_mean": float(np.mean(scores)), f"cv_{key}_std": float(np.std(scores))}
 
 
+def threshold_rule(config: TenantConfig) -> str:
+    """The rule the threshold is chosen by: training.threshold.rule, except that meet_gates
+    with no precision gate (gates.min_precision 0) has nothing to aim at and is the F1 rule."""
+    rule = config.training.threshold.rule
+    if rule == "meet_gates" and config.gates.min_precision <= 0:
+        return "f1"
+    return rule
+
+
+def threshold_recall_target(config: TenantConfig) -> float | None:
+    """The recall the threshold rule is given: the recall gate (meet_gates, which falls back
+    to F1 when its precision floor leaves less than half of it), or
+    training.threshold.recall."""
+    if threshold_rule(config) == "meet_gates":
+        return config.gates.min_recall
+    return config.training.threshold.recall
+
+
 def threshold_precision_floor(config: TenantConfig) -> float | None:
     """The precision the threshold rule must reach: the gate's plus a margin for the gap
     between out-of-fold and test precision (meet_gates), or training.threshold.precision."""
     rule = config.training.threshold
-    if rule.rule == "meet_gates":
+    if threshold_rule(config) == "meet_gates":
         return min(0.999, config.gates.min_precision + rule.precision_margin)
     return rule.precision
 
@@ -427,9 +445,9 @@ def fit_candidate(
             chosen = describe_threshold(
                 oof_y,
                 oof_probability,
-                rule.rule,
+                threshold_rule(config),
                 precision=threshold_precision_floor(config),
-                recall=rule.recall,
+                recall=threshold_recall_target(config),
                 missed_failure_cost=rule.missed_failure_cost,
                 false_alarm_cost=rule.false_alarm_cost,
             )
