@@ -176,14 +176,6 @@ class TenantConfig(_Strict):
                 f"tuning.objective: '{objective}' is not an objective of task {self.task} "
                 f"(expected one of {', '.join(TUNING_OBJECTIVES[self.task])})"
             )
-        threshold = self.training.threshold
-        # The default rule is meet_gates; only a rule the tenant names is refused for RUL.
-        if (
-            "rule" in threshold.model_fields_set
-            and threshold.rule == "meet_gates"
-            and self.task != "classification"
-        ):
-            raise ValueError("training.threshold.rule meet_gates is for task classification")
         for metric, rule in gates.require.items():
             if not GATE_RULE.fullmatch(rule):
                 raise ValueError(

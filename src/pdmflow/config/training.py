@@ -19,7 +19,7 @@ class ThresholdConfig(_Strict):
             "reaches gates.min_precision plus `precision_margin` (else the F1 threshold, with "
             "a warning; with gates.min_precision 0, the F1 threshold); f1 maximises F1; "
             "precision_at_least / recall_at_least the best other side above a floor; cost "
-            "the lowest total cost. Classification only."
+            "the lowest total cost. A regression tenant ignores it."
         ),
     )
     precision_margin: float = Field(
