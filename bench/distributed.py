@@ -36,7 +36,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import contextmanager, suppress  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import psutil  # noqa: E402
@@ -113,9 +113,11 @@ def dask_cluster(folder: Path, workers: int, memory_limit: str):
     """A scheduler and `workers` worker processes; (address, the worker processes)."""
     address = f"tcp://127.0.0.1:{free_port()}"
     started: list[subprocess.Popen] = []
+    logs = []
 
     def start(name: str, *args: str) -> subprocess.Popen:
-        log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed in the finally below
+        logs.append(log)
         process = subprocess.Popen(
             [str(BIN / "dask"), *args], stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -154,7 +156,10 @@ def dask_cluster(folder: Path, workers: int, memory_limit: str):
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(process.pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):  # gone already
+                    os.killpg(process.pid, signal.SIGKILL)
+        for log in logs:
+            log.close()
 
 
 def run_step(

@@ -166,10 +166,38 @@ def test_a_local_cluster_leaves_the_process_environment_as_it_found_it(smoke, mo
     # their workers; the step's later subprocesses must not inherit them.
     for key in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # a user's own value wins and stays
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    monkeypatch.delenv("PDMFLOW_SET_MEANWHILE", raising=False)
     before = dict(os.environ)
     with open_engine(dask_engine_config(smoke[0], n_workers=1, threads_per_worker=1)):
         assert os.environ.get("OMP_NUM_THREADS") == "1"  # while the workers live
+        assert os.environ.get("PYTHONHASHSEED") is not None
+        assert os.environ.get("MKL_NUM_THREADS") == "3"
+        # Only Dask's keys are put back: what the step itself sets meanwhile stays.
+        os.environ["PDMFLOW_SET_MEANWHILE"] = "kept"
+    assert os.environ.pop("PDMFLOW_SET_MEANWHILE") == "kept"
     assert dict(os.environ) == before
+
+
+def _studies_on(dask_scheduler) -> list[str]:
+    extension = dask_scheduler.extensions.get("optuna")
+    return sorted(extension.storages) if extension is not None else []
+
+
+def test_tune_tasks_fail_as_themselves_and_the_study_leaves_the_scheduler(smoke):
+    import optuna
+
+    with open_engine(dask_engine_config(smoke[0], n_workers=2, threads_per_worker=1)) as engine:
+        # A task's own error comes back as itself (the others are cancelled).
+        with pytest.raises(ValueError, match="invalid literal"):
+            engine.run_tasks(partial(int, "not a number"), 3)
+        assert engine.run_tasks(partial(int, "7"), 2) == [7, 7]
+        with engine.study_storage(None) as storage:
+            optuna.create_study(storage=storage, study_name="kept-while-tuning")
+            assert engine.client.run_on_scheduler(_studies_on) == [storage.name]
+        # A long-lived scheduler does not keep every tune run's study.
+        assert engine.client.run_on_scheduler(_studies_on) == []
 
 
 # --- a running scheduler, through the command line ----------------------------------------------

@@ -128,6 +128,7 @@ def test_unreachable_precision_floor_falls_back_to_f1_and_says_so():
     assert description["threshold_rule_applied"] == "f1"
     assert description["decision_threshold"] == 0.6
     assert description["threshold_precision"] == 0.5
+    assert description["threshold_fallback"] == "no threshold reaches precision 0.900"
     assert description["threshold_recall"] == 1.0
     assert description["threshold_alerts"] == 4
 

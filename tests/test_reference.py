@@ -70,11 +70,15 @@ def test_meet_gates_threshold_aims_at_the_precision_gate_with_a_margin(write_con
     out_of_reach = describe_threshold(top, p, "meet_gates", precision=0.99, recall=0.7)
     assert out_of_reach["threshold_rule_applied"] == "f1"
     assert out_of_reach["threshold_constraint_met"] is False
+    assert out_of_reach["threshold_fallback"] == (
+        "at precision 0.990 the recall is 0.167, under half of the recall gate 0.700"
+    )
     assert (
         out_of_reach["decision_threshold"] == describe_threshold(top, p, "f1")["decision_threshold"]
     )
     in_reach = describe_threshold(top, p, "meet_gates", precision=0.99, recall=0.3)
     assert in_reach["decision_threshold"] == 0.95 and in_reach["threshold_constraint_met"] is True
+    assert "threshold_fallback" not in in_reach
     # No threshold reaches precision 0.999 beyond... here every top score is a failure, so a
     # floor no ranking meets needs a worse one: the F1 threshold, said so.
     noisy = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
@@ -82,6 +86,7 @@ def test_meet_gates_threshold_aims_at_the_precision_gate_with_a_margin(write_con
     fallback = describe_threshold(noisy, scores, "meet_gates", precision=0.9)
     assert fallback["threshold_constraint_met"] is False
     assert fallback["threshold_rule_applied"] == "f1"
+    assert fallback["threshold_fallback"] == "no threshold reaches precision 0.900"
     # The rule is a classifier's: a regression tenant ignores it, also once its config is
     # written out in full (tune-worker processes and the quality bench read it back that way).
     rul = load_config(write_config({"task": "regression", "evaluation": {"robustness": False}}))

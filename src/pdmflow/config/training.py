@@ -16,8 +16,9 @@ class ThresholdConfig(_Strict):
         "meet_gates",
         description=(
             "How the threshold is picked: meet_gates (default) the most recall whose precision "
-            "reaches gates.min_precision plus `precision_margin` (else the F1 threshold, with "
-            "a warning; with gates.min_precision 0, the F1 threshold); f1 maximises F1; "
+            "reaches gates.min_precision plus `precision_margin` (else, or when that floor leaves "
+            "under half of gates.min_recall, the F1 threshold, with a warning; with "
+            "gates.min_precision 0, the F1 threshold); f1 maximises F1; "
             "precision_at_least / recall_at_least the best other side above a floor; cost "
             "the lowest total cost. A regression tenant ignores it."
         ),

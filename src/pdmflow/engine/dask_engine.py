@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -97,21 +98,41 @@ class DaskEngine:
             yield result
 
     def run_tasks(self, fn: Callable[[], T], count: int) -> list[T]:
-        """`count` tasks of `fn` at once on the cluster (Dask spreads them over the idle
-        workers and reruns one elsewhere when its worker dies); their results once all are
-        done. A task's exception is raised here as itself."""
+        """`count` tasks of `fn` at once on the cluster, task k meant for worker k mod n (so
+        two do not share one worker while another idles; Dask reruns one elsewhere when its
+        worker dies); their results once all are done. A task's exception is raised here as
+        itself, and the tasks not yet started are cancelled (one already running finishes)."""
+        workers = self.workers
         with self.scheduler_loss():
-            futures = [self.client.submit(fn, pure=False) for _ in range(count)]
-            return self.client.gather(futures)
+            futures = [
+                self.client.submit(
+                    fn, pure=False, workers=[workers[k % len(workers)]], allow_other_workers=True
+                )
+                for k in range(count)
+            ]
+            try:
+                return self.client.gather(futures)
+            except BaseException:
+                with contextlib.suppress(Exception):  # no scheduler left to cancel them on
+                    self.client.cancel(futures, force=True)
+                raise
 
-    def study_storage(self, url: str | None) -> Any:
-        """The Optuna storage tasks on the workers share: the study lives on the scheduler
-        (Optuna's DaskStorage), over `url`'s database or, with None, in its memory."""
+    @contextmanager
+    def study_storage(self, url: str | None) -> Iterator[Any]:
+        """The Optuna storage tasks on the workers share for the length of the block: the study
+        lives on the scheduler (Optuna's DaskStorage), over `url`'s database or, with None, in
+        its memory; dropped from the scheduler on exit (a long-lived one would keep every tune
+        run's study)."""
         from optuna_integration.dask import DaskStorage
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*DaskStorage.*experimental.*")
-            return DaskStorage(url, client=self.client)
+            storage = DaskStorage(url, client=self.client)
+        try:
+            yield storage
+        finally:
+            with contextlib.suppress(Exception):  # a scheduler gone has dropped it already
+                self.client.run_on_scheduler(_forget_storage, name=storage.name)
 
     @property
     def workers(self) -> list[str]:
@@ -182,3 +203,10 @@ class DaskEngine:
 def _apply(fn: PartitionFunction, partition: pd.DataFrame) -> pd.DataFrame:
     """A task: the scattered function on its partition."""
     return fn(partition)
+
+
+def _forget_storage(name: str, dask_scheduler: Any = None) -> None:
+    """On the scheduler: drop the DaskStorage `name` registered with Optuna's extension."""
+    extension = dask_scheduler.extensions.get("optuna")
+    if extension is not None:
+        extension.storages.pop(name, None)

@@ -75,16 +75,30 @@ def open_engine(config: TenantConfig) -> Iterator[Engine]:
 
 @contextmanager
 def _environment_restored() -> Iterator[None]:
-    """os.environ as it was once the block ends. A LocalCluster's nannies live in this process
-    and set Dask's `distributed.nanny.pre-spawn-environ` (OMP_NUM_THREADS=1,
-    MALLOC_TRIM_THRESHOLD_=65536, ...) in *its* environment before each worker starts; left
-    there, every later subprocess of the step (and of a test run) would inherit them."""
-    saved = dict(os.environ)
+    """Dask's keys of os.environ as they were once the block ends. A LocalCluster's nannies
+    live in this process and set Dask's `distributed.nanny.pre-spawn-environ`
+    (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_=65536, PYTHONHASHSEED, ...) in *its* environment
+    before each worker starts; left there, every later subprocess of the step (and of a test
+    run) would inherit them. Only those keys are put back (one by one: other threads never see
+    an empty environment, and what the step sets meanwhile stays)."""
+    import dask
+
+    keys = {
+        *dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+        *dask.config.get("distributed.nanny.environ", {}),
+        "PYTHONHASHSEED",  # the nanny adds it to the pre-spawn ones
+        "__DASK_PARENT_PID",  # the nanny, for its workers' process titles
+        "DASK_SCHEDULER_ADDRESS",  # the scheduler, once it listens
+    }
+    saved = {key: os.environ.get(key) for key in keys}
     try:
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            elif os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 def _close(client: Client) -> None:

@@ -113,25 +113,30 @@ def _choose(
     recall: float | None,
     missed_failure_cost: float | None,
     false_alarm_cost: float | None,
-) -> tuple[int, bool]:
-    """(index into curve.thresholds, whether the rule's constraint was met)."""
+) -> tuple[int, str]:
+    """(index into curve.thresholds, why the rule fell back to the F1 threshold: "" when its
+    constraint was met)."""
     if rule == "f1":
-        return _best(curve.f1), True
+        return _best(curve.f1), ""
     if rule in ("precision_at_least", "meet_gates"):
         floor = _check_rate(_required(precision, "precision", rule), "precision")
         feasible = curve.precision >= floor
         if not feasible.any():
-            return _best(curve.f1), False
+            return _best(curve.f1), f"no threshold reaches precision {floor:.3f}"
         index = _best(np.where(feasible, curve.recall, -np.inf))
         if rule == "meet_gates" and recall is not None and curve.recall[index] < recall / 2:
-            return _best(curve.f1), False  # out of reach: a balanced point serves better
-        return index, True
+            # Out of reach: a balanced point serves better.
+            return _best(curve.f1), (
+                f"at precision {floor:.3f} the recall is {curve.recall[index]:.3f}, under half "
+                f"of the recall gate {recall:.3f}"
+            )
+        return index, ""
     if rule == "recall_at_least":
         floor = _check_rate(_required(recall, "recall", rule), "recall")
         feasible = curve.recall >= floor
         if not feasible.any():
-            return _best(curve.f1), False
-        return _best(np.where(feasible, curve.precision, -np.inf)), True
+            return _best(curve.f1), f"no threshold reaches recall {floor:.3f}"
+        return _best(np.where(feasible, curve.precision, -np.inf)), ""
     if rule == "cost":
         missed = _required(missed_failure_cost, "missed_failure_cost", rule)
         alarm = _required(false_alarm_cost, "false_alarm_cost", rule)
@@ -141,7 +146,7 @@ def _choose(
                 f"got {missed} and {alarm}"
             )
         cost = missed * curve.false_negatives + alarm * curve.false_positives
-        return _best(-cost), True
+        return _best(-cost), ""
     raise ValueError(f"unknown threshold rule {rule!r}; expected one of {', '.join(RULES)}")
 
 
@@ -172,7 +177,8 @@ def describe_threshold(
     """The threshold `choose_threshold` picks, with what it means on these rows.
 
     Keys: `threshold_rule` (as asked), `threshold_rule_applied` (`f1` after a fallback),
-    `threshold_constraint_met` (False only when a precision/recall floor could not be met),
+    `threshold_constraint_met` (False only when a precision/recall floor could not be met, or
+    meet_gates' floor left under half the recall gate; `threshold_fallback` then says which),
     `decision_threshold`, and at that threshold `threshold_precision`, `threshold_recall`,
     `threshold_f1`, `threshold_alerts` (rows alerted) and `threshold_alert_rate`; plus the
     rule's arguments that were given (`threshold_target_precision`, `threshold_target_recall`,
@@ -180,7 +186,8 @@ def describe_threshold(
     `threshold_total_cost`. Strings and booleans are parameters; the rest are metrics.
     """
     curve = _curve(y_true, probability)
-    index, met = _choose(curve, rule, precision, recall, missed_failure_cost, false_alarm_cost)
+    index, fallback = _choose(curve, rule, precision, recall, missed_failure_cost, false_alarm_cost)
+    met = not fallback
     alerts = int(curve.true_positives[index] + curve.false_positives[index])
     description: dict[str, float | int | str | bool] = {
         "threshold_rule": rule,
@@ -200,6 +207,8 @@ def describe_threshold(
         "threshold_false_alarm_cost": false_alarm_cost,
     }
     description.update({key: float(value) for key, value in targets.items() if value is not None})
+    if fallback:
+        description["threshold_fallback"] = fallback
     if rule == "cost" and missed_failure_cost is not None and false_alarm_cost is not None:
         description["threshold_total_cost"] = float(
             missed_failure_cost * curve.false_negatives[index]

@@ -171,10 +171,9 @@ def run_train(
             # The threshold's rule and arguments are params; what it gives on validation, metrics.
             threshold = report["threshold"]
             if not threshold["threshold_constraint_met"]:
-                floor = threshold.get("threshold_target_precision")
                 print(
-                    f"warning: training.threshold.rule {threshold['threshold_rule']}: no "
-                    f"threshold reaches precision {floor:.3f} on the out-of-fold rows; the F1 "
+                    f"warning: training.threshold.rule {threshold['threshold_rule']}: "
+                    f"{threshold['threshold_fallback']} on the out-of-fold rows; the F1 "
                     f"threshold {threshold['decision_threshold']:.3f} is used (precision "
                     f"{threshold['threshold_precision']:.3f}, recall "
                     f"{threshold['threshold_recall']:.3f})",

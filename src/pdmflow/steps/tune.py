@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -214,12 +215,12 @@ def run_tune(
     data, described = _tuning_data(
         config, features_uri, config.tuning.max_rows, config.training.seed
     )
-    with step_run(config, "tune") as run, open_engine(config) as engine:
+    with step_run(config, "tune") as run, open_engine(config) as engine, ExitStack() as stack:
         log_engine(engine)
         if on_cluster:
             # A task per worker (each runs trials until the budget is taken), or `workers`.
             tasks = workers if workers > 1 else int(engine.describe()["engine_workers"])
-            storage = engine.study_storage(config.tuning.storage)
+            storage = stack.enter_context(engine.study_storage(config.tuning.storage))
         else:
             # In memory: one storage object, shared by the study and its worker registry.
             tasks = 0
