@@ -79,6 +79,7 @@ def measure(config_path: Path, repeats: int) -> tuple[list[tuple[str, float, flo
     from pdmflow.steps.features import run_features
     from pdmflow.steps.ingest import run_ingest
     from pdmflow.steps.train import MODEL_URI_TAG, run_train
+    from pdmflow.tracking import step_input
 
     config = load_config(config_path)
     run_ingest(config)
@@ -94,7 +95,7 @@ def measure(config_path: Path, repeats: int) -> tuple[list[tuple[str, float, flo
     session = onnx_session(mlflow.onnx.load_model(scorer.model_uri))
     booster = scorer.explainer.estimator
     telemetry, events = read_dataset(
-        mlflow.get_run(features_uri.split("/")[1]).data.params["data_uri"]
+        step_input(mlflow.get_run(features_uri.split("/")[1]), "data_uri")
     )
     telemetry = telemetry[telemetry[spec.device_column].isin(test[spec.device_column].unique())]
     events = events if spec.time_since_failure else None

@@ -18,7 +18,7 @@ from mlflow.entities import Run
 from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.features.builder import FeatureSpec
-from pdmflow.tracking import downloaded, latest_step_run
+from pdmflow.tracking import downloaded, latest_step_run, step_input
 
 if TYPE_CHECKING:  # models/ (scikit-learn, ONNX: seconds of import) only where a step reads one
     from pdmflow.models.reference import SavedReference
@@ -89,7 +89,7 @@ def run_of(uri: str) -> Run:
 
 def data_uri_of(features_uri: str) -> str:
     """The dataset (an ingest run's output) a features run built its tables from."""
-    return run_of(features_uri).data.params["data_uri"]
+    return step_input(run_of(features_uri), "data_uri")
 
 
 def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSpec]:

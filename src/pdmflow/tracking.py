@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -320,6 +321,30 @@ def step_run(config: TenantConfig, step: str) -> Iterator[Run]:
         if known is not None:
             raise known from error
         raise
+
+
+# `mlflow run` logs an entry point's parameters as given ("latest", "0") on the run a step
+# adopts, and MLflow never changes a param: an input the step resolved to another value is
+# logged under its name with this suffix.
+RESOLVED_SUFFIX = "_resolved"
+
+
+def log_step_inputs(params: dict[str, Any]) -> None:
+    """`mlflow.log_params` for a step's inputs; one `mlflow run` already logged with another
+    value (its default "latest", say) as <name>_resolved. Read back with `step_input`."""
+    given = MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params(
+        {
+            f"{key}{RESOLVED_SUFFIX}" if key in given and given[key] != str(value) else key: value
+            for key, value in params.items()
+        }
+    )
+
+
+def step_input(run: Run, name: str) -> str | None:
+    """The input `name` a step run used, as resolved (`log_step_inputs`); None when absent."""
+    params = run.data.params
+    return params.get(f"{name}{RESOLVED_SUFFIX}", params.get(name))
 
 
 def log_engine(engine: Engine) -> None:

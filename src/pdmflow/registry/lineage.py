@@ -33,6 +33,7 @@ from pdmflow.config import TenantConfig
 from pdmflow.errors import StepInputError
 from pdmflow.models import families as model_families
 from pdmflow.models.families import DEFAULT_FAMILY
+from pdmflow.tracking import step_input
 
 PREFIX = "pdmflow.lineage."
 GIT_COMMIT = PREFIX + "git_commit"
@@ -122,10 +123,10 @@ def lineage_tags(
 
     `config_uri` is where the config's text was logged, `config_digest` its sha256.
     """
-    train = mlflow.get_run(evaluation.data.params["train_run_id"])
-    features_uri = evaluation.data.params["features_uri"]
+    train = mlflow.get_run(step_input(evaluation, "train_run_id"))
+    features_uri = step_input(evaluation, "features_uri")
     features = run_of(features_uri)
-    ingest = run_of(features.data.params["data_uri"])
+    ingest = run_of(step_input(features, "data_uri"))
     spec_text = mlflow.artifacts.load_text(f"{features_uri}/{FEATURE_SPEC_FILE}")
     family = train.data.params.get("family", DEFAULT_FAMILY)
     params = model_families.family(family).params_from_logged(

@@ -47,7 +47,7 @@ from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.threads import estimator_threads
 from pdmflow.registry import production_version
 from pdmflow.serving import SPEC_PATH, FailureScorer
-from pdmflow.tracking import downloaded, latest_step_run, step_run
+from pdmflow.tracking import downloaded, latest_step_run, log_step_inputs, step_run
 
 
 def _load(
@@ -139,7 +139,7 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     label = label_column(config)
 
     with step_run(config, "evaluate") as run:
-        mlflow.log_params(
+        log_step_inputs(
             {
                 "train_run_id": train_run_id,
                 "model_uri": model_uri,

@@ -23,7 +23,7 @@ from pdmflow.features.split import (
     label_and_split,
     split_report,
 )
-from pdmflow.tracking import log_engine, step_run
+from pdmflow.tracking import log_engine, log_step_inputs, step_run
 
 
 def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
@@ -31,7 +31,7 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
     data_uri = latest_input(config, "ingest", data_uri)
     label = label_column(config)
     with step_run(config, "features") as run:
-        mlflow.log_params(
+        log_step_inputs(
             {
                 "data_uri": data_uri,
                 "horizon_hours": config.labels.horizon_hours,

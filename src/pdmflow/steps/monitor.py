@@ -30,7 +30,7 @@ from pdmflow.monitoring import (
 from pdmflow.registry import production_version
 from pdmflow.serving import FailureScorer
 from pdmflow.serving.scorer import validate_for_spec
-from pdmflow.tracking import step_run
+from pdmflow.tracking import step_input, step_run
 
 DRIFT_TABLE = "drift/drift_table.json"
 SENSOR_HEALTH = "sensor_health.json"
@@ -51,7 +51,7 @@ class MonitorResult:
 def _training_data(version: ModelVersion) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """(features URI, train split table, ingest dataset telemetry) the version learned from:
     its train run's features_uri, and that features run's data_uri."""
-    features_uri = mlflow.get_run(version.run_id).data.params.get("features_uri")
+    features_uri = step_input(mlflow.get_run(version.run_id), "features_uri")
     if not features_uri:
         raise StepInputError(
             f"monitor: version {version.version} of {version.name} comes from run "

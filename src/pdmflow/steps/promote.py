@@ -22,7 +22,7 @@ from pdmflow.registry import (
     update_description,
 )
 from pdmflow.registry.versions import check_mode
-from pdmflow.tracking import latest_step_run, step_run
+from pdmflow.tracking import latest_step_run, log_step_inputs, step_input, step_run
 
 
 def run_promote(config: TenantConfig, evaluate_run_id: str = "latest") -> str:
@@ -82,7 +82,7 @@ def _register(
     evaluate_run_id = evaluation.info.run_id
     passed = all(r.passed for r in results)
     with step_run(config, "promote") as run:
-        mlflow.log_params({"evaluate_run_id": evaluate_run_id, "model_uri": model_uri})
+        log_step_inputs({"evaluate_run_id": evaluate_run_id, "model_uri": model_uri})
         tags = {f"gate.{r.name}": r.describe() for r in results}
         tags["gates_passed"] = str(passed).lower()
         tags["evaluate_run_id"] = evaluate_run_id
@@ -125,8 +125,8 @@ def card_facts(
 ) -> model_card.CardFacts:
     """The model card's facts, from the evaluate run and the runs it descends from."""
     report = mlflow.artifacts.load_dict(f"runs:/{evaluation.info.run_id}/evaluation_report.json")
-    features_run = run_of(evaluation.data.params["features_uri"])
-    ingest_run = run_of(features_run.data.params["data_uri"])
+    features_run = run_of(step_input(evaluation, "features_uri"))
+    ingest_run = run_of(step_input(features_run, "data_uri"))
     data = mlflow.artifacts.load_dict(f"runs:/{ingest_run.info.run_id}/validation_report.json")
     data["digest"] = ingest_run.data.tags.get("pdmflow.dataset_digest", "n/a")
     data["label"] = features_run.data.params.get("label_source", "n/a")
@@ -158,7 +158,7 @@ def card_facts(
         runs={
             "ingest": ingest_run.info.run_id,
             "features": features_run.info.run_id,
-            "train": evaluation.data.params["train_run_id"],
+            "train": step_input(evaluation, "train_run_id"),
             "evaluate": evaluation.info.run_id,
         },
     )

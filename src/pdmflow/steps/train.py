@@ -37,7 +37,7 @@ from pdmflow.models.reference import REFERENCE_GROUPS, fit_reference, save_refer
 from pdmflow.models.threads import estimator_threads
 from pdmflow.models.training import fit_candidate
 from pdmflow.steps.tune import read_best_params
-from pdmflow.tracking import latest_step_run, log_engine, step_run
+from pdmflow.tracking import latest_step_run, log_engine, log_step_inputs, step_run
 
 MODEL_NAME = "model"
 
@@ -93,7 +93,7 @@ def run_train(
         if groups is not None:  # the groups the best trial read
             kept = features_of_groups(spec, kept, groups)
         model_spec = spec.with_features(kept)
-        mlflow.log_params(
+        log_step_inputs(
             {
                 "features_uri": features_uri,
                 "params_source": params_source,

@@ -39,7 +39,7 @@ from pdmflow.features.groups import feature_groups
 from pdmflow.features.selection import learning_set
 from pdmflow.models import tuning
 from pdmflow.models.families import DEFAULT_FAMILY
-from pdmflow.tracking import log_engine, step_run
+from pdmflow.tracking import log_engine, log_step_inputs, step_run
 
 WORKER_TAG = "pdmflow.tune_worker"
 
@@ -227,7 +227,7 @@ def run_tune(
             storage = config.tuning.storage or optuna.storages.InMemoryStorage()
         study_name = f"{config.tenant_id}-{run.info.run_id}"
         plan = tuning.StudyPlan.for_tune_run(run, features_uri, n_trials, config, tasks or workers)
-        mlflow.log_params(
+        log_step_inputs(
             {
                 "features_uri": features_uri,
                 "n_trials": n_trials,
