@@ -47,7 +47,7 @@ class DaskEngine:
         self.address = address  # None: the LocalCluster this run started
 
     def describe(self) -> dict[str, str]:
-        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        workers = self._worker_info().values()
         threads = sorted({str(w["nthreads"]) for w in workers})
         memory = sorted({format_bytes(w["memory_limit"]) for w in workers if w["memory_limit"]})
         return {
@@ -137,7 +137,14 @@ class DaskEngine:
     @property
     def workers(self) -> list[str]:
         """The workers' addresses, in order."""
-        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return sorted(self._worker_info())
+
+    def _worker_info(self) -> dict[str, Any]:
+        """{address: facts} of every worker, asked of the scheduler now. Not
+        `client.scheduler_info()`: it returns the client's cached identity, which its own
+        periodic refresh (every 2 s, without per-worker facts) may replace in between, so it
+        can come back with no workers at all."""
+        return self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"]
 
     def spread(self, partitions: list[pd.DataFrame] | list[pd.Series]) -> Any:
         """The partitions as one Dask DataFrame (or Series) held on the workers: partition k
