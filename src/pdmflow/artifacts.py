@@ -7,6 +7,7 @@ file names inside those directories.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
@@ -15,7 +16,9 @@ import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from pdmflow.config import TenantConfig
+from pdmflow.config import TenantConfig, storage_uri
+from pdmflow.data.dataset_source import frame_dataset, storage_source
+from pdmflow.engine.storage import output_location, read_partitioned, write_partitioned
 from pdmflow.errors import StepInputError
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.tracking import downloaded, latest_step_run, step_input
@@ -32,6 +35,8 @@ LABELS = {
     "regression": "remaining_useful_life_hours",
 }
 SPLIT_MEMBERSHIP = "split_membership.json"
+# With storage.uri, a step's output folder holds this file naming where its tables are.
+LOCATION_FILE = "location.json"
 # Tags that hand a step's output to the next: the model a train (and evaluate) run logged, and
 # the Production version an evaluate run compared the candidate with.
 MODEL_URI_TAG = "pdmflow.model_uri"
@@ -71,15 +76,69 @@ def _read_parquet(path: Any) -> pd.DataFrame:
     return frame
 
 
+def save_tables(
+    tables: dict[str, pd.DataFrame],
+    out: Path,
+    config: TenantConfig,
+    step: str,
+    run_id: str,
+    by_device: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """Write a step's tables where its data outputs go; return {name: location} ({} when in
+    `out`).
+
+    Without storage.uri: `<name>.parquet` in `out`, the folder the step logs as its artifact.
+    With it: a partitioned Parquet dataset per table under <uri>/<tenant>/<step>/<run id>/<name>
+    (engine/storage.py; the tables named in `by_device` in parts of whole devices) and, in
+    `out`, LOCATION_FILE naming them: the artifact store holds the pointer, not the data.
+    """
+    root = storage_uri(config.storage)
+    if root is None:
+        for name, table in tables.items():
+            table.to_parquet(out / f"{name}.parquet", index=False)
+        return {}
+    base = output_location(root, config.tenant_id, step, run_id)
+    where: dict[str, str] = {}
+    for name, table in tables.items():
+        where[name] = f"{base}/{name}"
+        device = config.schema_.device_column if name in by_device else None
+        write_partitioned(table, where[name], device, config.engine.partition_rows)
+    (out / LOCATION_FILE).write_text(
+        json.dumps({"format": "parquet parts (part-NNNNN.parquet)", "tables": where}, indent=2)
+    )
+    return where
+
+
+def log_stored_tables(
+    config: TenantConfig, tables: dict[str, pd.DataFrame], stored: dict[str, str]
+) -> None:
+    """Reference each table `save_tables` put in storage from the active run: a dataset with
+    its location and digest, context `output:<name>` (MLflow records datasets as a run's
+    inputs; the context says this run wrote it). Nothing when the tables are artifacts."""
+    for name, location in stored.items():
+        dataset = frame_dataset(
+            tables[name], storage_source(location), name=f"{config.tenant_id}-{name}"
+        )
+        mlflow.log_input(dataset, context=f"output:{name}")
+
+
+def _load_tables(local: Path, names: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """The tables `save_tables` wrote, from the step's downloaded output folder."""
+    pointer = local / LOCATION_FILE
+    if pointer.exists():
+        where = json.loads(pointer.read_text())["tables"]
+        return {name: read_partitioned(where[name]) for name in names}
+    return {name: _read_parquet(local / f"{name}.parquet") for name in names}
+
+
 def read_dataset(data_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(telemetry, events) logged by an ingest run."""
     try:
         with downloaded(data_uri) as local:
-            return _read_parquet(local / "telemetry.parquet"), _read_parquet(
-                local / "events.parquet"
-            )
+            tables = _load_tables(local, ("telemetry", "events"))
     except Exception as exc:
         raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
+    return tables["telemetry"], tables["events"]
 
 
 def run_of(uri: str) -> Run:
@@ -96,7 +155,7 @@ def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSp
     """The split tables and spec logged by a features run."""
     try:
         with downloaded(features_uri) as local:
-            tables = {name: _read_parquet(local / f"{name}.parquet") for name in SPLITS}
+            tables = _load_tables(local, SPLITS)
             spec = FeatureSpec.from_json((local / "feature_spec.json").read_text())
     except Exception as exc:
         raise StepInputError(f"features {features_uri}: cannot be read ({exc})") from None

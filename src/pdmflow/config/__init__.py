@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from pdmflow.config.base import GATE_RULE, SQL_IDENTIFIER
 from pdmflow.config.data import DataConfig, LabelConfig, SchemaConfig, SourceConfig, SyntheticSource
-from pdmflow.config.engine import EngineConfig
+from pdmflow.config.engine import EngineConfig, StorageConfig
 from pdmflow.config.evaluation import EvaluationConfig, GateConfig, LiftGate, MonitoringConfig
 from pdmflow.config.features import FeatureConfig, SplitConfig
 from pdmflow.config.loading import (
     DASK_ADDRESS_ENV,
     DEFAULT_CONFIG_PATH,
     FAULT_KILL_ENV,
+    STORAGE_URI_ENV,
     dask_address,
     database_password,
     fault_kill_point,
     load_config,
+    storage_uri,
 )
 from pdmflow.config.operations import RegistryConfig, ScheduleConfig, TrackingConfig
 from pdmflow.config.tenant import TenantConfig
@@ -45,10 +47,12 @@ __all__ = [
     "MonitoringConfig",
     "RegistryConfig",
     "SQL_IDENTIFIER",
+    "STORAGE_URI_ENV",
     "ScheduleConfig",
     "SchemaConfig",
     "SourceConfig",
     "SplitConfig",
+    "StorageConfig",
     "SyntheticSource",
     "TenantConfig",
     "ThresholdConfig",
@@ -59,4 +63,5 @@ __all__ = [
     "database_password",
     "fault_kill_point",
     "load_config",
+    "storage_uri",
 ]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pdmflow.config.base import _Strict
+from pdmflow.config.base import _Strict, refuse_url_credentials
 
 # What the engine block accepts as a size, as Dask spells it: 4GiB, 512MiB, 8GB, 1.5e9 (bytes).
 _UNITS = {
@@ -105,3 +105,34 @@ class EngineConfig(_Strict):
     @property
     def memory_limit_bytes(self) -> int:
         return size_in_bytes(self.memory_limit) or 0
+
+
+def check_storage_uri(uri: str, key: str) -> str:
+    """The URI unchanged, or ValueError naming `key`: a local directory or an fsspec URL
+    (s3://bucket/prefix, gs://..., file:///...), with no user name or password in it."""
+    if not uri.strip():
+        raise ValueError(
+            f"{key}: expected a directory or an fsspec URL such as s3://bucket/pdmflow"
+        )
+    return refuse_url_credentials(uri, key)
+
+
+class StorageConfig(_Strict):
+    """Where the data a step hands the next (the ingested dataset, the feature tables) live."""
+
+    uri: str | None = Field(
+        None,
+        description=(
+            "null: in each run's artifacts, as always. A local directory or any fsspec URL "
+            "(s3://bucket/pdmflow, gs://..., needs that filesystem's package): ingest and "
+            "features write partitioned Parquet datasets under "
+            "<uri>/<tenant_id>/<step>/<run id>/ and the run references them (mlflow.log_input "
+            "with the location and digest) instead of copying them into the artifact store. "
+            "PDMFLOW_STORAGE_URI, when set, replaces it."
+        ),
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        return None if uri is None else check_storage_uri(uri, "storage.uri")

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from pdmflow.config.engine import EngineConfig, check_scheduler_address
+from pdmflow.config.engine import (
+    EngineConfig,
+    StorageConfig,
+    check_scheduler_address,
+    check_storage_uri,
+)
 from pdmflow.config.tenant import TenantConfig
 from pdmflow.errors import ConfigError
 
@@ -83,19 +89,36 @@ def database_password() -> str | None:
     return os.environ.get("PDMFLOW_DB_PASSWORD")
 
 
+def _from_environment(
+    name: str, configured: str | None, check: Callable[[str, str], str]
+) -> str | None:
+    """$name when set (checked as the config key would be, a ConfigError naming the variable),
+    else the configured value."""
+    value = os.environ.get(name)
+    if not value:
+        return configured
+    try:
+        return check(value, name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 DASK_ADDRESS_ENV = "PDMFLOW_DASK_ADDRESS"
 
 
 def dask_address(engine: EngineConfig) -> str | None:
     """The running Dask scheduler to connect to: $PDMFLOW_DASK_ADDRESS when set, else
     engine.address (None: start a local cluster). Read here, where the environment is read."""
-    address = os.environ.get(DASK_ADDRESS_ENV)
-    if not address:
-        return engine.address
-    try:
-        return check_scheduler_address(address, DASK_ADDRESS_ENV)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    return _from_environment(DASK_ADDRESS_ENV, engine.address, check_scheduler_address)
+
+
+STORAGE_URI_ENV = "PDMFLOW_STORAGE_URI"
+
+
+def storage_uri(storage: StorageConfig) -> str | None:
+    """Where step outputs that are data go: $PDMFLOW_STORAGE_URI when set, else storage.uri
+    (None: the run's artifacts)."""
+    return _from_environment(STORAGE_URI_ENV, storage.uri, check_storage_uri)
 
 
 FAULT_KILL_ENV = "PDMFLOW_FAULT_KILL_AT"

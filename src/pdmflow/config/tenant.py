@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from pdmflow.config.base import GATE_RULE, _Strict
 from pdmflow.config.data import DataConfig, LabelConfig, SchemaConfig, SourceConfig
-from pdmflow.config.engine import EngineConfig
+from pdmflow.config.engine import EngineConfig, StorageConfig
 from pdmflow.config.evaluation import EvaluationConfig, GateConfig, MonitoringConfig
 from pdmflow.config.features import FeatureConfig, SplitConfig
 from pdmflow.config.operations import RegistryConfig, ScheduleConfig, TrackingConfig
@@ -92,6 +92,13 @@ class TenantConfig(_Strict):
     engine: EngineConfig = Field(
         EngineConfig(),
         description="Where per-device work runs: in this process (local) or on a Dask cluster.",
+    )
+    storage: StorageConfig = Field(
+        StorageConfig(),
+        description=(
+            "Where step outputs that are data live: the run's artifacts, or a directory or "
+            "bucket for fleets too large to copy into the artifact store."
+        ),
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

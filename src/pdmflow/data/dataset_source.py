@@ -7,11 +7,13 @@ MLflow ships sources for files, HTTP and cloud buckets, but none for a run's own
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.models import infer_signature
 from mlflow.types.schema import ColSpec, Schema
@@ -49,6 +51,47 @@ class RunArtifactDatasetSource(DatasetSource):
     @classmethod
     def from_dict(cls, source_dict: dict[Any, Any]) -> RunArtifactDatasetSource:
         return cls(source_dict["uri"], source_dict.get("origin", ""))
+
+
+class StorageDatasetSource(DatasetSource):
+    """A dataset in storage (storage.uri) at a URL MLflow has no source type for (memory://,
+    abfs://...); MLflow's own file and bucket sources cover the rest (`storage_source`)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "pdmflow_storage"
+
+    def load(self) -> str:
+        return self.uri
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False  # only ever built by storage_source
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> StorageDatasetSource:
+        return cls(str(raw_source))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> StorageDatasetSource:
+        return cls(source_dict["uri"])
+
+
+def storage_source(uri: str) -> DatasetSource:
+    """The source MLflow records for a dataset at `uri` in storage: its own local-file, S3, GCS
+    ... source where it has one, else StorageDatasetSource."""
+    try:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
+            warnings.simplefilter("ignore")
+            return resolve_dataset_source(uri)
+    except Exception:
+        return StorageDatasetSource(uri)
 
 
 class _FrameDataset(PandasDataset):

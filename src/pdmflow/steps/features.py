@@ -13,7 +13,9 @@ from pdmflow.artifacts import (
     SPLIT_MEMBERSHIP,
     label_column,
     latest_input,
+    log_stored_tables,
     read_dataset,
+    save_tables,
 )
 from pdmflow.config import TenantConfig
 from pdmflow.engine import open_engine
@@ -68,9 +70,13 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / FEATURES_DIR
             out.mkdir()
-            for name, table in tables.items():
-                table.to_parquet(out / f"{name}.parquet", index=False)
+            stored = save_tables(
+                tables, out, config, "features", run.info.run_id, by_device=tuple(tables)
+            )
             (out / "feature_spec.json").write_text(spec.to_json())
             (out / SPLIT_MEMBERSHIP).write_text(json.dumps(membership, indent=2))
             mlflow.log_artifacts(str(out), FEATURES_DIR)
+        log_stored_tables(config, tables, stored)
+        if stored:
+            print(f"stored:      {stored['train'].rsplit('/', 1)[0]} (one folder of parts a split)")
         return f"runs:/{run.info.run_id}/{FEATURES_DIR}"

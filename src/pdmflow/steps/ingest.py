@@ -8,9 +8,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from pdmflow.artifacts import DATASET_DIR
+from pdmflow.artifacts import DATASET_DIR, save_tables
 from pdmflow.config import TenantConfig
-from pdmflow.data.dataset_source import RunArtifactDatasetSource, frame_dataset
+from pdmflow.data.dataset_source import RunArtifactDatasetSource, frame_dataset, storage_source
 from pdmflow.data.sources import describe_source, read_source
 from pdmflow.data.validation import summarise, validate
 from pdmflow.tracking import step_run
@@ -39,18 +39,31 @@ def run_ingest(
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / DATASET_DIR
             out.mkdir()
-            telemetry.to_parquet(out / "telemetry.parquet", index=False)
-            events.to_parquet(out / "events.parquet", index=False)
+            stored = save_tables(
+                {"telemetry": telemetry, "events": events},
+                out,
+                config,
+                "ingest",
+                run.info.run_id,
+                by_device=("telemetry",),
+            )
             mlflow.log_artifacts(str(out), DATASET_DIR)
-        # The dataset's source is the Parquet artifact downstream steps read, and its origin
-        # (synthetic fleet, file, database URL without password).
+        # The dataset's source is the Parquet downstream steps read (the run's artifact, or the
+        # partitioned dataset in storage.uri) and its origin (synthetic fleet, file, database
+        # URL without password).
         dataset = frame_dataset(
             telemetry,
-            RunArtifactDatasetSource(
+            storage_source(stored["telemetry"])
+            if stored
+            else RunArtifactDatasetSource(
                 f"runs:/{run.info.run_id}/{DATASET_DIR}/telemetry.parquet", origin=source
             ),
             name=f"{config.tenant_id}-telemetry",
         )
+        if stored:
+            location = stored["telemetry"].rsplit("/", 1)[0]
+            mlflow.set_tag("pdmflow.data_location", location)
+            print(f"stored:      {location} (telemetry/, events/ as Parquet parts)")
         mlflow.log_input(dataset, context="ingest", tags={"origin": source})
         mlflow.log_dict(report, "validation_report.json")
         mlflow.log_text(summarise(report), "validation_summary.txt")

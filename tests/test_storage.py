@@ -1,0 +1,151 @@
+"""storage.uri: step outputs as partitioned Parquet datasets in a directory (or bucket),
+referenced from the runs instead of copied into the artifact store (issue 26)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import LENIENT_GATES, SMOKE, deep_merge
+from mlflow import MlflowClient
+
+from pdmflow.artifacts import LOCATION_FILE, read_dataset, read_features
+from pdmflow.config import STORAGE_URI_ENV, TenantConfig, load_config, storage_uri
+from pdmflow.engine.storage import read_partitioned, write_partitioned
+from pdmflow.errors import ConfigError
+from pdmflow.steps.features import run_features
+from pdmflow.steps.ingest import run_ingest
+from pdmflow.steps.pipeline import run_pipeline
+
+
+def fleet_frame() -> pd.DataFrame:
+    """Three devices' rows grouped by device, with the types telemetry and features carry: a
+    column missing in one device's rows only, and one missing everywhere."""
+    frame = pd.DataFrame(
+        {
+            "device_id": ["a"] * 3 + ["b"] * 4 + ["c"] * 2,
+            "timestamp": pd.date_range("2026-01-01", periods=9, freq="h"),
+            "volt": np.arange(9, dtype=float),
+            "label": [0, 0, 1, 0, 0, 0, 1, 0, 1],
+            "note": [None, None, None, "x", "y", "z", "w", None, None],
+            "empty": [np.nan] * 9,
+        }
+    )
+    frame.loc[frame["device_id"] == "c", "volt"] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize("root", ["{tmp}/store", "memory://pdmflow-test"])
+def test_a_table_reads_back_row_for_row_from_parts_of_whole_devices(tmp_path, root):
+    frame = fleet_frame()
+    location = root.format(tmp=tmp_path) + "/telemetry"
+    parts = write_partitioned(frame, location, "device_id", partition_rows=3)
+    assert parts == 3  # a, then b (4 rows: a device is never split), then c
+    pd.testing.assert_frame_equal(read_partitioned(location), frame)
+    # Without a device column: partition_rows rows a part.
+    assert write_partitioned(frame, location + "-rows", None, partition_rows=4) == 3
+    pd.testing.assert_frame_equal(read_partitioned(location + "-rows"), frame)
+
+
+def test_an_empty_table_keeps_its_columns(tmp_path):
+    empty = fleet_frame().iloc[:0]
+    assert write_partitioned(empty, str(tmp_path / "events"), "device_id", 10) == 1
+    back = read_partitioned(str(tmp_path / "events"))
+    assert list(back.columns) == list(empty.columns) and len(back) == 0
+
+
+def test_a_location_without_parts_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no .parquet parts"):
+        read_partitioned(str(tmp_path))
+
+
+def smoke_config(**overrides) -> TenantConfig:
+    raw = deep_merge(yaml.safe_load(SMOKE.read_text()), overrides)
+    return TenantConfig.model_validate(raw)
+
+
+def test_the_environment_names_the_storage_and_credentials_never_sit_in_the_url(monkeypatch):
+    config = smoke_config(storage={"uri": "/data/pdmflow"})
+    assert storage_uri(config.storage) == "/data/pdmflow"
+    monkeypatch.setenv(STORAGE_URI_ENV, "s3://fleet-bucket/pdmflow")
+    assert storage_uri(config.storage) == "s3://fleet-bucket/pdmflow"
+    monkeypatch.setenv(STORAGE_URI_ENV, "s3://key:secret@fleet-bucket/pdmflow")
+    with pytest.raises(ConfigError, match=STORAGE_URI_ENV) as refused:
+        storage_uri(config.storage)
+    assert "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"storage": {"uri": "s3://u:hunter2@bucket/x"}}, "storage.uri"),
+        (
+            {"source": {"kind": "csv", "telemetry_path": "s3://u:hunter2@bucket/t.csv"}},
+            "source.telemetry_path",
+        ),
+    ],
+)
+def test_a_url_with_a_password_is_refused_in_the_config(tmp_path, overrides, key):
+    path = tmp_path / "tenant.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(SMOKE.read_text()), overrides)))
+    with pytest.raises(ConfigError, match=rf"{key}: a file or storage URL carries no user") as bad:
+        load_config(path)
+    assert "hunter2" not in str(bad.value)
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=40)
+def test_the_pipeline_keeps_its_data_in_storage_and_releases(tracking_store, tmp_path):
+    store = tmp_path / "store"
+    overrides = {
+        "evaluation": {"robustness": False, "shap_rows": 100},
+        "gates": LENIENT_GATES,
+    }
+    config = smoke_config(**overrides, storage={"uri": str(store)})
+    version = run_pipeline(config, n_trials=1)
+    assert version == "1"
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.experiment_name)
+
+    def step_run(step: str):
+        (run,) = client.search_runs([experiment.experiment_id], f"tags.`pdmflow.step` = '{step}'")
+        return run
+
+    ingest, features = step_run("ingest"), step_run("features")
+    # The artifact store holds pointers; the data sit in storage, in parts of whole devices.
+    logged = {f.path for f in client.list_artifacts(ingest.info.run_id, "dataset")}
+    assert logged == {f"dataset/{LOCATION_FILE}"}
+    logged = {f.path for f in client.list_artifacts(features.info.run_id, "features")}
+    assert not any(path.endswith(".parquet") for path in logged), logged
+    ingest_dir = store / config.tenant_id / "ingest" / ingest.info.run_id
+    assert sorted(p.name for p in (ingest_dir / "telemetry").iterdir())[0] == "part-00000.parquet"
+    for split in ("train", "validation", "test"):
+        assert any((store / config.tenant_id / "features" / features.info.run_id / split).iterdir())
+
+    # Each run references what it wrote: the location and the digest.
+    (telemetry_input,) = ingest.inputs.dataset_inputs
+    assert telemetry_input.dataset.source_type == "local"
+    assert str(ingest_dir / "telemetry") in telemetry_input.dataset.source
+    assert telemetry_input.dataset.digest == ingest.data.tags["pdmflow.dataset_digest"]
+    contexts = {
+        tag.value
+        for logged_input in features.inputs.dataset_inputs
+        for tag in logged_input.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert contexts == {"output:train", "output:validation", "output:test"}
+
+    # The same data as when the runs hold them: ingest and features again, without storage.
+    plain = smoke_config(**overrides)
+    data_uri = run_ingest(plain)
+    features_uri = run_features(plain, data_uri)
+    stored_telemetry, stored_events = read_dataset(f"runs:/{ingest.info.run_id}/dataset")
+    telemetry, events = read_dataset(data_uri)
+    pd.testing.assert_frame_equal(stored_telemetry, telemetry)
+    pd.testing.assert_frame_equal(stored_events, events)
+    stored_tables, _ = read_features(f"runs:/{features.info.run_id}/features")
+    tables, _ = read_features(features_uri)
+    for split, table in tables.items():
+        pd.testing.assert_frame_equal(stored_tables[split], table)
