@@ -155,6 +155,65 @@ def test_file_sources_read_the_same_data(kind, config, write_config, tmp_path):
     pd.testing.assert_frame_equal(got_events[expected_events.columns], expected_events)
 
 
+def test_a_glob_of_daily_csv_files_reads_as_one_file(config, write_config, tmp_path):
+    telemetry, events = read_source(config)
+    days = telemetry["timestamp"].dt.strftime("%Y-%m-%d")
+    for day, rows in telemetry.groupby(days):
+        rows.to_csv(tmp_path / f"telemetry-{day}.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    source = {
+        "kind": "csv",
+        "telemetry_path": str(tmp_path / "telemetry-*.csv"),
+        "events_path": str(tmp_path / "events.csv"),
+    }
+    from_files = load_config(write_config({"source": source}))
+    expected, _, _ = validate(telemetry, events, config, "memory")
+    got, _, report = validate(*read_source(from_files), from_files, source["telemetry_path"])
+    assert days.nunique() > 1
+    pd.testing.assert_frame_equal(got, expected, check_exact=False)
+
+
+def test_a_hive_partitioned_parquet_dataset_reads_its_device_folders(
+    config, write_config, tmp_path
+):
+    telemetry, events = read_source(config)
+    dataset = tmp_path / "telemetry"
+    for device, rows in telemetry.groupby("device_id"):
+        folder = dataset / f"device_id={device}"
+        folder.mkdir(parents=True)
+        rows.drop(columns="device_id").to_parquet(folder / "part-0.parquet")
+    (dataset / "_SUCCESS").write_text("")  # a writer's marker file is not data
+    events.to_parquet(tmp_path / "events.parquet")
+    source = {
+        "kind": "parquet",
+        "telemetry_path": str(dataset),
+        "events_path": str(tmp_path / "events.parquet"),
+    }
+    from_dataset = load_config(write_config({"source": source}))
+    expected, _, _ = validate(telemetry, events, config, "memory")
+    got, _, _ = validate(*read_source(from_dataset), from_dataset, str(dataset))
+    pd.testing.assert_frame_equal(got[expected.columns], expected, check_exact=False)
+
+
+def test_file_sources_name_what_they_could_not_read(write_config, tmp_path):
+    def read(path: str, kind: str = "csv"):
+        source = {"kind": kind, "telemetry_path": path, "events_path": None}
+        return read_source(load_config(write_config({"source": source})))
+
+    with pytest.raises(
+        DataValidationError, match=r"telemetry files .*day-\*\.csv: no file matches"
+    ):
+        read(str(tmp_path / "day-*.csv"))
+    with pytest.raises(DataValidationError, match="telemetry directory .*: no .csv file in it"):
+        read(str(tmp_path))
+    (tmp_path / "a.csv").write_text("device_id,timestamp\npump,2026-01-01\n")
+    (tmp_path / "b.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(
+        DataValidationError, match=r"telemetry file .*b\.csv: cannot be read as csv"
+    ):
+        read(str(tmp_path / "*.csv"))
+
+
 def test_epoch_numbers_are_not_taken_for_timestamps(config):
     telemetry, events = read_source(config)
     telemetry["timestamp"] = telemetry["timestamp"].astype("int64") // 10**6

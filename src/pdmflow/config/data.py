@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from pdmflow.config.base import SQL_IDENTIFIER, _Strict
+from pdmflow.config.base import SQL_IDENTIFIER, _Strict, refuse_url_credentials
 
 
 class SyntheticSource(_Strict):
@@ -85,11 +85,18 @@ class SourceConfig(_Strict):
     telemetry_path: str | None = Field(
         None,
         description=(
-            "Telemetry file (kinds csv, json, jsonl, parquet); timestamps as ISO 8601 text."
+            "Telemetry (kinds csv, json, jsonl, parquet): a file, a glob (daily/*.csv), a "
+            "directory (every file of the kind in it, a Parquet dataset's hive partition "
+            "folders as columns), a local path or an fsspec URL (s3://..., with its "
+            "filesystem package); timestamps as ISO 8601 text."
         ),
     )
     events_path: str | None = Field(
-        None, description="Failure events file (device, event_time[, failure_type]); optional."
+        None,
+        description=(
+            "Failure events (device, event_time[, failure_type]), read as telemetry_path is; "
+            "optional."
+        ),
     )
     url: str | None = Field(
         None,
@@ -135,6 +142,11 @@ class SourceConfig(_Strict):
                     "letters, digits and underscores)"
                 )
         return self
+
+    @field_validator("telemetry_path", "events_path")
+    @classmethod
+    def _no_credentials(cls, path: str | None, info: ValidationInfo) -> str | None:
+        return None if path is None else refuse_url_credentials(path, f"source.{info.field_name}")
 
     @model_validator(mode="after")
     def _paths_for_kind(self) -> SourceConfig:

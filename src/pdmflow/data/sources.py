@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import fsspec
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -53,21 +55,76 @@ def describe_source(config: TenantConfig) -> str:
     return str(source.telemetry_path)
 
 
-def _read_file(path_text: str, kind: str, role: str) -> pd.DataFrame:
-    path = Path(path_text)
-    if not path.is_file():
-        raise DataValidationError(f"{role} file {path}: not found")
+# The file name endings each file kind reads when its path is a directory.
+SUFFIXES = {"csv": (".csv",), "json": (".json",), "jsonl": (".jsonl",), "parquet": (".parquet",)}
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _files(path_text: str, kind: str, role: str) -> tuple[Any, list[str], str | None]:
+    """(filesystem, the files to read in name order) for a file, a glob (daily-*.csv) or a
+    directory (every file of the kind in it and below, as a Parquet dataset is laid out, hive
+    partitions included); any fsspec URL (s3://... with s3fs installed) or a local path. The
+    third value is the directory's path (None for a file or a glob)."""
     try:
+        fs, path = fsspec.core.url_to_fs(path_text)
+    except (ImportError, ValueError) as exc:  # a URL whose filesystem package is missing
+        raise DataValidationError(f"{role} file {path_text}: cannot be opened ({exc})") from None
+    if _GLOB.search(path):
+        files = sorted(fs.glob(path))
+        if not files:
+            raise DataValidationError(f"{role} files {path_text}: no file matches")
+        return fs, files, None
+    if fs.isdir(path):
+        files = sorted(
+            name
+            for name in fs.find(path)
+            if name.endswith(SUFFIXES[kind]) and not Path(name).name.startswith((".", "_"))
+        )
+        if not files:
+            raise DataValidationError(
+                f"{role} directory {path_text}: no {'/'.join(SUFFIXES[kind])} file in it"
+            )
+        return fs, files, path.rstrip("/")
+    if not fs.isfile(path):
+        raise DataValidationError(f"{role} file {path_text}: not found")
+    return fs, [path], None
+
+
+def _hive_values(name: str, root: str) -> dict[str, str]:
+    """The key=value folders between a dataset's root and one of its files."""
+    relative = name[len(root) :].strip("/").split("/")[:-1]
+    return dict(part.split("=", 1) for part in relative if "=" in part)
+
+
+def _read_one(fs: Any, name: str, kind: str) -> pd.DataFrame:
+    with fs.open(name, "rb") as handle:
         if kind == "csv":
-            return pd.read_csv(path)
+            return pd.read_csv(handle)
         if kind in ("json", "jsonl"):
-            return pd.read_json(path, lines=kind == "jsonl", convert_dates=False)
-        return pd.read_parquet(path)
-    except Exception as exc:  # pandas raises many types; the user needs the file and the reason
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataValidationError(
-            f"{role} file {path}: cannot be read as {kind} ({reason})"
-        ) from None
+            return pd.read_json(handle, lines=kind == "jsonl", convert_dates=False)
+        return pd.read_parquet(handle)
+
+
+def _read_file(path_text: str, kind: str, role: str) -> pd.DataFrame:
+    """The rows of every file `path_text` names (`_files`), concatenated in file-name order; a
+    Parquet dataset's hive partition folders (device_id=pump_1/) come back as columns."""
+    fs, files, root = _files(path_text, kind, role)
+    frames = []
+    for name in files:
+        try:
+            frame = _read_one(fs, name, kind)
+        except Exception as exc:  # pandas raises many types; the user needs the file and why
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            shown = name if len(files) > 1 else path_text
+            raise DataValidationError(
+                f"{role} file {shown}: cannot be read as {kind} ({reason})"
+            ) from None
+        if root is not None:
+            for column, value in _hive_values(name, root).items():
+                if column not in frame.columns:
+                    frame[column] = value
+        frames.append(frame)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _engine(url: str) -> sa.Engine:
