@@ -6,6 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
+# make run TRIALS=5 (TIMEOUT=120): the Optuna budget of this run; 0 takes tuning.* from CONFIG.
+TRIALS ?= 0
+TIMEOUT ?= 0
 EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
 # Three workers on this 2-core machine (many tests wait on servers and subprocesses: 14.9 min
 # against 16.5 with two, measured back to back), each test file on one of them (a file's module
@@ -23,7 +26,8 @@ $(BIN)/.installed: pyproject.toml
 
 run: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" mlflow run . -e main --env-manager local \
-		--experiment-name $(EXPERIMENT) -P config=$(CONFIG)
+		--experiment-name $(EXPERIMENT) -P config=$(CONFIG) -P n_trials=$(TRIALS) \
+		-P timeout=$(TIMEOUT)
 	$(BIN)/python -m pdmflow.cli status --config $(CONFIG)
 
 test: $(BIN)/.installed
