@@ -149,3 +149,17 @@ def test_the_pipeline_keeps_its_data_in_storage_and_releases(tracking_store, tmp
     tables, _ = read_features(features_uri)
     for split, table in tables.items():
         pd.testing.assert_frame_equal(stored_tables[split], table)
+
+    # What evaluate reads, in either form: the test split alone, the test devices' readings.
+    devices = tables["test"]["device_id"].unique()[:2]
+    expected = telemetry[telemetry["device_id"].isin(devices)].reset_index(drop=True)
+    assert 0 < len(expected) < len(telemetry)
+    for uri, features_at in (
+        (data_uri, features_uri),
+        (f"runs:/{ingest.info.run_id}/dataset", f"runs:/{features.info.run_id}/features"),
+    ):
+        some, _ = read_dataset(uri, devices, "device_id")
+        pd.testing.assert_frame_equal(some, expected)
+        only_test, _ = read_features(features_at, splits=("test",))
+        assert list(only_test) == ["test"]
+        pd.testing.assert_frame_equal(only_test["test"], tables["test"])

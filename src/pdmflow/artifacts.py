@@ -7,6 +7,9 @@ file names inside those directories.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,7 @@ LABELS = {
     "regression": "remaining_useful_life_hours",
 }
 SPLIT_MEMBERSHIP = "split_membership.json"
+FEATURE_SPEC = "feature_spec.json"
 # With storage.uri, a step's output folder holds this file naming where its tables are.
 LOCATION_FILE = "location.json"
 # Tags that hand a step's output to the next: the model a train (and evaluate) run logged, and
@@ -68,10 +72,15 @@ def label_column(config: TenantConfig) -> str:
     return LABELS[config.task]
 
 
-def _read_parquet(path: Any) -> pd.DataFrame:
-    """A Parquet table as a frame, the decoding buffers handed back to the system: Arrow's
-    allocator keeps them otherwise, about twice the table's size (a gigabyte at 1M rows)."""
-    frame = pd.read_parquet(path)
+# pyarrow's row filters, e.g. [("device_id", "in", ["pump_1", "pump_2"])].
+Filters = list[tuple[str, str, Any]]
+
+
+def _read_parquet(path: Any, filters: Filters | None = None) -> pd.DataFrame:
+    """A Parquet table as a frame (only the rows `filters` keep, read as pyarrow filters them),
+    the decoding buffers handed back to the system: Arrow's allocator keeps them otherwise,
+    about twice the table's size (a gigabyte at 1M rows)."""
+    frame = pd.read_parquet(path, filters=filters)
     pa.default_memory_pool().release_unused()
     return frame
 
@@ -122,20 +131,55 @@ def log_stored_tables(
         mlflow.log_input(dataset, context=f"output:{name}")
 
 
-def _load_tables(local: Path, names: tuple[str, ...]) -> dict[str, pd.DataFrame]:
-    """The tables `save_tables` wrote, from the step's downloaded output folder."""
-    pointer = local / LOCATION_FILE
-    if pointer.exists():
-        where = json.loads(pointer.read_text())["tables"]
-        return {name: read_partitioned(where[name]) for name in names}
-    return {name: _read_parquet(local / f"{name}.parquet") for name in names}
+@contextmanager
+def _output_files(uri: str, names: list[str]) -> Iterator[dict[str, Path]]:
+    """The files of a step's output folder (`runs:/<run id>/<folder>`) among `names`, each
+    downloaded alone into a temp dir removed on exit: {name: local path}. A step that needs
+    one split (evaluate: test) does not copy the others."""
+    folder = uri.removeprefix(RUNS_SCHEME).partition("/")[2]
+    present = {Path(f.path).name for f in MlflowClient().list_artifacts(run_id_of(uri), folder)}
+    with tempfile.TemporaryDirectory(prefix="pdmflow-") as tmp:
+        yield {
+            name: Path(mlflow.artifacts.download_artifacts(f"{uri}/{name}", dst_path=tmp))
+            for name in names
+            if name in present
+        }
 
 
-def read_dataset(data_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(telemetry, events) logged by an ingest run."""
+def _load_tables(
+    uri: str,
+    names: tuple[str, ...],
+    other_files: tuple[str, ...] = (),
+    filters: dict[str, Filters] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """(the tables `save_tables` wrote, read from the step's output folder or from storage,
+    each only with the rows its `filters` entry keeps (pyarrow filters); the text of
+    `other_files` found beside them)."""
+    filters = filters or {}
+    wanted = [LOCATION_FILE, *(f"{name}.parquet" for name in names), *other_files]
+    with _output_files(uri, wanted) as files:
+        texts = {name: files[name].read_text() for name in other_files if name in files}
+        if LOCATION_FILE in files:
+            where = json.loads(files[LOCATION_FILE].read_text())["tables"]
+            return {n: read_partitioned(where[n], filters.get(n)) for n in names}, texts
+        missing = [f"{name}.parquet" for name in names if f"{name}.parquet" not in files]
+        if missing:
+            raise FileNotFoundError(f"no {', '.join(missing)}")
+        return {n: _read_parquet(files[f"{n}.parquet"], filters.get(n)) for n in names}, texts
+
+
+def read_dataset(
+    data_uri: str, devices: Sequence[str] | None = None, device_column: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(telemetry, events) logged by an ingest run; with `devices` (and the `device_column`
+    naming them), only those devices' telemetry rows are read, in the same order."""
+    filters = {}
+    if devices is not None:
+        if device_column is None:
+            raise ValueError("read_dataset: devices needs device_column")
+        filters["telemetry"] = [(device_column, "in", [str(d) for d in devices])]
     try:
-        with downloaded(data_uri) as local:
-            tables = _load_tables(local, ("telemetry", "events"))
+        tables, _ = _load_tables(data_uri, ("telemetry", "events"), filters=filters)
     except Exception as exc:
         raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
     return tables["telemetry"], tables["events"]
@@ -151,12 +195,13 @@ def data_uri_of(features_uri: str) -> str:
     return step_input(run_of(features_uri), "data_uri")
 
 
-def read_features(features_uri: str) -> tuple[dict[str, pd.DataFrame], FeatureSpec]:
-    """The split tables and spec logged by a features run."""
+def read_features(
+    features_uri: str, splits: tuple[str, ...] = SPLITS
+) -> tuple[dict[str, pd.DataFrame], FeatureSpec]:
+    """The split tables (those named in `splits`) and spec logged by a features run."""
     try:
-        with downloaded(features_uri) as local:
-            tables = _load_tables(local, SPLITS)
-            spec = FeatureSpec.from_json((local / "feature_spec.json").read_text())
+        tables, texts = _load_tables(features_uri, splits, other_files=(FEATURE_SPEC,))
+        spec = FeatureSpec.from_json(texts[FEATURE_SPEC])
     except Exception as exc:
         raise StepInputError(f"features {features_uri}: cannot be read ({exc})") from None
     return tables, spec

@@ -10,6 +10,8 @@ never from the URL. Reading concatenates the parts in name order: the frame writ
 
 from __future__ import annotations
 
+from typing import Any
+
 import fsspec
 import pandas as pd
 import pyarrow as pa
@@ -53,8 +55,11 @@ def write_partitioned(
     return len(ranges)
 
 
-def read_partitioned(location: str) -> pd.DataFrame:
-    """The frame `write_partitioned` wrote at `location`, its parts in order."""
+def read_partitioned(
+    location: str, filters: list[tuple[str, str, Any]] | None = None
+) -> pd.DataFrame:
+    """The frame `write_partitioned` wrote at `location`, its parts in order; with `filters`
+    (pyarrow's, e.g. [("device_id", "in", [...])]) only the rows they keep."""
     fs, path = fsspec.core.url_to_fs(location)
     parts = sorted(name for name in fs.ls(path, detail=False) if name.endswith(PART_SUFFIX))
     if not parts:
@@ -62,7 +67,7 @@ def read_partitioned(location: str) -> pd.DataFrame:
     tables = []
     for name in parts:
         with fs.open(name, "rb") as part:
-            tables.append(pq.read_table(part))
+            tables.append(pq.read_table(part, filters=filters))
     # An all-missing column is typed null in a part that holds only missing values.
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     pa.default_memory_pool().release_unused()

@@ -93,7 +93,7 @@ def _champion_findings(
             champion_spec,
             rows,
             spec,
-            lambda: read_dataset(data_uri),
+            lambda: read_dataset(data_uri, test[spec.device_column].unique(), spec.device_column),
             champion_uri,
         )
 
@@ -125,7 +125,9 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     features_uri = train_run.data.tags.get("pdmflow.features_uri")
     if not model_uri or not features_uri:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
-    tables, spec = read_features(features_uri)
+    # Only the test split, and below only the test devices' readings: what evaluate scores,
+    # perturbs and times, without holding the learning rows.
+    tables, spec = read_features(features_uri, splits=("test",))
     graph, model_spec, explainer = _load(model_uri)
     # Whole test tables on every core; the latency's bare-ONNX figure on one, as serving runs.
     session = onnx_session(graph, threads=estimator_threads())
@@ -134,8 +136,9 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     metadata = get_model_info(model_uri).metadata or {}
     threshold = float(metadata["decision_threshold"]) if config.task == "classification" else None
     data_uri = data_uri_of(features_uri)
-    telemetry, events = read_dataset(data_uri)
     device = spec.device_column
+    test_devices = test[device].unique()
+    telemetry, events = read_dataset(data_uri, test_devices, device)
     label = label_column(config)
 
     with step_run(config, "evaluate") as run:
@@ -169,12 +172,11 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
             test_devices=int(test[device].nunique()),
             feature_count=len(model_spec.feature_names),
         )
-        test_devices = test[device].unique()
         metrics.update(
             serving_latency(
                 FailureScorer.load(model_uri),
                 X_test.to_numpy(),
-                telemetry[telemetry[device].isin(test_devices)],
+                telemetry,
                 events if model_spec.time_since_failure else None,
                 lambda row: onnx_predict(single_row_session, row),
                 batch_devices=config.evaluation.latency_batch_devices,
