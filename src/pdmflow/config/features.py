@@ -88,12 +88,15 @@ class FeatureConfig(_Strict):
         ),
     )
     drop_correlated_above: float = Field(
-        0.99,
+        0.999,
         gt=0,
         le=1,
         description=(
             "Selection inside train: constant features and near-duplicates (|r| above "
-            "this, keeping the first of a pair) are dropped."
+            "this, keeping the first of a pair) are dropped. 0.999 drops re-expressions "
+            "(a percent change beside its difference) but keeps two sensors, or two windows, "
+            "that merely move together: trees lose nothing to correlated columns, and the "
+            "small differences between them can be the signal (docs/benchmarks.md)."
         ),
     )
     select_top_k: int | None = Field(
