@@ -178,11 +178,13 @@ def test_a_hive_partitioned_parquet_dataset_reads_its_device_folders(
 ):
     telemetry, events = read_source(config)
     dataset = tmp_path / "telemetry"
+    telemetry["device_id"] = "pump " + telemetry["device_id"]  # the folder name holds %20
     for device, rows in telemetry.groupby("device_id"):
-        folder = dataset / f"device_id={device}"
+        folder = dataset / f"device_id={device.replace(' ', '%20')}"
         folder.mkdir(parents=True)
         rows.drop(columns="device_id").to_parquet(folder / "part-0.parquet")
     (dataset / "_SUCCESS").write_text("")  # a writer's marker file is not data
+    events["device_id"] = "pump " + events["device_id"]
     events.to_parquet(tmp_path / "events.parquet")
     source = {
         "kind": "parquet",
@@ -191,8 +193,17 @@ def test_a_hive_partitioned_parquet_dataset_reads_its_device_folders(
     }
     from_dataset = load_config(write_config({"source": source}))
     expected, _, _ = validate(telemetry, events, config, "memory")
-    got, _, _ = validate(*read_source(from_dataset), from_dataset, str(dataset))
+    got, got_events, report = validate(*read_source(from_dataset), from_dataset, str(dataset))
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_exact=False)
+    assert " " in got["device_id"].iloc[0] and report["failures"] == len(events) > 0
+
+
+def test_a_file_whose_name_looks_like_a_glob_is_read_as_that_file(config, write_config, tmp_path):
+    telemetry, events = read_source(config)
+    path = tmp_path / "telemetry[2026].csv"
+    telemetry.to_csv(path, index=False)
+    source = {"kind": "csv", "telemetry_path": str(path), "events_path": None}
+    assert len(read_source(load_config(write_config({"source": source})))[0]) == len(telemetry)
 
 
 def test_file_sources_name_what_they_could_not_read(write_config, tmp_path):
@@ -201,10 +212,14 @@ def test_file_sources_name_what_they_could_not_read(write_config, tmp_path):
         return read_source(load_config(write_config({"source": source})))
 
     with pytest.raises(
-        DataValidationError, match=r"telemetry files .*day-\*\.csv: no file matches"
+        DataValidationError,
+        match=r"telemetry files .*day-\*\.csv \(source.telemetry_path\): no file matches",
     ):
         read(str(tmp_path / "day-*.csv"))
-    with pytest.raises(DataValidationError, match="telemetry directory .*: no .csv file in it"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"telemetry directory .* \(source.telemetry_path\): no .csv file in it",
+    ):
         read(str(tmp_path))
     (tmp_path / "a.csv").write_text("device_id,timestamp\npump,2026-01-01\n")
     (tmp_path / "b.csv").write_bytes(b"\xff\xfe\x00garbage")

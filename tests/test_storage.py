@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from pdmflow.artifacts import LOCATION_FILE, read_dataset, read_features
 from pdmflow.config import STORAGE_URI_ENV, TenantConfig, load_config, storage_uri
-from pdmflow.engine.storage import read_partitioned, write_partitioned
+from pdmflow.engine.storage import output_location, read_partitioned, write_partitioned
 from pdmflow.errors import ConfigError
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
@@ -48,11 +48,29 @@ def test_a_table_reads_back_row_for_row_from_parts_of_whole_devices(tmp_path, ro
     pd.testing.assert_frame_equal(read_partitioned(location + "-rows"), frame)
 
 
-def test_an_empty_table_keeps_its_columns(tmp_path):
+def test_an_empty_table_keeps_its_columns_and_types(tmp_path):
     empty = fleet_frame().iloc[:0]
     assert write_partitioned(empty, str(tmp_path / "events"), "device_id", 10) == 1
     back = read_partitioned(str(tmp_path / "events"))
-    assert list(back.columns) == list(empty.columns) and len(back) == 0
+    assert len(back) == 0
+    pd.testing.assert_series_equal(back.dtypes, empty.dtypes)
+
+
+def test_a_rewrite_leaves_no_part_of_the_earlier_table(tmp_path):
+    frame = fleet_frame()
+    location = str(tmp_path / "telemetry")
+    assert write_partitioned(frame, location, "device_id", partition_rows=1) == 3
+    assert write_partitioned(frame.head(3), location, "device_id", partition_rows=1) == 1
+    pd.testing.assert_frame_equal(read_partitioned(location), frame.head(3))
+
+
+def test_a_relative_storage_root_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    where = output_location("store", "plant", "ingest", "abc")
+    assert where == f"{tmp_path.resolve()}/store/plant/ingest/abc"
+    assert output_location("s3://bucket/pdmflow/", "plant", "ingest", "abc") == (
+        "s3://bucket/pdmflow/plant/ingest/abc"
+    )
 
 
 def test_a_location_without_parts_is_refused_by_name(tmp_path):
@@ -66,6 +84,7 @@ def smoke_config(**overrides) -> TenantConfig:
 
 
 def test_the_environment_names_the_storage_and_credentials_never_sit_in_the_url(monkeypatch):
+    monkeypatch.delenv(STORAGE_URI_ENV, raising=False)
     config = smoke_config(storage={"uri": "/data/pdmflow"})
     assert storage_uri(config.storage) == "/data/pdmflow"
     monkeypatch.setenv(STORAGE_URI_ENV, "s3://fleet-bucket/pdmflow")
@@ -84,14 +103,24 @@ def test_the_environment_names_the_storage_and_credentials_never_sit_in_the_url(
             {"source": {"kind": "csv", "telemetry_path": "s3://u:hunter2@bucket/t.csv"}},
             "source.telemetry_path",
         ),
+        ({"storage": {"uri": "simplecache::s3://u:hunter2@bucket/x"}}, "storage.uri"),
+        (
+            {"source": {"kind": "csv", "telemetry_path": "https://h/t.csv?sig=hunter2"}},
+            "source.telemetry_path",
+        ),
     ],
 )
 def test_a_url_with_a_password_is_refused_in_the_config(tmp_path, overrides, key):
     path = tmp_path / "tenant.yaml"
     path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(SMOKE.read_text()), overrides)))
-    with pytest.raises(ConfigError, match=rf"{key}: a file or storage URL carries no user") as bad:
+    with pytest.raises(ConfigError, match=rf"{key}: a file or storage URL carries no") as bad:
         load_config(path)
     assert "hunter2" not in str(bad.value)
+
+
+def test_azure_names_its_container_before_the_at_sign_and_is_accepted():
+    config = smoke_config(storage={"uri": "abfs://fleet@account.dfs.core.windows.net/pdmflow"})
+    assert config.storage.uri.startswith("abfs://fleet@")
 
 
 @pytest.mark.slow

@@ -156,11 +156,18 @@ def _load_tables(
     each only with the rows its `filters` entry keeps (pyarrow filters); the text of
     `other_files` found beside them)."""
     filters = filters or {}
+    uri = uri.rstrip("/")
     wanted = [LOCATION_FILE, *(f"{name}.parquet" for name in names), *other_files]
     with _output_files(uri, wanted) as files:
-        texts = {name: files[name].read_text() for name in other_files if name in files}
+        absent = [name for name in other_files if name not in files]
+        if absent:
+            raise FileNotFoundError(f"no {', '.join(absent)}")
+        texts = {name: files[name].read_text() for name in other_files}
         if LOCATION_FILE in files:
             where = json.loads(files[LOCATION_FILE].read_text())["tables"]
+            unnamed = [name for name in names if name not in where]
+            if unnamed:
+                raise FileNotFoundError(f"{LOCATION_FILE} names no table {', '.join(unnamed)}")
             return {n: read_partitioned(where[n], filters.get(n)) for n in names}, texts
         missing = [f"{name}.parquet" for name in names if f"{name}.parquet" not in files]
         if missing:

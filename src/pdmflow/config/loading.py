@@ -23,6 +23,12 @@ from pdmflow.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "configs/default.yaml"
 _CREDENTIALS = re.compile(r"(://[^/\s:@]*:)[^@\s/]*@")
+# The value of a signed or tokened URL's secret query key (?sig=..., &X-Amz-Signature=...).
+_SECRET_QUERY_VALUE = re.compile(
+    r"([?&][^=&\s'\"]*(?:sig|signature|token|secret|pass|key|credential)[^=&\s'\"]*=)"
+    r"[^&\s'\"]*",
+    re.IGNORECASE,
+)
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -40,7 +46,7 @@ def _describe(error: dict[str, Any]) -> str:
 def _redacted(text: str) -> str:
     """`text` with the password of any scheme://user:password@host in it replaced by ***: an
     error echoes what it was given, and a URL in a config may carry one."""
-    return _CREDENTIALS.sub(r"\1***@", text)
+    return _SECRET_QUERY_VALUE.sub(r"\1***", _CREDENTIALS.sub(r"\1***@", text))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

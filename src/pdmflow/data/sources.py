@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import fsspec
 import pandas as pd
@@ -65,35 +66,51 @@ def _files(path_text: str, kind: str, role: str) -> tuple[Any, list[str], str | 
     directory (every file of the kind in it and below, as a Parquet dataset is laid out, hive
     partitions included); any fsspec URL (s3://... with s3fs installed) or a local path. The
     third value is the directory's path (None for a file or a glob)."""
+    key = f"source.{role}_path"
     try:
         fs, path = fsspec.core.url_to_fs(path_text)
-    except (ImportError, ValueError) as exc:  # a URL whose filesystem package is missing
-        raise DataValidationError(f"{role} file {path_text}: cannot be opened ({exc})") from None
-    if _GLOB.search(path):
-        files = sorted(fs.glob(path))
-        if not files:
-            raise DataValidationError(f"{role} files {path_text}: no file matches")
-        return fs, files, None
-    if fs.isdir(path):
-        files = sorted(
-            name
-            for name in fs.find(path)
-            if name.endswith(SUFFIXES[kind]) and not Path(name).name.startswith((".", "_"))
-        )
-        if not files:
-            raise DataValidationError(
-                f"{role} directory {path_text}: no {'/'.join(SUFFIXES[kind])} file in it"
+        if _GLOB.search(path) and not fs.exists(path):  # a name with [ or ? is still a name
+            files = sorted(fs.glob(path))
+            if not files:
+                raise DataValidationError(f"{role} files {path_text} ({key}): no file matches")
+            return fs, files, None
+        if fs.isdir(path):
+            files = sorted(
+                name
+                for name in fs.find(path)
+                if name.endswith(SUFFIXES[kind]) and not Path(name).name.startswith((".", "_"))
             )
-        return fs, files, path.rstrip("/")
-    if not fs.isfile(path):
-        raise DataValidationError(f"{role} file {path_text}: not found")
+            if not files:
+                raise DataValidationError(
+                    f"{role} directory {path_text} ({key}): no {'/'.join(SUFFIXES[kind])} "
+                    "file in it"
+                )
+            return fs, files, path.rstrip("/")
+        if not fs.isfile(path):
+            raise DataValidationError(f"{role} file {path_text}: not found")
+    except DataValidationError:
+        raise
+    except Exception as exc:  # a missing filesystem package, access denied, no such bucket
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataValidationError(
+            f"{role} file {path_text} ({key}): cannot be opened ({reason})"
+        ) from None
     return fs, [path], None
 
 
-def _hive_values(name: str, root: str) -> dict[str, str]:
-    """The key=value folders between a dataset's root and one of its files."""
+# What a writer (pyarrow, Spark, Hive) puts in a partition folder for a missing value.
+HIVE_MISSING = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _hive_values(name: str, root: str) -> dict[str, str | None]:
+    """The key=value folders between a dataset's root and one of its files, values decoded
+    as their writers encode them (pump%201 is 'pump 1'; the default partition is missing)."""
     relative = name[len(root) :].strip("/").split("/")[:-1]
-    return dict(part.split("=", 1) for part in relative if "=" in part)
+    pairs = (part.split("=", 1) for part in relative if "=" in part)
+    return {
+        unquote(column): None if value == HIVE_MISSING else unquote(value)
+        for column, value in pairs
+    }
 
 
 def _read_one(fs: Any, name: str, kind: str) -> pd.DataFrame:

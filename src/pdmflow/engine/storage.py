@@ -10,6 +10,7 @@ never from the URL. Reading concatenates the parts in name order: the frame writ
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -22,10 +23,18 @@ from pdmflow.engine.base import device_partitions
 PART_SUFFIX = ".parquet"
 
 
+def absolute_root(root: str) -> str:
+    """`root` as every later reader finds it: a local path made absolute (~ expanded), since
+    the steps, the scheduler and monitor may start elsewhere; a URL as given."""
+    if "://" in root or "::" in root:
+        return root.rstrip("/")
+    return str(Path(root).expanduser().resolve())
+
+
 def output_location(root: str, tenant_id: str, step: str, run_id: str) -> str:
     """Where a run's data outputs go: <root>/<tenant>/<step>/<run id> (one folder per run, so a
     rerun never overwrites what an earlier run, or a registered version's lineage, points at)."""
-    return f"{root.rstrip('/')}/{tenant_id}/{step}/{run_id}"
+    return f"{absolute_root(root)}/{tenant_id}/{step}/{run_id}"
 
 
 def part_name(index: int) -> str:
@@ -40,6 +49,8 @@ def write_partitioned(
     without, `partition_rows` rows each. An empty frame is one empty part, so its columns and
     types are kept."""
     fs, path = fsspec.core.url_to_fs(location)
+    if fs.exists(path):  # parts of an earlier write there would be read back with these
+        fs.rm(path, recursive=True)
     fs.makedirs(path, exist_ok=True)
     if device_column is None:
         ranges = [
