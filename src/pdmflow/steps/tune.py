@@ -49,7 +49,8 @@ def _tuning_data(
 ) -> tuple[tuning.TuningData, dict[str, Any]]:
     """The rows trials learn from (at most `max_rows` of the learning rows, drawn with
     `seed`), and the params that say which."""
-    tables, spec = read_features(features_uri)
+    # The learning rows only: trials never see the test split (nor hold it in memory).
+    tables, spec = read_features(features_uri, splits=("train", "validation"))
     label = label_column(config)
     learning = learning_set(tables, spec, label, config)
     kept = learning.selection.kept
