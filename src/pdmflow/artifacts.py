@@ -21,7 +21,12 @@ from mlflow.entities import Run
 
 from pdmflow.config import TenantConfig, storage_uri
 from pdmflow.data.dataset_source import frame_dataset, storage_source
-from pdmflow.engine.storage import output_location, read_partitioned, write_partitioned
+from pdmflow.engine.storage import (
+    Filters,
+    output_location,
+    read_partitioned,
+    write_partitioned,
+)
 from pdmflow.errors import StepInputError
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.tracking import downloaded, latest_step_run, step_input
@@ -70,10 +75,6 @@ def run_id_of(uri: str) -> str:
 def label_column(config: TenantConfig) -> str:
     """The column the task learns: fails within the horizon, or remaining useful life."""
     return LABELS[config.task]
-
-
-# pyarrow's row filters, e.g. [("device_id", "in", ["pump_1", "pump_2"])].
-Filters = list[tuple[str, str, Any]]
 
 
 def _read_parquet(path: Any, filters: Filters | None = None) -> pd.DataFrame:

@@ -13,7 +13,9 @@ SQL_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?"
 # Azure's fsspec URLs name the container before '@' (abfs://container@account...): no secret.
 _USER_IS_NOT_A_SECRET = ("abfs", "abfss", "az", "adl")
 # Query keys that carry a secret in signed or tokened URLs (?sig=..., ?X-Amz-Signature=...).
-_SECRET_QUERY = re.compile(r"sig|signature|token|secret|pass|key|credential", re.IGNORECASE)
+# (Also what redact_url masks and what a config error's echo hides.)
+SECRET_QUERY_KEYS = r"sig|signature|token|secret|pass|key|credential"
+_SECRET_QUERY = re.compile(SECRET_QUERY_KEYS, re.IGNORECASE)
 
 
 def refuse_url_credentials(url: str, key: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pdmflow.config.base import SECRET_QUERY_KEYS
 from pdmflow.config.engine import (
     EngineConfig,
     StorageConfig,
@@ -25,7 +26,7 @@ DEFAULT_CONFIG_PATH = "configs/default.yaml"
 _CREDENTIALS = re.compile(r"(://[^/\s:@]*:)[^@\s/]*@")
 # The value of a signed or tokened URL's secret query key (?sig=..., &X-Amz-Signature=...).
 _SECRET_QUERY_VALUE = re.compile(
-    r"([?&][^=&\s'\"]*(?:sig|signature|token|secret|pass|key|credential)[^=&\s'\"]*=)"
+    rf"([?&][^=&\s'\"]*(?:{SECRET_QUERY_KEYS})[^=&\s'\"]*=)"
     r"[^&\s'\"]*",
     re.IGNORECASE,
 )

@@ -13,11 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from pdmflow.config import TenantConfig, database_password
+from pdmflow.config.base import SECRET_QUERY_KEYS
 from pdmflow.data.synthetic import generate_synthetic
 from pdmflow.errors import DataValidationError, SourceUnreachable
 
 # Query-string keys that carry a secret in some drivers' URLs (?password=..., ?sslpassword=...).
-SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+SECRET_QUERY_KEY = re.compile(SECRET_QUERY_KEYS, re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from pdmflow.engine.base import device_partitions
 
 PART_SUFFIX = ".parquet"
+# pyarrow's row filters, e.g. [("device_id", "in", ["pump_1", "pump_2"])].
+Filters = list[tuple[str, str, Any]]
 
 
 def absolute_root(root: str) -> str:
@@ -66,9 +68,7 @@ def write_partitioned(
     return len(ranges)
 
 
-def read_partitioned(
-    location: str, filters: list[tuple[str, str, Any]] | None = None
-) -> pd.DataFrame:
+def read_partitioned(location: str, filters: Filters | None = None) -> pd.DataFrame:
     """The frame `write_partitioned` wrote at `location`, its parts in order; with `filters`
     (pyarrow's, e.g. [("device_id", "in", [...])]) only the rows they keep."""
     fs, path = fsspec.core.url_to_fs(location)

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 
 from pdmflow.artifacts import (
+    FEATURE_SPEC,
     FEATURES_DIR,
     SPLIT_MEMBERSHIP,
     label_column,
@@ -73,7 +74,7 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
             stored = save_tables(
                 tables, out, config, "features", run.info.run_id, by_device=tuple(tables)
             )
-            (out / "feature_spec.json").write_text(spec.to_json())
+            (out / FEATURE_SPEC).write_text(spec.to_json())
             (out / SPLIT_MEMBERSHIP).write_text(json.dumps(membership, indent=2))
             mlflow.log_artifacts(str(out), FEATURES_DIR)
         log_stored_tables(config, tables, stored)
