@@ -22,7 +22,7 @@ from pdmflow.config import load_config
 from pdmflow.registry import production_version
 from pdmflow.tracking import STEP_TAG, STEPS, recorded_steps
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=240)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=360)]
 
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
 DAG_FOLDER = REPO / "orchestration" / "airflow"

@@ -455,7 +455,8 @@ def test_a_tenant_locked_by_another_process_is_skipped(tenant, tmp_path, fake_pd
 
 def test_sigterm_stops_the_loop_and_its_running_children(tenant, tmp_path, fake_pdmflow):
     # Due an hour ago and not run since yesterday: it starts at once as a catch-up.
-    due = (datetime.now(UTC) - timedelta(hours=1)).strftime("%H:%M")
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    due = an_hour_ago.strftime("%H:%M")
     config = tenant("alpha", {"at": due, "monitor_at": None}, plan={"sleep": 120})
     state_file = tmp_path / "state" / "scheduler" / "state.json"
     state_file.parent.mkdir(parents=True)
@@ -474,7 +475,8 @@ def test_sigterm_stops_the_loop_and_its_running_children(tenant, tmp_path, fake_
     line = ""
     while "next retrain" not in line and time.monotonic() < deadline:
         line = process.stderr.readline()
-    tomorrow = datetime.now(UTC) - timedelta(hours=1) + timedelta(days=1)
+    # From the same instant as `due`: a clock read here may have crossed a minute.
+    tomorrow = an_hour_ago + timedelta(days=1)
     assert f"alpha: next retrain {tomorrow:%Y-%m-%d %H:%M} UTC" in line
     while not calls(config) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -11,7 +11,7 @@ from pdmflow.errors import StepInputError
 from pdmflow.steps.features import run_features
 from pdmflow.steps.pipeline import run_pipeline
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=110)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=200)]
 TENANTS = ("manufacturing_org_1", "power_gen_org_1")
 
 
