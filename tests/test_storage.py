@@ -3,6 +3,8 @@ referenced from the runs instead of copied into the artifact store (issue 26).""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,7 @@ from mlflow import MlflowClient
 from pdmflow.artifacts import LOCATION_FILE, read_dataset, read_features
 from pdmflow.config import STORAGE_URI_ENV, TenantConfig, load_config, storage_uri
 from pdmflow.engine.storage import output_location, read_partitioned, write_partitioned
-from pdmflow.errors import ConfigError
+from pdmflow.errors import ConfigError, DataValidationError
 from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.steps.pipeline import run_pipeline
@@ -192,3 +194,85 @@ def test_the_pipeline_keeps_its_data_in_storage_and_releases(tracking_store, tmp
         only_test, _ = read_features(features_at, splits=("test",))
         assert list(only_test) == ["test"]
         pd.testing.assert_frame_equal(only_test["test"], tables["test"])
+
+
+def split_facts(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
+    """A features run's params and metrics, less the engine's."""
+    run = client.get_run(run_id)
+    params = {k: v for k, v in run.data.params.items() if not k.startswith("engine_")}
+    return params, run.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=40)
+@pytest.mark.parametrize(
+    "split",
+    [{"by": "time", "holdout_device_fraction": 0.2}, {"by": "device"}],
+    ids=["time", "device"],
+)
+def test_features_built_part_by_part_on_workers_equal_the_in_memory_ones(
+    tracking_store, tmp_path, split
+):
+    """With the dataset in storage, features are built per telemetry part on the workers and
+    written to storage from there: the same tables, split, params and metrics as in memory."""
+    store = tmp_path / "store"
+    # Parts of a few devices each (the fleet has 16), over two workers.
+    engine = {"kind": "dask", "n_workers": 2, "threads_per_worker": 1, "partition_rows": 1500}
+    stored = smoke_config(split=split, storage={"uri": str(store)}, engine=engine)
+    features_uri = run_features(stored, run_ingest(stored))
+    plain = smoke_config(split=split)
+    plain_uri = run_features(plain, run_ingest(plain))
+
+    run_id = features_uri.split("/")[1]
+    base = store / stored.tenant_id / "features" / run_id
+    assert sorted(p.name for p in base.iterdir()) == ["test", "train", "validation"]  # no staging
+    telemetry_parts = list((store / stored.tenant_id / "ingest").glob("*/telemetry/*.parquet"))
+    assert len(telemetry_parts) > 2
+    for name in ("train", "validation", "test"):
+        assert len(list((base / name).iterdir())) == len(telemetry_parts)  # part k of part k
+    tables, _ = read_features(features_uri)
+    expected, _ = read_features(plain_uri)
+    for name, table in expected.items():
+        pd.testing.assert_frame_equal(tables[name], table, check_exact=False, rtol=1e-9)
+    client = MlflowClient()
+    params, metrics = split_facts(client, run_id)
+    plain_params, plain_metrics = split_facts(client, plain_uri.split("/")[1])
+    assert {k: v for k, v in params.items() if k != "data_uri"} == {
+        k: v for k, v in plain_params.items() if k != "data_uri"
+    }
+    assert metrics == pytest.approx(plain_metrics, rel=1e-12)
+    assert params["split_by"] == split["by"]
+
+    # Each split is referenced with its location, the digest of its parts and its schema.
+    inputs = {
+        tag.value: logged.dataset
+        for logged in client.get_run(run_id).inputs.dataset_inputs
+        for tag in logged.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert set(inputs) == {"output:train", "output:validation", "output:test"}
+    train = inputs["output:train"]
+    assert str(base / "train") in train.source and len(train.digest) == 8
+    columns = {column["name"] for column in json.loads(train.schema)["mlflow_colspec"]}
+    assert columns == set(expected["train"].columns)
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=15)
+def test_a_split_refused_after_the_parts_are_built_leaves_nothing_in_storage(
+    tracking_store, tmp_path
+):
+    store = tmp_path / "store"
+    two = {"synthetic": {"n_devices": 2}}
+    config = smoke_config(source=two, split={"by": "device"}, storage={"uri": str(store)})
+    data_uri = run_ingest(config)
+    with pytest.raises(DataValidationError) as stored_error:
+        run_features(config, data_uri)
+    plain = smoke_config(source=two, split={"by": "device"})
+    with pytest.raises(DataValidationError) as plain_error:
+        run_features(plain, run_ingest(plain))
+    assert str(stored_error.value) == str(plain_error.value)
+    assert "split.by device needs at least 3 devices" in str(stored_error.value)
+    assert not (store / config.tenant_id / "features").exists() or not any(
+        (store / config.tenant_id / "features").iterdir()
+    )

@@ -113,10 +113,33 @@ def save_tables(
         where[name] = f"{base}/{name}"
         device = config.schema_.device_column if name in by_device else None
         write_partitioned(table, where[name], device, config.engine.partition_rows)
+    write_location(out, where)
+    return where
+
+
+def write_location(out: Path, where: dict[str, str]) -> None:
+    """LOCATION_FILE in a step's output folder `out`: {table name: its location in storage}."""
     (out / LOCATION_FILE).write_text(
         json.dumps({"format": "parquet parts (part-NNNNN.parquet)", "tables": where}, indent=2)
     )
-    return where
+
+
+def stored_locations(uri: str) -> dict[str, str] | None:
+    """{table name: location} of a step output kept in storage (`runs:/<run id>/<folder>`);
+    None when its tables are artifacts in the folder itself."""
+    with _output_files(uri.rstrip("/"), [LOCATION_FILE]) as files:
+        if LOCATION_FILE not in files:
+            return None
+        return json.loads(files[LOCATION_FILE].read_text())["tables"]
+
+
+def read_events(data_uri: str) -> pd.DataFrame:
+    """The failure events an ingest run logged (not its telemetry)."""
+    try:
+        tables, _ = _load_tables(data_uri, ("events",))
+    except Exception as exc:
+        raise StepInputError(f"dataset {data_uri}: cannot be read ({exc})") from None
+    return tables["events"]
 
 
 def log_stored_tables(

@@ -14,6 +14,7 @@ import mlflow
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.models import infer_signature
 from mlflow.types.schema import ColSpec, Schema
@@ -131,3 +132,32 @@ def frame_dataset(frame: pd.DataFrame, source: DatasetSource, name: str) -> Pand
     if any(spec is None for spec in specs):
         return mlflow.data.from_pandas(frame, source=source, name=name)
     return _FrameDataset(frame, source, name, Schema(specs))
+
+
+# Per column of one part of a stored table: (its MLflow type, or None where `_column_spec`
+# cannot tell from that part; whether the part misses values).
+PartColumns = dict[str, tuple[str | None, bool]]
+
+
+def part_columns(frame: pd.DataFrame) -> PartColumns:
+    """What the schema of a table stored in parts is merged from, for one part."""
+    facts: PartColumns = {}
+    for column in frame.columns:
+        spec = _column_spec(frame[column])
+        facts[column] = (spec.to_dict()["type"] if spec else None, bool(frame[column].isna().any()))
+    return facts
+
+
+def stored_dataset(location: str, name: str, digest: str, parts: list[PartColumns]) -> MetaDataset:
+    """A table written part by part in storage, as MLflow records it: its location, the digest
+    of its parts, and the schema of its columns (typed by the first part that tells, required
+    where no part misses a value); no schema when some column is typed by no part."""
+    specs = []
+    for column in parts[0] if parts else []:
+        types = [p[column][0] for p in parts if p[column][0] is not None]
+        if not types:
+            specs = None
+            break
+        specs.append(ColSpec(types[0], column, required=not any(p[column][1] for p in parts)))
+    schema = Schema(specs) if specs else None
+    return MetaDataset(storage_source(location), name=name, digest=digest, schema=schema)

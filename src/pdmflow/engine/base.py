@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -11,6 +11,7 @@ import pandas as pd
 from pdmflow.errors import DataValidationError
 
 PartitionFunction = Callable[[pd.DataFrame], pd.DataFrame]
+T = TypeVar("T")
 
 
 def device_partitions(
@@ -82,6 +83,13 @@ class Engine(Protocol):
         holds one result at a time (a writer appends it, then it can go)."""
         ...
 
+    def map_tasks(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """`fn(item)` for each item, as one task each, their results in order. For tasks that
+        read and write storage themselves (a part of a stored table each): only `items` and
+        the results travel. `fn` must give the same result when run twice (a task whose
+        worker dies runs again elsewhere)."""
+        ...
+
 
 class LocalEngine:
     """Everything in this process, as before engines existed."""
@@ -116,3 +124,6 @@ class LocalEngine:
         partition_rows: int,
     ) -> Iterator[pd.DataFrame]:
         yield fn(frame)
+
+    def map_tasks(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        return [fn(item) for item in items]

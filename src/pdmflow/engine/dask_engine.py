@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -110,12 +110,26 @@ class DaskEngine:
                 )
                 for k in range(count)
             ]
-            try:
-                return self.client.gather(futures)
-            except BaseException:
-                with contextlib.suppress(Exception):  # no scheduler left to cancel them on
-                    self.client.cancel(futures, force=True)
-                raise
+            return self._gather(futures)
+
+    def map_tasks(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """One task of `fn` per item, spread by Dask; their results in order once all are done.
+        A task's exception is raised here as itself, and the tasks not yet started are
+        cancelled."""
+        if not items:
+            return []
+        with self.scheduler_loss():
+            return self._gather(self.client.map(fn, list(items), pure=False))
+
+    def _gather(self, futures: list[Future]) -> list[Any]:
+        """The futures' results once all are done; on a task's error (raised as itself) the
+        rest are cancelled."""
+        try:
+            return self.client.gather(futures)
+        except BaseException:
+            with contextlib.suppress(Exception):  # no scheduler left to cancel them on
+                self.client.cancel(futures, force=True)
+            raise
 
     @contextmanager
     def study_storage(self, url: str | None) -> Iterator[Any]:

@@ -10,6 +10,8 @@ never from the URL. Reading concatenates the parts in name order: the frame writ
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,7 @@ def write_partitioned(
     by device, as validated telemetry and feature tables are) each part holds whole devices;
     without, `partition_rows` rows each. An empty frame is one empty part, so its columns and
     types are kept."""
-    fs, path = fsspec.core.url_to_fs(location)
-    if fs.exists(path):  # parts of an earlier write there would be read back with these
-        fs.rm(path, recursive=True)
-    fs.makedirs(path, exist_ok=True)
+    clear(location)
     if device_column is None:
         ranges = [
             (start, min(start + partition_rows, len(frame)))
@@ -63,21 +62,60 @@ def write_partitioned(
         ranges = device_partitions(frame, device_column, partition_rows)
     ranges = ranges or [(0, 0)]
     for index, (start, end) in enumerate(ranges):
-        with fs.open(f"{path}/{part_name(index)}", "wb") as out:
-            frame.iloc[start:end].to_parquet(out, index=False)
+        write_part(frame.iloc[start:end], location, index)
     return len(ranges)
+
+
+def clear(location: str) -> None:
+    """An empty folder at `location`: parts of an earlier write there would be read back with
+    the new ones."""
+    remove(location)
+    fs, path = fsspec.core.url_to_fs(location)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(location: str) -> None:
+    """The folder at `location` and all in it gone (nothing when there is none)."""
+    fs, path = fsspec.core.url_to_fs(location)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def write_part(frame: pd.DataFrame, location: str, index: int) -> str:
+    """Part `index` of the table at `location` (a folder `clear` made), written whole at once
+    (a task run again writes it again, the same); return the SHA-256 of its bytes."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    fs, path = fsspec.core.url_to_fs(location)
+    fs.pipe_file(f"{path}/{part_name(index)}", data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_parts(location: str) -> list[str]:
+    """The URLs of the parts at `location`, in order (each one a worker can open)."""
+    fs, path = fsspec.core.url_to_fs(location)
+    parts = sorted(name for name in fs.ls(path, detail=False) if name.endswith(PART_SUFFIX))
+    if not parts:
+        raise FileNotFoundError(f"{location}: no {PART_SUFFIX} parts")
+    # The location as given (a chained URL keeps its chain), not the filesystem's own paths.
+    return [f"{location.rstrip('/')}/{name.rsplit('/', 1)[-1]}" for name in parts]
+
+
+def read_part(url: str, filters: Filters | None = None) -> pd.DataFrame:
+    """One part as a frame (only the rows `filters` keep)."""
+    with fsspec.open(url, "rb") as part:
+        frame = pq.read_table(part, filters=filters).to_pandas()
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def read_partitioned(location: str, filters: Filters | None = None) -> pd.DataFrame:
     """The frame `write_partitioned` wrote at `location`, its parts in order; with `filters`
     (pyarrow's, e.g. [("device_id", "in", [...])]) only the rows they keep."""
-    fs, path = fsspec.core.url_to_fs(location)
-    parts = sorted(name for name in fs.ls(path, detail=False) if name.endswith(PART_SUFFIX))
-    if not parts:
-        raise FileNotFoundError(f"{location}: no {PART_SUFFIX} parts")
     tables = []
-    for name in parts:
-        with fs.open(name, "rb") as part:
+    for url in list_parts(location):
+        with fsspec.open(url, "rb") as part:
             tables.append(pq.read_table(part, filters=filters))
     # An all-missing column is typed null in a part that holds only missing values.
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -223,34 +224,47 @@ def holdout_devices(devices: pd.Series, config: TenantConfig) -> list[str]:
     return sorted(str(name) for name in chosen)
 
 
-def assign_rows(
-    features: pd.DataFrame, config: TenantConfig, label: str
-) -> tuple[pd.Series, dict[str, str], dict[str, object]]:
-    """Split name per feature row, the split's params, and what the model learns from.
-
-    The last item (logged as an artifact) lets a later evaluation tell which rows a model
-    trained on this split has seen: its devices (split.by device) or, by time, the end of
-    the period it learned from and the devices kept out.
-    """
+def device_summary(features: pd.DataFrame, config: TenantConfig, label: str) -> pd.DataFrame:
+    """Per device with labelled feature rows: how many, whether it fails (a positive label;
+    every device, for RUL), and its first and last time: what a split is planned from. The
+    summaries of partitions of whole devices, concatenated, are the whole fleet's."""
     schema = config.schema_
-    device, times = features[schema.device_column], features[schema.time_column]
+    grouped = features.groupby(features[schema.device_column].astype(str), sort=False)
+    times = grouped[schema.time_column]
+    failing = grouped[label].max() > 0 if config.task == "classification" else True
+    return pd.DataFrame(
+        {"rows": grouped.size(), "failing": failing, "first": times.min(), "last": times.max()}
+    )
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Where each feature row goes: whole devices (`devices`: device -> split) or time periods
+    (`boundaries`, with `held_out` devices kept out of learning); the split's params and what a
+    model trained on it learned from (logged as an artifact: a later evaluation tells from it
+    which rows a model has seen)."""
+
+    params: dict[str, str]
+    membership: dict[str, object]
+    devices: dict[str, str] | None = None
+    boundaries: TimeSplit | None = None
+    held_out: tuple[str, ...] = ()
+
+
+def plan_split(summary: pd.DataFrame, config: TenantConfig) -> SplitPlan:
+    """The split of the fleet `device_summary` describes."""
     split = config.split
+    devices = pd.Series(summary.index, dtype="object")
     if split.by == "device":
-        failing = (
-            set(device[features[label] > 0].astype(str))
-            if config.task == ("classification")
-            else set(device.astype(str))
-        )
-        names = pd.unique(device)
-        if len(names) < 3:
+        if len(devices) < 3:
             raise DataValidationError(
                 f"split.by device needs at least 3 devices with training rows, found "
-                f"{len(names)}; use split.by time for a single machine's log"
+                f"{len(devices)}; use split.by time for a single machine's log"
             )
+        failing = set(summary.index[summary["failing"].to_numpy(dtype=bool)])
         assignment = device_split(
-            device, failing, split.validation_fraction, split.test_fraction, split.seed
+            devices, failing, split.validation_fraction, split.test_fraction, split.seed
         )
-        assigned = device.astype(str).map(assignment)
         members = {s: sorted(d for d, a in assignment.items() if a == s) for s in SPLIT_NAMES}
         params = {
             "split_by": "device",
@@ -258,26 +272,36 @@ def assign_rows(
             **{f"split_{s}_devices": str(len(members[s])) for s in SPLIT_NAMES},
             "split_test_device_list": ",".join(members["test"])[:5000],
         }
-        membership: dict[str, object] = {"by": "device", "devices": members}
-        return assigned, params, membership
+        return SplitPlan(params, {"by": "device", "devices": members}, devices=assignment)
+    span = pd.Series([summary["first"].min(), summary["last"].max()])
     boundaries = time_split(
-        times, split.validation_fraction, split.test_fraction, label_lookahead_hours(config)
+        span, split.validation_fraction, split.test_fraction, label_lookahead_hours(config)
     )
-    assigned = assign_split(times, boundaries)
     params = {"split_by": "time", **boundaries.as_params()}
-    held_out = holdout_devices(device, config)
+    held_out = holdout_devices(devices, config)
     if held_out:
-        # Unseen devices: nothing of theirs is learned from or tuned on; they meet the model in
-        # the test period only.
-        learned = assigned.isin(["train", "validation"])
-        assigned[learned & device.isin(held_out)] = "held out"
         params["split_holdout_devices"] = ",".join(held_out)[:5000]
     membership = {
         "by": "time",
         "learned_until": str(boundaries.test_start),
         "held_out_devices": held_out,
     }
-    return assigned, params, membership
+    return SplitPlan(params, membership, boundaries=boundaries, held_out=tuple(held_out))
+
+
+def apply_split(features: pd.DataFrame, plan: SplitPlan, config: TenantConfig) -> pd.Series:
+    """The split name of each feature row under `plan` (a function of the row's device and
+    time alone, so any partition of the rows gets the same names)."""
+    device = features[config.schema_.device_column].astype(str)
+    if plan.devices is not None:
+        return device.map(plan.devices)
+    assigned = assign_split(features[config.schema_.time_column], plan.boundaries)
+    if plan.held_out:
+        # Unseen devices: nothing of theirs is learned from or tuned on; they meet the model in
+        # the test period only.
+        learned = assigned.isin(["train", "validation"])
+        assigned[learned & device.isin(plan.held_out)] = "held out"
+    return assigned
 
 
 def device_feature_builder(
@@ -286,6 +310,47 @@ def device_feature_builder(
     """`build_features` with the tenant's spec and failure events: a function of telemetry rows
     of whole devices, the one code path whichever engine runs it on whichever partition."""
     return partial(build_features, spec=FeatureSpec.from_config(config), events=events)
+
+
+def labelled_features(
+    telemetry: pd.DataFrame,
+    events: pd.DataFrame,
+    config: TenantConfig,
+    label: str,
+    features: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The feature rows of `telemetry` with their label (and, for RUL, health status): rows
+    without a label dropped. `features`: `device_feature_builder(config, events)` of
+    `telemetry`, when an engine has built them already (built here otherwise). Per device:
+    the rows of partitions of whole devices, concatenated, are the whole frame's."""
+    labels = make_labels(telemetry, events, config, label)
+    if features is None:
+        features = device_feature_builder(config, events)(telemetry)
+    for column in labels.columns:  # build_features keeps the telemetry's index
+        features[column] = labels[column].loc[features.index].to_numpy()
+    return features.dropna(subset=[label])
+
+
+def warn_short_devices(devices: list[str], spec: FeatureSpec) -> None:
+    """Devices of the telemetry without a labelled feature row. Not an error: such a device
+    simply has no reading with a full history (and a label) yet."""
+    if devices:
+        log.warning(
+            "%d device(s) give no training rows (less than %s of history or no known label): %s",
+            len(devices),
+            spec.history,
+            ", ".join(sorted(devices)[:5]),
+        )
+
+
+def check_labels(counts: dict[str, dict[str, float]], label: str) -> None:
+    """Every split needs both label values (or, for RUL, more than one)."""
+    for name, row in counts.items():
+        if not row["label_min"] < row["label_max"]:
+            raise DataValidationError(
+                f"{name} split: label '{label}' has a single value over {int(row['rows'])} "
+                "rows; more data or more failures are needed"
+            )
 
 
 def label_and_split(
@@ -300,46 +365,68 @@ def label_and_split(
     `features`: `device_feature_builder(config, events)` of `telemetry`, when an engine has
     built them already (built here otherwise).
     """
-    schema = config.schema_
+    device = config.schema_.device_column
     spec = FeatureSpec.from_config(config)
-    labels = make_labels(telemetry, events, config, label)
-    if features is None:
-        features = device_feature_builder(config, events)(telemetry)
-    for column in labels.columns:  # build_features keeps the telemetry's index
-        features[column] = labels[column].loc[features.index].to_numpy()
-    features = features.dropna(subset=[label])
-    short = sorted(set(telemetry[schema.device_column]) - set(features[schema.device_column]))
-    if short:
-        # Not an error: the device simply has no reading with a full history (and a label) yet.
-        log.warning(
-            "%d device(s) give no training rows (less than %s of history or no known label): %s",
-            len(short),
-            spec.history,
-            ", ".join(short[:5]),
-        )
-    assigned, params, membership = assign_rows(features, config, label)
+    features = labelled_features(telemetry, events, config, label, features)
+    warn_short_devices(
+        sorted(set(telemetry[device].astype(str)) - set(features[device].astype(str))), spec
+    )
+    plan = plan_split(device_summary(features, config, label), config)
+    assigned = apply_split(features, plan, config)
     tables = {name: features[assigned == name].reset_index(drop=True) for name in SPLIT_NAMES}
-    for name, table in tables.items():
-        if table[label].nunique() < 2:
-            raise DataValidationError(
-                f"{name} split: label '{label}' has a single value over {len(table)} rows; "
-                "more data or more failures are needed"
-            )
-    return tables, spec, params, membership
+    check_labels(split_counts(tables, config, label), label)
+    return tables, spec, plan.params, plan.membership
+
+
+def table_counts(table: pd.DataFrame, config: TenantConfig, label: str) -> dict[str, Any]:
+    """What the split report and the step's metrics need of one table (or one part of it):
+    rows, devices (their names), positive rows, the label's sum, least and greatest value."""
+    values = table[label]
+    return {
+        "rows": len(table),
+        "devices": set(table[config.schema_.device_column].astype(str)),
+        "positive_rows": int((values > 0).sum()) if config.task == "classification" else 0,
+        "label_sum": float(values.sum()),
+        "label_min": float(values.min()) if len(values) else np.inf,
+        "label_max": float(values.max()) if len(values) else -np.inf,
+    }
+
+
+def merge_counts(parts: list[dict[str, Any]]) -> dict[str, float]:
+    """The counts of a table from those of its parts (`table_counts`); devices as a count."""
+    return {
+        "rows": sum(p["rows"] for p in parts),
+        "devices": len(set().union(*(p["devices"] for p in parts))),
+        "positive_rows": sum(p["positive_rows"] for p in parts),
+        "label_sum": sum(p["label_sum"] for p in parts),
+        "label_min": min(p["label_min"] for p in parts),
+        "label_max": max(p["label_max"] for p in parts),
+    }
+
+
+def split_counts(
+    tables: dict[str, pd.DataFrame], config: TenantConfig, label: str
+) -> dict[str, dict[str, float]]:
+    return {name: merge_counts([table_counts(t, config, label)]) for name, t in tables.items()}
 
 
 def split_report(
     tables: dict[str, pd.DataFrame], config: TenantConfig, label: str
 ) -> dict[str, object]:
     """Rows, devices and positives per split, with warnings that name the setting to change."""
-    device = config.schema_.device_column
+    return counts_report(split_counts(tables, config, label), config)
+
+
+def counts_report(counts: dict[str, dict[str, float]], config: TenantConfig) -> dict[str, object]:
+    """`split_report` from the splits' counts (`split_counts`, or merged from parts)."""
     summary: dict[str, dict[str, float]] = {}
-    for name, table in tables.items():
-        row = {"rows": len(table), "devices": int(table[device].nunique())}
+    for name, row in counts.items():
+        summary[name] = {"rows": int(row["rows"]), "devices": int(row["devices"])}
         if config.task == "classification":
-            row["positive_rows"] = int(table[label].sum())
-            row["positive_rate"] = float(table[label].mean()) if len(table) else 0.0
-        summary[name] = row
+            summary[name]["positive_rows"] = int(row["positive_rows"])
+            summary[name]["positive_rate"] = (
+                row["positive_rows"] / row["rows"] if row["rows"] else 0.0
+            )
     warnings: list[str] = []
     fix_size = (
         "raise split.validation_fraction / split.test_fraction or bring more devices"
