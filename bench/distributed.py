@@ -12,6 +12,10 @@ the run of each. The ratio is dask / local wall time on the same rows, run in th
 
     python bench/distributed.py                       # 1M readings, both engines, 10 trials
     python bench/distributed.py --rows 1000000 5000000 --engines dask --n-trials 10
+    python bench/distributed.py --rows 5000000 --until features   # ingest and features only
+
+On dask the tenant also sets `storage.uri` (a folder beside the store): ingest writes the
+telemetry as parts, and features are built part by part on the workers.
 
 The fleet is the default config's synthetic one, grown to about that many readings
 (bench/pipeline.py's sized_config).
@@ -180,7 +184,9 @@ def run_step(
     return result
 
 
-def pipeline(rows: int, engine: str, n_trials: int, workers: int, memory_limit: str) -> list[Step]:
+def pipeline(
+    rows: int, engine: str, n_trials: int, workers: int, memory_limit: str, until: str
+) -> list[Step]:
     with tempfile.TemporaryDirectory(prefix="pdmflow-distributed-") as store:
         folder = Path(store)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
@@ -196,10 +202,13 @@ def pipeline(rows: int, engine: str, n_trials: int, workers: int, memory_limit: 
             data = yaml.safe_load(config.read_text())
             if address:
                 data["engine"] = {"kind": "dask", "address": address}
+                # The data steps hand each other partitioned Parquet in storage: features are
+                # built part by part on the workers (features/stored.py).
+                data["storage"] = {"uri": str(folder / "storage")}
             config.write_text(yaml.safe_dump(data))
             base = ["--config", str(config)]
             steps = []
-            for step in STEPS:
+            for step in STEPS[: STEPS.index(until) + 1]:
                 extra = {
                     "tune": ["--n-trials", str(n_trials)],
                     "score": [
@@ -240,6 +249,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="4GiB")
+    parser.add_argument("--until", choices=STEPS, default=STEPS[-1], help="the last step run")
     args = parser.parse_args()
     engines = args.engines.split(",")
     results: dict[tuple[int, str], list[Step]] = {}
@@ -247,18 +257,19 @@ def main() -> None:
         for engine in engines:
             print(f"{rows:,} readings on {engine} ...", file=sys.stderr)
             results[rows, engine] = pipeline(
-                rows, engine, args.n_trials, args.workers, args.memory_limit
+                rows, engine, args.n_trials, args.workers, args.memory_limit, args.until
             )
     print(
         f"trials: {args.n_trials}; dask: {args.workers} workers x 1 thread x "
         f"{args.memory_limit}; python {sys.version.split()[0]}; cores: {os.cpu_count()}"
     )
+    ran = STEPS[: STEPS.index(args.until) + 1]
     print(
         "| readings | engine | "
-        + " | ".join(f"{s} s" for s in STEPS)
+        + " | ".join(f"{s} s" for s in ran)
         + " | total min | client peak GiB | worker peak GiB | vs local |"
     )
-    print("|" + "---|" * (len(STEPS) + 6))
+    print("|" + "---|" * (len(ran) + 6))
     for (rows, engine), steps in results.items():
         total = sum(s.seconds for s in steps)
         local = results.get((rows, "local"))

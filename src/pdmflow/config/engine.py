@@ -82,7 +82,9 @@ class EngineConfig(_Strict):
         ge=1,
         description=(
             "Readings per task, about: a partition holds whole devices (a device is never "
-            "split), so one partition can be larger."
+            "split), so one partition can be larger. Tables in storage (storage.uri) are "
+            "written in parts of at most this many rows, and in at least 16 parts of 10,000 "
+            "rows or more, so that their parts keep the workers busy."
         ),
     )
 

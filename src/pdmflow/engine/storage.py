@@ -23,6 +23,10 @@ import pyarrow.parquet as pq
 from pdmflow.engine.base import device_partitions
 
 PART_SUFFIX = ".parquet"
+# A table of whole devices is cut into at least MIN_PARTS parts (devices and rows allowing), so
+# its parts keep a cluster's workers busy below partition_rows; never below MIN_PART_ROWS rows.
+MIN_PARTS = 16
+MIN_PART_ROWS = 10_000
 # pyarrow's row filters, e.g. [("device_id", "in", ["pump_1", "pump_2"])].
 Filters = list[tuple[str, str, Any]]
 
@@ -45,12 +49,18 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}{PART_SUFFIX}"
 
 
+def part_rows(rows: int, partition_rows: int) -> int:
+    """Rows per part of a table of `rows` rows: at most `partition_rows` (engine.partition_rows),
+    fewer so the table has MIN_PARTS parts, but not fewer than MIN_PART_ROWS."""
+    return min(partition_rows, max(MIN_PART_ROWS, -(-rows // MIN_PARTS)))
+
+
 def write_partitioned(
     frame: pd.DataFrame, location: str, device_column: str | None, partition_rows: int
 ) -> int:
     """Write `frame` as parts at `location`; return how many. With `device_column` (rows grouped
-    by device, as validated telemetry and feature tables are) each part holds whole devices;
-    without, `partition_rows` rows each. An empty frame is one empty part, so its columns and
+    by device, as validated telemetry and feature tables are) each part holds whole devices,
+    about `part_rows` rows; without, `partition_rows` rows each. An empty frame is one empty part, so its columns and
     types are kept."""
     clear(location)
     if device_column is None:
@@ -59,7 +69,7 @@ def write_partitioned(
             for start in range(0, len(frame), partition_rows)
         ]
     else:
-        ranges = device_partitions(frame, device_column, partition_rows)
+        ranges = device_partitions(frame, device_column, part_rows(len(frame), partition_rows))
     ranges = ranges or [(0, 0)]
     for index, (start, end) in enumerate(ranges):
         write_part(frame.iloc[start:end], location, index)
