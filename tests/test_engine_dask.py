@@ -20,14 +20,23 @@ from conftest import SMOKE, cli, deep_merge, free_port
 from dask_tasks import Held, open_gate, started_by, wait_until
 from servers import dask_cluster
 
-from pdmflow.artifacts import FEATURES_DIR, label_column, read_dataset
-from pdmflow.config import DASK_ADDRESS_ENV, EngineConfig, dask_address, load_config
+from pdmflow.artifacts import FEATURES_DIR, label_column, read_dataset, stored_locations
+from pdmflow.config import (
+    DASK_ADDRESS_ENV,
+    EngineConfig,
+    StorageConfig,
+    dask_address,
+    load_config,
+)
 from pdmflow.data.sources import read_source
 from pdmflow.data.validation import validate
 from pdmflow.engine import LocalEngine, device_partitions, open_engine
+from pdmflow.engine.storage import read_partitioned
 from pdmflow.errors import ConfigError, DataValidationError
 from pdmflow.features.builder import FeatureSpec, latest_features
 from pdmflow.features.split import SPLIT_NAMES, device_feature_builder, label_and_split
+from pdmflow.features.stored import build_stored_features
+from pdmflow.steps.ingest import run_ingest
 from pdmflow.tracking import ENGINE_DASHBOARD_TAG, STEP_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=73)]
@@ -310,3 +319,56 @@ def test_a_worker_killed_mid_features_has_its_tasks_rerun_on_the_other(smoke, tm
     runs = started_by(gate)
     assert runs.pop(pid) == 1
     assert list(runs.values()) == [partitions]
+
+
+def test_a_worker_killed_mid_features_from_storage_leaves_the_same_tables(tracking_store, tmp_path):
+    """Features built part by part from storage (features/stored.py): a worker killed while
+    both hold a part, its task runs again on the other, and the tables are the in-memory ones."""
+    config = load_config(SMOKE).model_copy(
+        update={
+            "storage": StorageConfig(uri=str(tmp_path / "store")),
+            "engine": EngineConfig(partition_rows=1500),
+        }
+    )
+    data_uri = run_ingest(config)
+    telemetry, events = read_dataset(data_uri)
+    label = label_column(config)
+    expected, *_ = label_and_split(telemetry, events, config, label)
+    parts = stored_locations(data_uri)["telemetry"]
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with dask_cluster(tmp_path / "cluster", workers=2) as cluster:
+        killed: list[int] = []
+
+        def kill_one_worker_while_both_hold_a_part() -> None:
+            try:
+                wait_until(lambda: len(started_by(gate)) == 2, "a part begun on each worker")
+                pid = next(iter(started_by(gate)))
+                cluster.kill_worker(cluster.worker_of(pid))
+                killed.append(pid)
+            finally:
+                open_gate(gate)
+
+        killer = threading.Thread(target=kill_one_worker_while_both_hold_a_part)
+        killer.start()
+        try:
+            with open_engine(dask_engine_config(config, address=cluster.address)) as engine:
+                built = build_stored_features(
+                    lambda fn, items: engine.map_tasks(Held(fn, str(gate)), items),
+                    parts,
+                    events,
+                    config,
+                    label,
+                    str(tmp_path / "features"),
+                )
+        finally:
+            killer.join()
+    for name in SPLIT_NAMES:
+        assert_same_features(expected[name], read_partitioned(built.locations[name]))
+    # The killed worker began one part and finished none; the other ran every part of both
+    # rounds, that one again included.
+    (pid,) = killed
+    runs = started_by(gate)
+    assert runs.pop(pid) == 1
+    telemetry_parts = len(list((tmp_path / "store").glob("*/ingest/*/telemetry/*.parquet")))
+    assert telemetry_parts > 2 and list(runs.values()) == [2 * telemetry_parts]

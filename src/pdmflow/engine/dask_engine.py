@@ -119,7 +119,11 @@ class DaskEngine:
         if not items:
             return []
         with self.scheduler_loss():
-            return self._gather(self.client.map(fn, list(items), pure=False))
+            # As in `_submit`: the function (the failure events, the config) goes to every
+            # worker once, not inside each task, and the scheduler never unpickles it.
+            shared = self.client.scatter(fn, broadcast=True, hash=False)
+            futures = [self.client.submit(_apply, shared, item, pure=False) for item in items]
+            return self._gather(futures)
 
     def _gather(self, futures: list[Future]) -> list[Any]:
         """The futures' results once all are done; on a task's error (raised as itself) the
@@ -221,9 +225,9 @@ class DaskEngine:
         )
 
 
-def _apply(fn: PartitionFunction, partition: pd.DataFrame) -> pd.DataFrame:
-    """A task: the scattered function on its partition."""
-    return fn(partition)
+def _apply(fn: Callable[[Any], T], item: Any) -> T:
+    """A task: the scattered function on its partition (or item)."""
+    return fn(item)
 
 
 def _forget_storage(name: str, dask_scheduler: Any = None) -> None:

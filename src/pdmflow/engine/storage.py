@@ -60,8 +60,8 @@ def write_partitioned(
 ) -> int:
     """Write `frame` as parts at `location`; return how many. With `device_column` (rows grouped
     by device, as validated telemetry and feature tables are) each part holds whole devices,
-    about `part_rows` rows; without, `partition_rows` rows each. An empty frame is one empty part, so its columns and
-    types are kept."""
+    about `part_rows` rows; without, `partition_rows` rows each. An empty frame is one empty
+    part, so its columns and types are kept."""
     clear(location)
     if device_column is None:
         ranges = [
