@@ -1,7 +1,7 @@
 """engine: dask. Features on a LocalCluster and on a real `dask scheduler` + `dask worker` equal
-the local engine's; an unreachable scheduler, a bad engine block and bad data in a partition are
-one line, as on the local path; a worker killed mid-features has its tasks run again on the
-other, with the same features."""
+the local engine's (also built part by part from storage, on the shipped tenants); an unreachable
+scheduler, a bad engine block and bad data in a partition are one line, as on the local path; a
+worker killed mid-features has its tasks run again on the other, with the same features."""
 
 from __future__ import annotations
 
@@ -16,11 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMOKE, cli, deep_merge, free_port
+from conftest import REPO, SMOKE, cli, deep_merge, free_port
 from dask_tasks import Held, open_gate, started_by, wait_until
 from servers import dask_cluster
 
-from pdmflow.artifacts import FEATURES_DIR, label_column, read_dataset, stored_locations
+from pdmflow.artifacts import (
+    FEATURES_DIR,
+    label_column,
+    read_dataset,
+    read_features,
+    stored_locations,
+)
 from pdmflow.config import (
     DASK_ADDRESS_ENV,
     EngineConfig,
@@ -36,10 +42,11 @@ from pdmflow.errors import ConfigError, DataValidationError
 from pdmflow.features.builder import FeatureSpec, latest_features
 from pdmflow.features.split import SPLIT_NAMES, device_feature_builder, label_and_split
 from pdmflow.features.stored import build_stored_features
+from pdmflow.steps.features import run_features
 from pdmflow.steps.ingest import run_ingest
 from pdmflow.tracking import ENGINE_DASHBOARD_TAG, STEP_TAG
 
-pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=73)]
+pytestmark = [pytest.mark.slow, pytest.mark.cost(seconds=150)]
 
 
 def assert_same_features(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
@@ -372,3 +379,26 @@ def test_a_worker_killed_mid_features_from_storage_leaves_the_same_tables(tracki
     assert runs.pop(pid) == 1
     telemetry_parts = len(list((tmp_path / "store").glob("*/ingest/*/telemetry/*.parquet")))
     assert telemetry_parts > 2 and list(runs.values()) == [2 * telemetry_parts]
+
+
+@pytest.mark.parametrize("tenant", ["manufacturing_org_1", "power_gen_org_1"])
+def test_shipped_tenants_features_on_a_local_cluster_from_storage_equal_the_local_ones(
+    tracking_store, tmp_path, tenant
+):
+    shipped = load_config(REPO / "configs" / f"{tenant}.yaml")
+    config = shipped.model_copy(
+        update={
+            "storage": StorageConfig(uri=str(tmp_path / "store")),
+            "engine": EngineConfig(
+                kind="dask", n_workers=2, threads_per_worker=1, partition_rows=20_000
+            ),
+        }
+    )
+    data_uri = run_ingest(config)
+    telemetry, events = read_dataset(data_uri)
+    parts = list(tmp_path.glob("store/*/ingest/*/telemetry/*.parquet"))
+    assert len(parts) > 2  # tasks of a few devices each, over both workers
+    expected, *_ = label_and_split(telemetry, events, shipped, label_column(shipped))
+    tables, _ = read_features(run_features(config, data_uri))
+    for name in SPLIT_NAMES:
+        assert_same_features(expected[name], tables[name])
