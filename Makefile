@@ -10,10 +10,10 @@ CONFIG ?= configs/default.yaml
 TRIALS ?= 0
 TIMEOUT ?= 0
 EXPERIMENT = $(shell sed -n 's/^experiment_name: *//p' $(CONFIG))
-# Three workers on this 2-core machine (many tests wait on servers and subprocesses: 14.9 min
-# against 16.5 with two, measured back to back), each test file on one of them (a file's module
-# fixtures are built once), taking the files in the order tests/conftest.py gives them
-# (costliest first), not xdist's own.
+# Four workers on this 2-core machine (many tests wait on servers and subprocesses: more
+# workers than cores was faster, measured back to back), each test file on one of them (a
+# file's module fixtures are built once), taking the files in the order tests/conftest.py gives
+# them (costliest first), not xdist's own.
 PYTEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test ui server lint bench quality docs docs-build clean airflow-env

@@ -14,8 +14,9 @@ the run of each. The ratio is dask / local wall time on the same rows, run in th
     python bench/distributed.py --rows 1000000 5000000 --engines dask --n-trials 10
     python bench/distributed.py --rows 5000000 --until features   # ingest and features only
 
-On dask the tenant also sets `storage.uri` (a folder beside the store): ingest writes the
-telemetry as parts, and features are built part by part on the workers.
+On dask the tenant also sets `storage.uri` (a folder beside the store; `--storage all` for
+both engines, `none` for neither): ingest writes the telemetry as parts, and features are built
+part by part, on the workers or (local) one part at a time in the step's process.
 
 The fleet is the default config's synthetic one, grown to about that many readings
 (bench/pipeline.py's sized_config).
@@ -185,8 +186,9 @@ def run_step(
 
 
 def pipeline(
-    rows: int, engine: str, n_trials: int, workers: int, memory_limit: str, until: str
-) -> list[Step]:
+    rows: int, engine: str, n_trials: int, workers: int, memory_limit: str, until: str,
+    storage: bool,
+) -> list[Step]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pdmflow-distributed-") as store:
         folder = Path(store)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
@@ -202,8 +204,9 @@ def pipeline(
             data = yaml.safe_load(config.read_text())
             if address:
                 data["engine"] = {"kind": "dask", "address": address}
+            if storage:
                 # The data steps hand each other partitioned Parquet in storage: features are
-                # built part by part on the workers (features/stored.py).
+                # built part by part, on the workers or one part at a time (features/stored.py).
                 data["storage"] = {"uri": str(folder / "storage")}
             config.write_text(yaml.safe_dump(data))
             base = ["--config", str(config)]
@@ -250,18 +253,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="4GiB")
     parser.add_argument("--until", choices=STEPS, default=STEPS[-1], help="the last step run")
+    parser.add_argument(
+        "--storage",
+        choices=("dask", "all", "none"),
+        default="dask",
+        help="the engines whose runs set storage.uri (a folder beside the store)",
+    )
     args = parser.parse_args()
     engines = args.engines.split(",")
     results: dict[tuple[int, str], list[Step]] = {}
     for rows in args.rows:
         for engine in engines:
             print(f"{rows:,} readings on {engine} ...", file=sys.stderr)
+            stored = args.storage == "all" or args.storage == engine
             results[rows, engine] = pipeline(
-                rows, engine, args.n_trials, args.workers, args.memory_limit, args.until
+                rows, engine, args.n_trials, args.workers, args.memory_limit, args.until, stored
             )
     print(
         f"trials: {args.n_trials}; dask: {args.workers} workers x 1 thread x "
-        f"{args.memory_limit}; python {sys.version.split()[0]}; cores: {os.cpu_count()}"
+        f"{args.memory_limit}; storage.uri on: {args.storage}; python "
+        f"{sys.version.split()[0]}; cores: {os.cpu_count()}"
     )
     ran = STEPS[: STEPS.index(args.until) + 1]
     print(
