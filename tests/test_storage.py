@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -276,3 +277,65 @@ def test_a_split_refused_after_the_parts_are_built_leaves_nothing_in_storage(
     assert not (store / config.tenant_id / "features").exists() or not any(
         (store / config.tenant_id / "features").iterdir()
     )
+
+
+def validation_report(run_uri: str) -> dict:
+    return mlflow.artifacts.load_dict(f"runs:/{run_uri.split('/')[1]}/validation_report.json")
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=20)
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # Readings out of range (treated as missing, then carried forward) in several groups.
+        {
+            "schema": {"value_ranges": {"temperature": [0, 77]}},
+            "data": {"max_out_of_range_fraction": 0.5},
+        },
+        {"labels": {"target_column": "failure_indicator"}},
+    ],
+    ids=["value-ranges", "target-column"],
+)
+def test_ingest_a_group_of_devices_at_a_time_reports_and_stores_the_whole_fleets_data(
+    tracking_store, tmp_path, overrides
+):
+    """With storage, the synthetic fleet is made, validated and written a group of devices at
+    a time: the same telemetry and events, and the same validation report, as read whole."""
+    engine = {"partition_rows": 1500}  # groups of three devices
+    stored = smoke_config(**overrides, storage={"uri": str(tmp_path / "store")}, engine=engine)
+    stored_uri = run_ingest(stored)
+    plain_uri = run_ingest(smoke_config(**overrides))
+    parts = list((tmp_path / "store").glob("*/ingest/*/telemetry/*.parquet"))
+    assert len(parts) == 6
+    report = validation_report(stored_uri)
+    assert report == validation_report(plain_uri)
+    assert report["rows"] == 16 * 504
+    if "schema" in overrides:  # counted over the groups, each in its own
+        assert report["out_of_range"]["temperature"] > 0 and report["null_fraction"]["temperature"]
+    else:
+        assert 0 < report["label_positive_rate"] < 1
+    for mine, theirs in zip(read_dataset(stored_uri), read_dataset(plain_uri), strict=True):
+        pd.testing.assert_frame_equal(mine, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=10)
+def test_a_bad_device_in_a_later_group_is_one_line_and_nothing_stays_in_storage(
+    tracking_store, tmp_path
+):
+    store = tmp_path / "store"
+    config = smoke_config(
+        schema={"value_ranges": {"temperature": [0, 72]}},
+        storage={"uri": str(store)},
+        engine={"partition_rows": 1500},
+    )
+    with pytest.raises(DataValidationError) as bad:
+        run_ingest(config)
+    message = str(bad.value)
+    assert "\n" not in message and "device 'D00" in message and "column 'temperature'" in message
+    assert not any((store / config.tenant_id / "ingest").iterdir())
+    (run,) = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name(config.experiment_name).experiment_id]
+    )
+    assert run.info.status == "FAILED"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 from pdmflow.config import TenantConfig, database_password
 from pdmflow.config.base import SECRET_QUERY_KEYS
 from pdmflow.data.synthetic import generate_synthetic
+from pdmflow.data.synthetic.fleet import fleet_groups, fleet_rows
 from pdmflow.errors import DataValidationError, SourceUnreachable
 
 # Query-string keys that carry a secret in some drivers' URLs (?password=..., ?sslpassword=...).
@@ -267,16 +269,7 @@ def read_source(
     source, schema = config.source, config.schema_
     empty_events = pd.DataFrame(columns=[schema.device_column, schema.event_time_column])
     if source.kind == "synthetic":
-        return generate_synthetic(
-            source.synthetic,
-            schema.continuous_sensors,
-            schema.boolean_sensors,
-            schema.device_column,
-            schema.time_column,
-            schema.event_time_column,
-            config.labels.target_column,
-            config.labels.horizon_hours,
-        )
+        return generate_synthetic(*_synthetic_arguments(config))
     if source.kind == "dataframe":
         if frames is None:
             raise DataValidationError(
@@ -293,3 +286,39 @@ def read_source(
             else empty_events
         )
     return _apply_renames(telemetry, config), _apply_renames(events, config)
+
+
+def _synthetic_arguments(config: TenantConfig) -> tuple[Any, ...]:
+    """What the synthetic generators take, from the tenant's config."""
+    schema = config.schema_
+    return (
+        config.source.synthetic,
+        schema.continuous_sensors,
+        schema.boolean_sensors,
+        schema.device_column,
+        schema.time_column,
+        schema.event_time_column,
+        config.labels.target_column,
+        config.labels.horizon_hours,
+    )
+
+
+def read_source_groups(
+    config: TenantConfig, group_rows: Callable[[int], int]
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]] | None:
+    """Raw (telemetry, events) of the tenant's source in groups of whole devices, in device
+    order, each about `group_rows(readings in the source)` readings, where the source can be
+    read so (the synthetic fleet, made a group at a time); None where it cannot yet (files,
+    SQL, frames, the process log and run-to-failure shapes: `read_source` reads them whole).
+    Concatenated, the groups are `read_source`'s frames."""
+    source = config.source
+    settings = source.synthetic
+    if source.kind != "synthetic" or settings.run_to_failure or settings.process_log:
+        return None
+    groups = fleet_groups(
+        *_synthetic_arguments(config), group_rows=group_rows(fleet_rows(settings))
+    )
+    return (
+        (_apply_renames(telemetry, config), _apply_renames(events, config))
+        for telemetry, events in groups
+    )

@@ -12,7 +12,7 @@ Problems that do not make training meaningless are warnings in the report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,9 @@ def normalise_telemetry(
     value_ranges: dict[str, tuple[float, float]] | None = None,
     max_out_of_range_fraction: float = 1.0,
     fill_gaps: bool = True,
-) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
-    """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this).
+) -> tuple[pd.DataFrame, TelemetryCounts]:
+    """Typed, sorted, de-duplicated, gap-filled telemetry (training and serving share this),
+    and what was found on the way (`TelemetryCounts`: warnings and report entries).
 
     `carried` columns (a target, say) are required and kept row for row, but not filled.
     Readings outside `value_ranges` are treated as missing. With `fill_gaps=False` missing
@@ -86,8 +87,6 @@ def normalise_telemetry(
     if telemetry.empty:
         raise DataValidationError(f"{where}: the dataset is empty (0 rows)")
     _require_columns(telemetry, [device, time, *sensors, *carried], where)
-    warnings: list[str] = []
-
     frame = telemetry[[device, time, *sensors, *carried]].copy()
     if not pd.api.types.is_string_dtype(frame[device]) or frame[device].isna().any():
         frame[device] = frame[device].astype(str)
@@ -119,12 +118,12 @@ def normalise_telemetry(
         if values.dtype != "float64":
             frame[sensor] = values.astype("float64")
 
-    out_of_range: dict[str, int] = {}
+    out_of_range: dict[str, int] = {}  # every ranged sensor, in value_ranges order
     for sensor, (low, high) in (value_ranges or {}).items():
         outside = (frame[sensor] < low) | (frame[sensor] > high)
-        if not outside.any():
-            continue
         out_of_range[sensor] = int(outside.sum())
+        if not out_of_range[sensor]:
+            continue
         share = outside.groupby(frame[device]).mean()
         if share.max() > max_out_of_range_fraction:
             raise DataValidationError(
@@ -132,27 +131,17 @@ def normalise_telemetry(
                 f"readings outside [{low}, {high}] (value range check; at most "
                 f"{max_out_of_range_fraction:.0%} allowed)"
             )
-        warnings.append(
-            f"column '{sensor}': {out_of_range[sensor]} readings outside [{low}, {high}] "
-            "treated as missing"
-        )
         frame.loc[outside, sensor] = np.nan
 
     # Every sensor is float64 by now: one block, one NaN test.
     missing = np.isnan(frame[sensors].to_numpy(dtype="float64")) if sensors else None
-    null_fraction = {
-        c: float(missing[:, j].mean()) if missing is not None else 0.0
-        for j, c in enumerate(sensors)
+    missing_counts = {
+        c: int(missing[:, j].sum()) if missing is not None else 0 for j, c in enumerate(sensors)
     }
-    for sensor, fraction in null_fraction.items():
-        if fraction > 0.2:
-            warnings.append(f"column '{sensor}' is {fraction:.0%} missing")
 
     codes = pd.factorize(frame[device], sort=True)[0]
     stamps = frame[time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     was_sorted = _time_ordered_per_device(codes, stamps)
-    if not was_sorted:
-        warnings.append("rows were not in time order within each device; sorted")
     if was_sorted and bool((np.diff(codes) >= 0).all()):
         # Already in (device, time) order: a duplicate is a row equal to the next in both keys.
         same_as_next = (codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1])
@@ -161,9 +150,6 @@ def normalise_telemetry(
         frame = frame.sort_values([device, time], kind="stable")
         duplicated = frame.duplicated([device, time], keep="last")
     if duplicated.any():
-        warnings.append(
-            f"{int(duplicated.sum())} duplicate (device, timestamp) rows; kept the last"
-        )
         frame = frame[~duplicated]
 
     if missing is not None and missing.any():
@@ -176,13 +162,64 @@ def normalise_telemetry(
             )
         if fill_gaps:
             frame = filled_gaps(frame, device, sensors)
-    stats = {
-        "duplicates_dropped": int(duplicated.sum()),
-        "null_fraction": null_fraction,
-        "out_of_range": out_of_range,
-        "sorted_on_arrival": was_sorted,
-    }
-    return frame.reset_index(drop=True), warnings, stats
+    counts = TelemetryCounts(
+        rows_in=len(telemetry),
+        duplicates=int(duplicated.sum()),
+        missing=missing_counts,
+        out_of_range=out_of_range,
+        sorted_on_arrival=was_sorted,
+    )
+    return frame.reset_index(drop=True), counts
+
+
+@dataclass(frozen=True)
+class TelemetryCounts:
+    """What `normalise_telemetry` found, as counts: those of parts of whole devices add up to
+    the whole fleet's (`add`), and its warnings and report entries follow from them."""
+
+    rows_in: int
+    duplicates: int
+    missing: dict[str, int]  # sensor -> readings missing (or out of range) as read
+    out_of_range: dict[str, int]
+    sorted_on_arrival: bool
+
+    def add(self, other: TelemetryCounts) -> TelemetryCounts:
+        return TelemetryCounts(
+            self.rows_in + other.rows_in,
+            self.duplicates + other.duplicates,
+            {k: v + other.missing.get(k, 0) for k, v in self.missing.items()},
+            {k: v + other.out_of_range.get(k, 0) for k, v in self.out_of_range.items()},
+            self.sorted_on_arrival and other.sorted_on_arrival,
+        )
+
+    def null_fraction(self) -> dict[str, float]:
+        return {k: v / self.rows_in if self.rows_in else 0.0 for k, v in self.missing.items()}
+
+    def warnings(self, value_ranges: dict[str, tuple[float, float]] | None) -> list[str]:
+        warnings = [
+            f"column '{sensor}': {self.out_of_range[sensor]} readings outside [{low}, {high}] "
+            "treated as missing"
+            for sensor, (low, high) in (value_ranges or {}).items()
+            if self.out_of_range.get(sensor)
+        ]
+        warnings += [
+            f"column '{sensor}' is {fraction:.0%} missing"
+            for sensor, fraction in self.null_fraction().items()
+            if fraction > 0.2
+        ]
+        if not self.sorted_on_arrival:
+            warnings.append("rows were not in time order within each device; sorted")
+        if self.duplicates:
+            warnings.append(f"{self.duplicates} duplicate (device, timestamp) rows; kept the last")
+        return warnings
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "duplicates_dropped": self.duplicates,
+            "null_fraction": self.null_fraction(),
+            "out_of_range": {k: v for k, v in self.out_of_range.items() if v},
+            "sorted_on_arrival": self.sorted_on_arrival,
+        }
 
 
 def filled_gaps(frame: pd.DataFrame, device: str, sensors: list[str]) -> pd.DataFrame:
@@ -195,15 +232,31 @@ def filled_gaps(frame: pd.DataFrame, device: str, sensors: list[str]) -> pd.Data
     return frame
 
 
-def validate(
-    telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig, source: str
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Return clean (telemetry, events, report) or raise DataValidationError."""
+@dataclass(frozen=True)
+class PartFacts:
+    """What the fleet-wide checks and the report need of one part of whole devices (or of the
+    whole fleet): the parts' facts add up to the fleet's (`fleet_report`)."""
+
+    counts: TelemetryCounts
+    rows: int
+    devices: frozenset[str]
+    time_start: pd.Timestamp | None
+    time_end: pd.Timestamp | None
+    values: dict[str, tuple[float, ...]]  # per sensor, up to two of its distinct values
+    label_sum: float = 0.0  # the label as the default task sees it (censored rows left out)
+    label_count: int = 0
+
+
+def validate_part(
+    telemetry: pd.DataFrame, config: TenantConfig, source: str
+) -> tuple[pd.DataFrame, PartFacts]:
+    """Telemetry of whole devices normalised by the tenant's rules (or DataValidationError
+    naming the device, column or key), with its facts; labels not counted yet (`count_labels`)."""
     schema = config.schema_
     device, time = schema.device_column, schema.time_column
     where = f"telemetry {source}"
     target = config.labels.target_column
-    frame, warnings, stats = normalise_telemetry(
+    frame, counts = normalise_telemetry(
         telemetry,
         device,
         time,
@@ -216,50 +269,111 @@ def validate(
     )
     if target:
         values = pd.to_numeric(frame[target], errors="coerce")
-        if not values.dropna().isin([0, 1]).all() or values.isna().all():
-            raise DataValidationError(
-                f"{where}, column '{target}' (labels.target_column): expected 0/1 labels"
-            )
+        if not values.dropna().isin([0, 1]).all():
+            raise _target_error(config, source)
         frame[target] = values.astype("float64")  # NaN: unlabelled, dropped from training
-        stats["label_positive_rate"] = float(values.mean())
+    facts = PartFacts(
+        counts,
+        len(frame),
+        frozenset(frame[device]),
+        frame[time].min() if len(frame) else None,
+        frame[time].max() if len(frame) else None,
+        {s: tuple(pd.unique(frame[s].dropna())[:2]) for s in config.sensors},
+    )
+    return frame, facts
 
-    if len(frame) < config.data.min_rows:
+
+def count_labels(
+    frame: pd.DataFrame, facts: PartFacts, events: pd.DataFrame, config: TenantConfig
+) -> PartFacts:
+    """`facts` with the part's labels counted: its target column, or failures within the
+    horizon from `events` (normalised; other devices' events are ignored)."""
+    schema = config.schema_
+    if config.labels.target_column:
+        labels = frame[config.labels.target_column]
+    else:
+        labels = failure_within_horizon(
+            frame,
+            events,
+            config.labels.horizon_hours,
+            schema.device_column,
+            schema.time_column,
+            schema.event_time_column,
+        )
+    return replace(facts, label_sum=float(labels.sum()), label_count=int(labels.notna().sum()))
+
+
+def check_rows(rows: int, config: TenantConfig, source: str) -> None:
+    if rows < config.data.min_rows:
         raise DataValidationError(
-            f"{where}: too little data: {len(frame)} rows, need at least "
+            f"telemetry {source}: too little data: {rows} rows, need at least "
             f"{config.data.min_rows} (data.min_rows)"
         )
 
-    constant = [s for s in config.sensors if frame[s].nunique() <= 1]
+
+def _target_error(config: TenantConfig, source: str) -> DataValidationError:
+    return DataValidationError(
+        f"telemetry {source}, column '{config.labels.target_column}' (labels.target_column): "
+        "expected 0/1 labels"
+    )
+
+
+def fleet_report(
+    parts: list[PartFacts],
+    events: pd.DataFrame,
+    event_warnings: list[str],
+    config: TenantConfig,
+    source: str,
+) -> dict[str, Any]:
+    """The validation report of the fleet whose parts `parts` describe (their labels counted),
+    with its clean `events` and their warnings; DataValidationError when no row is labelled by
+    the target column."""
+    counts = parts[0].counts
+    for part in parts[1:]:
+        counts = counts.add(part.counts)
+    label_sum = sum(p.label_sum for p in parts)
+    label_count = sum(p.label_count for p in parts)
+    target = config.labels.target_column
+    if target and not label_count:
+        raise _target_error(config, source)
+    warnings = counts.warnings(config.schema_.value_ranges)
+    constant = [s for s in config.sensors if len({v for p in parts for v in p.values[s]}) <= 1]
     if constant:
         warnings.append(f"constant sensors carry no signal: {', '.join(constant)}")
-
-    clean_events = _validate_events(events, config, source, set(frame[device]), warnings)
-    if not target:
-        # Label balance as the default task will see it (censored rows left out).
-        labels = failure_within_horizon(
-            frame,
-            clean_events,
-            config.labels.horizon_hours,
-            device,
-            time,
-            schema.event_time_column,
-        )
-        stats["label_positive_rate"] = float(labels.mean()) if labels.notna().any() else 0.0
-        if stats["label_positive_rate"] == 0.0:
-            warnings.append("no reading is followed by a failure within the horizon")
-    report = {
+    warnings += event_warnings
+    rate = label_sum / label_count if label_count else 0.0
+    if not target and rate == 0.0:
+        warnings.append("no reading is followed by a failure within the horizon")
+    starts = [p.time_start for p in parts if p.time_start is not None]
+    ends = [p.time_end for p in parts if p.time_end is not None]
+    return {
         "source": source,
-        "rows": len(frame),
-        "rows_in": len(telemetry),
-        "devices": int(frame[device].nunique()),
-        "failures": len(clean_events),
-        "time_start": str(frame[time].min()),
-        "time_end": str(frame[time].max()),
-        **stats,
+        "rows": sum(p.rows for p in parts),
+        "rows_in": counts.rows_in,
+        "devices": len(frozenset().union(*(p.devices for p in parts))),
+        "failures": len(events),
+        "time_start": str(min(starts)) if starts else "NaT",
+        "time_end": str(max(ends)) if ends else "NaT",
+        **counts.stats(),
+        "label_positive_rate": rate,
         "warnings": warnings,
         "passed": True,
     }
-    return frame, clean_events, report
+
+
+def validate(
+    telemetry: pd.DataFrame, events: pd.DataFrame, config: TenantConfig, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Return clean (telemetry, events, report) or raise DataValidationError."""
+    frame, facts = validate_part(telemetry, config, source)
+    if config.labels.target_column:
+        facts = count_labels(frame, facts, events, config)
+        if not facts.label_count:
+            raise _target_error(config, source)
+    check_rows(facts.rows, config, source)
+    clean_events, event_warnings = validate_events(events, config, source, facts.devices)
+    facts = count_labels(frame, facts, clean_events, config)
+    return frame, clean_events, fleet_report([facts], clean_events, event_warnings, config, source)
 
 
 def normalise_events(
@@ -283,25 +397,22 @@ def normalise_events(
     return clean.sort_values([device, event_time]).reset_index(drop=True)
 
 
-def _validate_events(
-    events: pd.DataFrame,
-    config: TenantConfig,
-    source: str,
-    known_devices: set[str],
-    warnings: list[str],
-) -> pd.DataFrame:
+def validate_events(
+    events: pd.DataFrame, config: TenantConfig, source: str, known_devices: frozenset[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Clean failure events of the telemetry's devices (`known_devices`), and warnings."""
     schema = config.schema_
     device = schema.device_column
     clean = normalise_events(events, device, schema.event_time_column, f"events {source}")
     if clean.empty:
         if config.labels.target_column is None:  # with a target column the label is there
-            warnings.append("no failure events: every label will be 0")
-        return clean
+            return clean, ["no failure events: every label will be 0"]
+        return clean, []
     unknown = sorted(set(clean[device]) - known_devices)
-    if unknown:
-        warnings.append(f"events for devices without telemetry ignored: {', '.join(unknown[:5])}")
-        clean = clean[clean[device].isin(known_devices)].reset_index(drop=True)
-    return clean
+    if not unknown:
+        return clean, []
+    warning = f"events for devices without telemetry ignored: {', '.join(unknown[:5])}"
+    return clean[clean[device].isin(known_devices)].reset_index(drop=True), [warning]
 
 
 def summarise(report: dict[str, Any]) -> str:

@@ -62,7 +62,7 @@ def validate_for_spec(
     """Telemetry (and events) validated and normalised by the rules training applied, sorted
     by device then time, in the spec's columns; `where` names the input in errors. Gaps
     (missing sensor values) stay NaN: scoring reads them for sensor health, then fills them."""
-    clean, _, _ = normalise_telemetry(
+    clean, _ = normalise_telemetry(
         telemetry,
         spec.device_column,
         spec.time_column,

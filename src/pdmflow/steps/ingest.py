@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 
-from pdmflow.artifacts import DATASET_DIR, save_tables
-from pdmflow.config import TenantConfig
-from pdmflow.data.dataset_source import RunArtifactDatasetSource, frame_dataset, storage_source
-from pdmflow.data.sources import describe_source, read_source
+from pdmflow.artifacts import DATASET_DIR, save_tables, write_location
+from pdmflow.config import TenantConfig, storage_uri
+from pdmflow.data.dataset_source import (
+    RunArtifactDatasetSource,
+    frame_dataset,
+    storage_source,
+    stored_dataset,
+)
+from pdmflow.data.sources import describe_source, read_source, read_source_groups
+from pdmflow.data.stored import ingest_in_parts
 from pdmflow.data.validation import summarise, validate
+from pdmflow.engine.storage import output_location, part_rows
 from pdmflow.tracking import step_run
 
 
@@ -21,13 +29,55 @@ def run_ingest(
 ) -> str:
     """Run the step; return the URI of the dataset directory for `features`.
 
-    `frames` = (telemetry, events) in memory, for `source.kind: dataframe`.
+    `frames` = (telemetry, events) in memory, for `source.kind: dataframe`. With storage.uri
+    set and a source read in groups of whole devices (`read_source_groups`), one group at a
+    time is validated and written to storage (data/stored.py); otherwise the source is read
+    and validated whole.
     """
     source = describe_source(config)
+    root = storage_uri(config.storage)
+    rows_per_group = partial(part_rows, partition_rows=config.engine.partition_rows)
+    groups = read_source_groups(config, rows_per_group) if root else None
     with step_run(config, "ingest") as run:
         mlflow.log_params({"source_kind": config.source.kind, "source": source})
-        telemetry, events = read_source(config, frames)
-        telemetry, events, report = validate(telemetry, events, config, source)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / DATASET_DIR
+            out.mkdir()
+            if groups is not None:
+                base = output_location(root, config.tenant_id, "ingest", run.info.run_id)
+                ingested = ingest_in_parts(groups, config, source, base)
+                stored, report = ingested.locations, ingested.report
+                write_location(out, stored)
+                dataset = stored_dataset(
+                    stored["telemetry"],
+                    f"{config.tenant_id}-telemetry",
+                    ingested.digest,
+                    ingested.columns,
+                )
+            else:
+                telemetry, events = read_source(config, frames)
+                telemetry, events, report = validate(telemetry, events, config, source)
+                stored = save_tables(
+                    {"telemetry": telemetry, "events": events},
+                    out,
+                    config,
+                    "ingest",
+                    run.info.run_id,
+                    by_device=("telemetry",),
+                )
+                # The dataset's source is the Parquet downstream steps read (the run's
+                # artifact, or the partitioned dataset in storage.uri) and its origin
+                # (synthetic fleet, file, database URL without password).
+                dataset = frame_dataset(
+                    telemetry,
+                    storage_source(stored["telemetry"])
+                    if stored
+                    else RunArtifactDatasetSource(
+                        f"runs:/{run.info.run_id}/{DATASET_DIR}/telemetry.parquet", origin=source
+                    ),
+                    name=f"{config.tenant_id}-telemetry",
+                )
+            mlflow.log_artifacts(str(out), DATASET_DIR)
         mlflow.log_metrics(
             {
                 "rows": report["rows"],
@@ -35,30 +85,6 @@ def run_ingest(
                 "failures": report["failures"],
                 "validation_warnings": len(report["warnings"]),
             }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / DATASET_DIR
-            out.mkdir()
-            stored = save_tables(
-                {"telemetry": telemetry, "events": events},
-                out,
-                config,
-                "ingest",
-                run.info.run_id,
-                by_device=("telemetry",),
-            )
-            mlflow.log_artifacts(str(out), DATASET_DIR)
-        # The dataset's source is the Parquet downstream steps read (the run's artifact, or the
-        # partitioned dataset in storage.uri) and its origin (synthetic fleet, file, database
-        # URL without password).
-        dataset = frame_dataset(
-            telemetry,
-            storage_source(stored["telemetry"])
-            if stored
-            else RunArtifactDatasetSource(
-                f"runs:/{run.info.run_id}/{DATASET_DIR}/telemetry.parquet", origin=source
-            ),
-            name=f"{config.tenant_id}-telemetry",
         )
         if stored:
             location = stored["telemetry"].rsplit("/", 1)[0]

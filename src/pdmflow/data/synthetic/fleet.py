@@ -4,6 +4,8 @@ its own sensor. See the package docstring."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -67,11 +69,62 @@ def generate_fleet(
     With `target_column`, the telemetry also carries a plant-style 0/1 indicator: 1 when the
     device fails within `horizon_hours`, else 0 (also at the end, where a plant cannot know).
     """
+    groups = list(
+        fleet_groups(
+            settings,
+            continuous_sensors,
+            boolean_sensors,
+            device_column,
+            time_column,
+            event_time_column,
+            target_column,
+            horizon_hours,
+            group_rows=None,
+        )
+    )
+    telemetry = pd.concat([telemetry for telemetry, _ in groups], ignore_index=True)
+    events = pd.concat([events for _, events in groups], ignore_index=True)
+    return telemetry, events
+
+
+def fleet_rows(settings: SyntheticSource) -> int:
+    """How many readings `generate_fleet` gives."""
+    return settings.n_devices * int(settings.days * 24 / (settings.sample_minutes / 60.0))
+
+
+def fleet_groups(
+    settings: SyntheticSource,
+    continuous_sensors: list[str],
+    boolean_sensors: list[str],
+    device_column: str = "device_id",
+    time_column: str = "timestamp",
+    event_time_column: str = "event_time",
+    target_column: str | None = None,
+    horizon_hours: float = 24.0,
+    group_rows: int | None = None,
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """`generate_fleet`'s (telemetry, events) in groups of whole devices, in device order, of
+    `group_rows` readings or more (the last one fewer; None: one group). Concatenated, the
+    groups are `generate_fleet`'s frames: a fleet too large for memory is made a group at a
+    time, the same readings for the same seed."""
     rng = np.random.default_rng(settings.seed)
     step_hours = settings.sample_minutes / 60.0
     n_samples = int(settings.days * 24 / step_hours)
     telemetry_parts: list[pd.DataFrame] = []
     event_rows: list[dict[str, object]] = []
+
+    def group() -> tuple[pd.DataFrame, pd.DataFrame]:
+        telemetry = pd.concat(telemetry_parts, ignore_index=True)
+        columns = [device_column, event_time_column, "failure_type"]
+        events = pd.DataFrame(event_rows, columns=columns)
+        if target_column:
+            labels = failure_within_horizon(
+                telemetry, events, horizon_hours, device_column, time_column, event_time_column
+            )
+            telemetry[target_column] = labels.fillna(0.0).astype(int)
+        telemetry_parts.clear()
+        event_rows.clear()
+        return telemetry, events
 
     # Each sensor degrades in its own direction and strength (in units of its spread).
     drift = {s: rng.choice([-1.0, 1.0]) * rng.uniform(2.5, 5.0) for s in continuous_sensors}
@@ -140,15 +193,10 @@ def generate_fleet(
                     "failure_type": failure_type,
                 }
             )
-
-    telemetry = pd.concat(telemetry_parts, ignore_index=True)
-    events = pd.DataFrame(event_rows, columns=[device_column, event_time_column, "failure_type"])
-    if target_column:
-        labels = failure_within_horizon(
-            telemetry, events, horizon_hours, device_column, time_column, event_time_column
-        )
-        telemetry[target_column] = labels.fillna(0.0).astype(int)
-    return telemetry, events
+        if group_rows is not None and sum(len(t) for t in telemetry_parts) >= group_rows:
+            yield group()
+    if telemetry_parts or group_rows is None:
+        yield group()
 
 
 def with_target(
