@@ -4,6 +4,7 @@ referenced from the runs instead of copied into the artifact store (issue 26).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,6 +16,7 @@ from mlflow import MlflowClient
 
 from pdmflow.artifacts import LOCATION_FILE, read_dataset, read_features
 from pdmflow.config import STORAGE_URI_ENV, TenantConfig, load_config, storage_uri
+from pdmflow.data.sources import read_source, read_source_groups
 from pdmflow.engine.storage import output_location, read_partitioned, write_partitioned
 from pdmflow.errors import ConfigError, DataValidationError
 from pdmflow.steps.features import run_features
@@ -339,3 +341,61 @@ def test_a_bad_device_in_a_later_group_is_one_line_and_nothing_stays_in_storage(
         [MlflowClient().get_experiment_by_name(config.experiment_name).experiment_id]
     )
     assert run.info.status == "FAILED"
+
+
+def parquet_fleet(folder: Path, hive: bool) -> dict:
+    """The smoke fleet as Parquet files a plant might export, and the source block reading
+    them: hive folders of one device each, or three files of every device (a day range each,
+    rows shuffled, the device column named `machine`, one reading sent twice with a correction
+    in a later file)."""
+    telemetry, events = read_source(smoke_config())
+    telemetry = telemetry.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    folder.mkdir()
+    if hive:
+        for device, rows in telemetry.groupby("device_id"):
+            (folder / f"device_id={device}").mkdir()
+            rows.drop(columns="device_id").to_parquet(folder / f"device_id={device}/0.parquet")
+        events.to_parquet(folder.parent / "events.parquet")
+        return {
+            "kind": "parquet",
+            "telemetry_path": str(folder),
+            "events_path": str(folder.parent / "events.parquet"),
+        }
+    renamed = telemetry.rename(columns={"device_id": "machine"})
+    days = renamed["timestamp"].dt.day
+    corrected = renamed.iloc[[5]].assign(temperature=99.0)
+    for index, (low, high) in enumerate([(0, 8), (8, 15), (15, 32)]):
+        rows = renamed[(days >= low) & (days < high)]
+        if index == 2:
+            rows = pd.concat([rows, corrected])
+        rows.to_parquet(folder / f"day-{index}.parquet", index=False)
+    events.rename(columns={"device_id": "machine"}).to_parquet(folder.parent / "events.parquet")
+    return {
+        "kind": "parquet",
+        "telemetry_path": str(folder / "day-*.parquet"),
+        "events_path": str(folder.parent / "events.parquet"),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=20)
+@pytest.mark.parametrize("hive", [False, True], ids=["files-of-every-device", "hive-by-device"])
+def test_parquet_files_are_ingested_a_group_of_devices_at_a_time(tracking_store, tmp_path, hive):
+    source = parquet_fleet(tmp_path / "export", hive)
+    schema = {} if hive else {"schema": {"rename": {"machine": "device_id"}}}
+    stored = smoke_config(
+        source=source,
+        **schema,
+        storage={"uri": str(tmp_path / "store")},
+        engine={"partition_rows": 1500},
+    )
+    assert read_source_groups(stored, lambda rows: 1500) is not None
+    stored_uri = run_ingest(stored)
+    plain_uri = run_ingest(smoke_config(source=source, **schema))
+    assert len(list((tmp_path / "store").glob("*/ingest/*/telemetry/*.parquet"))) == 6
+    report = validation_report(stored_uri)
+    assert report == validation_report(plain_uri)
+    if not hive:
+        assert "1 duplicate (device, timestamp) rows; kept the last" in report["warnings"]
+    for mine, theirs in zip(read_dataset(stored_uri), read_dataset(plain_uri), strict=True):
+        pd.testing.assert_frame_equal(mine, theirs)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import fsspec
 import pandas as pd
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -303,22 +305,120 @@ def _synthetic_arguments(config: TenantConfig) -> tuple[Any, ...]:
     )
 
 
+@dataclass
+class SourceGroups:
+    """A source read in groups of whole devices: `groups` gives each group's raw telemetry
+    with the failure events its labels are counted from (other devices' events may be among
+    them); `events()`, once `groups` is exhausted, the source's whole events table."""
+
+    groups: Iterator[tuple[pd.DataFrame, pd.DataFrame]]
+    events: Callable[[], pd.DataFrame]
+
+
 def read_source_groups(
     config: TenantConfig, group_rows: Callable[[int], int]
-) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]] | None:
+) -> SourceGroups | None:
     """Raw (telemetry, events) of the tenant's source in groups of whole devices, in device
     order, each about `group_rows(readings in the source)` readings, where the source can be
-    read so (the synthetic fleet, made a group at a time); None where it cannot yet (files,
-    SQL, frames, the process log and run-to-failure shapes: `read_source` reads them whole).
-    Concatenated, the groups are `read_source`'s frames."""
+    read so: the synthetic fleet (made a group at a time) and Parquet files (each group read
+    with a filter on its devices, or by its hive partition folders). None where it cannot yet
+    (CSV and JSON, SQL, frames, the process log and run-to-failure shapes; a Parquet device
+    column with missing values): `read_source` reads them whole. Validated, the groups
+    concatenated are what `read_source` gives, validated."""
     source = config.source
     settings = source.synthetic
+    if source.kind == "parquet":
+        return _parquet_groups(config, group_rows)
     if source.kind != "synthetic" or settings.run_to_failure or settings.process_log:
         return None
-    groups = fleet_groups(
-        *_synthetic_arguments(config), group_rows=group_rows(fleet_rows(settings))
+    made: list[pd.DataFrame] = []
+
+    def groups() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        for telemetry, events in fleet_groups(
+            *_synthetic_arguments(config), group_rows=group_rows(fleet_rows(settings))
+        ):
+            made.append(_apply_renames(events, config))
+            yield _apply_renames(telemetry, config), made[-1]
+
+    return SourceGroups(groups(), lambda: pd.concat(made, ignore_index=True))
+
+
+def _source_column(config: TenantConfig, column: str) -> str:
+    """The name `column` (pdmflow's) has in the source, before schema.rename."""
+    renamed = [k for k, v in config.schema_.rename.items() if v == column]
+    return renamed[0] if renamed else column
+
+
+def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> SourceGroups | None:
+    """Parquet telemetry in groups of devices: an inventory of the device column (or of the
+    hive folders that hold it) first, then each group's rows from every file."""
+    source = config.source
+    device = _source_column(config, config.schema_.device_column)
+    fs, files, root = _files(str(source.telemetry_path), "parquet", "telemetry")
+    # Per file: its devices' readings, from the device column or its hive folder.
+    inventory: list[tuple[str, bool, pd.Series]] = []
+    for name in files:
+        hive = _hive_values(name, root) if root is not None else {}
+        try:
+            with fs.open(name, "rb") as handle:
+                columns = pq.ParquetFile(handle).schema_arrow.names
+                if device in columns:
+                    values = pd.read_parquet(handle, columns=[device])[device]
+                    counts = values.value_counts(dropna=False)
+                elif device in hive:
+                    rows = pq.ParquetFile(handle).metadata.num_rows
+                    counts = pd.Series({hive[device]: rows})
+                else:
+                    return None  # read whole: validation names the missing column
+        except Exception:
+            return None  # read whole: `_read_file` names the file and why
+        if counts.index.isna().any():
+            return None
+        inventory.append((name, device in columns, counts))
+    totals = pd.concat([counts for _, _, counts in inventory]).groupby(level=0).sum()
+    order = sorted(totals.index, key=str)  # the order validation sorts devices in
+    size = group_rows(int(totals.sum()))
+    chosen: list[list[Any]] = [[]]
+    rows = 0
+    for value in order:
+        if rows >= size:
+            chosen.append([])
+            rows = 0
+        chosen[-1].append(value)
+        rows += int(totals[value])
+    events = (
+        _apply_renames(_read_file(source.events_path, "parquet", "events"), config)
+        if source.events_path
+        else pd.DataFrame(columns=[config.schema_.device_column, config.schema_.event_time_column])
     )
-    return (
-        (_apply_renames(telemetry, config), _apply_renames(events, config))
-        for telemetry, events in groups
-    )
+
+    def groups() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        for members in chosen:
+            wanted = set(members)
+            frames = []
+            for name, in_file, counts in inventory:
+                if not wanted.intersection(counts.index):
+                    continue
+                filters = [(device, "in", members)] if in_file else None
+                frames.append(_read_parquet_part(fs, name, root, filters))
+            yield _apply_renames(pd.concat(frames, ignore_index=True), config), events
+
+    return SourceGroups(groups(), lambda: events)
+
+
+def _read_parquet_part(
+    fs: Any, name: str, root: str | None, filters: list[tuple[str, str, Any]] | None
+) -> pd.DataFrame:
+    """The rows of one Parquet file its `filters` keep, hive folders as columns."""
+    try:
+        with fs.open(name, "rb") as handle:  # as `_read_one` reads a file, filtered
+            frame = pd.read_parquet(handle, filters=filters)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataValidationError(
+            f"telemetry file {name}: cannot be read as parquet ({reason})"
+        ) from None
+    for column, value in (_hive_values(name, root) if root is not None else {}).items():
+        if column not in frame.columns:
+            frame[column] = value
+    return frame

@@ -10,13 +10,13 @@ and out-of-range counts, two values per sensor, label counts) is kept as `PartFa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from pdmflow.config import TenantConfig
 from pdmflow.data.dataset_source import PartColumns, part_columns
+from pdmflow.data.sources import SourceGroups
 from pdmflow.data.validation import (
     check_rows,
     count_labels,
@@ -41,19 +41,16 @@ class StoredDataset:
 
 
 def ingest_in_parts(
-    groups: Iterable[tuple[pd.DataFrame, pd.DataFrame]],
-    config: TenantConfig,
-    source: str,
-    base: str,
+    source_groups: SourceGroups, config: TenantConfig, source: str, base: str
 ) -> StoredDataset:
-    """Validate and write each (telemetry, events) group under `base` (telemetry/, events/);
-    on an error nothing is left under `base`."""
+    """Validate and write each group of the source under `base` (telemetry/, events/); on an
+    error nothing is left under `base`."""
     schema = config.schema_
     locations = {"telemetry": f"{base}/telemetry", "events": f"{base}/events"}
-    parts, event_groups, digests, columns = [], [], [], []
+    parts, digests, columns = [], [], []
     try:
         clear(locations["telemetry"])
-        for index, (telemetry, events) in enumerate(groups):
+        for index, (telemetry, events) in enumerate(source_groups.groups):
             frame, facts = validate_part(telemetry, config, source)
             normalised = normalise_events(
                 events, schema.device_column, schema.event_time_column, f"events {source}"
@@ -61,12 +58,9 @@ def ingest_in_parts(
             parts.append(count_labels(frame, facts, normalised, config))
             digests.append(write_part(frame, locations["telemetry"], index))
             columns.append(part_columns(frame))
-            event_groups.append(events)
         check_rows(sum(part.rows for part in parts), config, source)
         devices = frozenset().union(*(part.devices for part in parts))
-        clean_events, warnings = validate_events(
-            pd.concat(event_groups, ignore_index=True), config, source, devices
-        )
+        clean_events, warnings = validate_events(source_groups.events(), config, source, devices)
         report = fleet_report(parts, clean_events, warnings, config, source)
         write_partitioned(clean_events, locations["events"], None, config.engine.partition_rows)
     except BaseException:

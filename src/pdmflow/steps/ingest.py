@@ -37,9 +37,9 @@ def run_ingest(
     source = describe_source(config)
     root = storage_uri(config.storage)
     rows_per_group = partial(part_rows, partition_rows=config.engine.partition_rows)
-    groups = read_source_groups(config, rows_per_group) if root else None
     with step_run(config, "ingest") as run:
         mlflow.log_params({"source_kind": config.source.kind, "source": source})
+        groups = read_source_groups(config, rows_per_group) if root else None
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / DATASET_DIR
             out.mkdir()
