@@ -399,3 +399,41 @@ def test_parquet_files_are_ingested_a_group_of_devices_at_a_time(tracking_store,
         assert "1 duplicate (device, timestamp) rows; kept the last" in report["warnings"]
     for mine, theirs in zip(read_dataset(stored_uri), read_dataset(plain_uri), strict=True):
         pd.testing.assert_frame_equal(mine, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=15)
+def test_a_sql_table_is_ingested_a_group_of_devices_at_a_time(tracking_store, tmp_path):
+    """A query per group of devices, with the tenant's own filters (here: 12 of the 16
+    devices): the same report and tables as the whole query's."""
+    import sqlalchemy as sa
+
+    telemetry, events = read_source(smoke_config())
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'plant.db'}")
+    telemetry.rename(columns={"device_id": "asset"}).to_sql("readings", engine, index=False)
+    events.rename(columns={"device_id": "asset"}).to_sql("failures", engine, index=False)
+    engine.dispose()
+    devices = sorted(telemetry["device_id"].unique())[:12]
+    source = {
+        "kind": "sql",
+        "url": f"sqlite:///{tmp_path / 'plant.db'}",
+        "telemetry_table": "readings",
+        "events_table": "failures",
+        "devices": devices,
+        "chunk_rows": 1000,
+    }
+    schema = {"rename": {"asset": "device_id"}}
+    stored = smoke_config(
+        source=source,
+        schema=schema,
+        storage={"uri": str(tmp_path / "store")},
+        engine={"partition_rows": 1500},
+    )
+    assert read_source_groups(stored, lambda rows: 1500) is not None
+    stored_uri = run_ingest(stored)
+    plain_uri = run_ingest(smoke_config(source=source, schema=schema))
+    assert len(list((tmp_path / "store").glob("*/ingest/*/telemetry/*.parquet"))) == 4
+    report = validation_report(stored_uri)
+    assert report == validation_report(plain_uri) and report["devices"] == 12
+    for mine, theirs in zip(read_dataset(stored_uri), read_dataset(plain_uri), strict=True):
+        pd.testing.assert_frame_equal(mine, theirs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,32 +234,50 @@ def _read_sql(
 
 
 def _read_database(config: TenantConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    source, schema = config.source, config.schema_
+    source = config.source
     engine = _engine(str(source.url))
     try:
-        telemetry_table = _table(engine, str(source.telemetry_table), "telemetry")
-        query = _filtered_select(telemetry_table, config, schema.time_column, "telemetry")
-        telemetry, _ = _read_sql(
-            engine, query, source.chunk_rows, f"table {source.telemetry_table}"
-        )
-        if source.events_table:
-            # All of the devices' failures, not only the date range: labels near the end of
-            # the range and hours_since_failure need the ones just outside it.
-            events_table = _table(engine, source.events_table, "events")
-            events, _ = _read_sql(
-                engine,
-                _filtered_select(events_table, config, None, "events"),
-                source.chunk_rows,
-                f"table {source.events_table}",
+        with _database_errors(config):
+            query = _telemetry_select(engine, config)
+            telemetry, _ = _read_sql(
+                engine, query, source.chunk_rows, f"table {source.telemetry_table}"
             )
-        else:
-            events = pd.DataFrame(columns=[schema.device_column, schema.event_time_column])
-    except sa.exc.OperationalError as exc:
-        message = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"
-        raise DataValidationError(f"database {redact_url(str(source.url))}: {message}") from None
+            events = _read_events_table(engine, config)
     finally:
         engine.dispose()
     return telemetry, events
+
+
+def _telemetry_select(engine: sa.Engine, config: TenantConfig) -> sa.Select:
+    table = _table(engine, str(config.source.telemetry_table), "telemetry")
+    return _filtered_select(table, config, config.schema_.time_column, "telemetry")
+
+
+def _read_events_table(engine: sa.Engine, config: TenantConfig) -> pd.DataFrame:
+    source, schema = config.source, config.schema_
+    if not source.events_table:
+        return pd.DataFrame(columns=[schema.device_column, schema.event_time_column])
+    # All of the devices' failures, not only the date range: labels near the end of the range
+    # and hours_since_failure need the ones just outside it.
+    events_table = _table(engine, source.events_table, "events")
+    events, _ = _read_sql(
+        engine,
+        _filtered_select(events_table, config, None, "events"),
+        source.chunk_rows,
+        f"table {source.events_table}",
+    )
+    return events
+
+
+@contextmanager
+def _database_errors(config: TenantConfig) -> Iterator[None]:
+    """A database that cannot be reached as one line naming it (password masked)."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        message = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"
+        url = redact_url(str(config.source.url))
+        raise DataValidationError(f"database {url}: {message}") from None
 
 
 def read_source(
@@ -322,13 +341,15 @@ def read_source_groups(
     order, each about `group_rows(readings in the source)` readings, where the source can be
     read so: the synthetic fleet (made a group at a time) and Parquet files (each group read
     with a filter on its devices, or by its hive partition folders). None where it cannot yet
-    (CSV and JSON, SQL, frames, the process log and run-to-failure shapes; a Parquet device
-    column with missing values): `read_source` reads them whole. Validated, the groups
+    (CSV and JSON, frames, the process log and run-to-failure shapes; a device column with
+    missing values): `read_source` reads them whole. Validated, the groups
     concatenated are what `read_source` gives, validated."""
     source = config.source
     settings = source.synthetic
     if source.kind == "parquet":
         return _parquet_groups(config, group_rows)
+    if source.kind == "sql":
+        return _sql_groups(config, group_rows)
     if source.kind != "synthetic" or settings.run_to_failure or settings.process_log:
         return None
     made: list[pd.DataFrame] = []
@@ -343,17 +364,11 @@ def read_source_groups(
     return SourceGroups(groups(), lambda: pd.concat(made, ignore_index=True))
 
 
-def _source_column(config: TenantConfig, column: str) -> str:
-    """The name `column` (pdmflow's) has in the source, before schema.rename."""
-    renamed = [k for k, v in config.schema_.rename.items() if v == column]
-    return renamed[0] if renamed else column
-
-
 def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> SourceGroups | None:
     """Parquet telemetry in groups of devices: an inventory of the device column (or of the
     hive folders that hold it) first, then each group's rows from every file."""
     source = config.source
-    device = _source_column(config, config.schema_.device_column)
+    device = _source_name(config, config.schema_.device_column)
     fs, files, root = _files(str(source.telemetry_path), "parquet", "telemetry")
     # Per file: its devices' readings, from the device column or its hive folder.
     inventory: list[tuple[str, bool, pd.Series]] = []
@@ -376,16 +391,7 @@ def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> S
             return None
         inventory.append((name, device in columns, counts))
     totals = pd.concat([counts for _, _, counts in inventory]).groupby(level=0).sum()
-    order = sorted(totals.index, key=str)  # the order validation sorts devices in
-    size = group_rows(int(totals.sum()))
-    chosen: list[list[Any]] = [[]]
-    rows = 0
-    for value in order:
-        if rows >= size:
-            chosen.append([])
-            rows = 0
-        chosen[-1].append(value)
-        rows += int(totals[value])
+    chosen = _device_groups(totals, group_rows(int(totals.sum())))
     events = (
         _apply_renames(_read_file(source.events_path, "parquet", "events"), config)
         if source.events_path
@@ -422,3 +428,58 @@ def _read_parquet_part(
         if column not in frame.columns:
             frame[column] = value
     return frame
+
+
+def _device_groups(totals: pd.Series, size: int) -> list[list[Any]]:
+    """Devices (`totals`: readings per device value) in the order validation sorts them (as
+    text), cut into groups of `size` readings or more (the last one fewer)."""
+    chosen: list[list[Any]] = [[]]
+    rows = 0
+    for value in sorted(totals.index, key=str):
+        if rows >= size:
+            chosen.append([])
+            rows = 0
+        chosen[-1].append(value)
+        rows += int(totals[value])
+    return chosen
+
+
+def _sql_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> SourceGroups | None:
+    """A SQL telemetry table in groups of devices: the readings per device counted by the
+    database first, then each group's rows read with the tenant's filters and its devices."""
+    source = config.source
+    device = _source_name(config, config.schema_.device_column)
+    engine = _engine(str(source.url))
+    try:
+        with _database_errors(config):
+            query = _telemetry_select(engine, config)
+            if device not in query.selected_columns:
+                engine.dispose()
+                return None  # read whole: validation names the missing column
+            rows = query.subquery()
+            counting = sa.select(rows.c[device], sa.func.count()).group_by(rows.c[device])
+            with engine.connect() as connection:
+                totals = pd.Series(dict(connection.execute(counting).all()), dtype="int64")
+            events = _read_events_table(engine, config)
+    except BaseException:
+        engine.dispose()
+        raise
+    if totals.index.isna().any() or not len(totals):
+        engine.dispose()
+        return None
+    chosen = _device_groups(totals, group_rows(int(totals.sum())))
+    events = _apply_renames(events, config)
+
+    def groups() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        try:
+            for members in chosen:
+                selected = query.where(query.selected_columns[device].in_(members))
+                with _database_errors(config):
+                    telemetry, _ = _read_sql(
+                        engine, selected, source.chunk_rows, f"table {source.telemetry_table}"
+                    )
+                yield _apply_renames(telemetry, config), events
+        finally:
+            engine.dispose()
+
+    return SourceGroups(groups(), lambda: events)
