@@ -332,6 +332,7 @@ class SourceGroups:
 
     groups: Iterator[tuple[pd.DataFrame, pd.DataFrame]]
     events: Callable[[], pd.DataFrame]
+    close: Callable[[], None] = lambda: None  # what the reader holds open (a database engine)
 
 
 def read_source_groups(
@@ -389,8 +390,10 @@ def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> S
             return None  # read whole: `_read_file` names the file and why
         if counts.index.isna().any():
             return None
-        inventory.append((name, device in columns, counts))
+        inventory.append((name, device in columns, counts[counts > 0]))  # unused categories
     totals = pd.concat([counts for _, _, counts in inventory]).groupby(level=0).sum()
+    if not len(totals) or len({type(value) for value in totals.index}) > 1:
+        return None  # no rows, or devices typed apart in different files: read whole
     chosen = _device_groups(totals, group_rows(int(totals.sum())))
     events = (
         _apply_renames(_read_file(source.events_path, "parquet", "events"), config)
@@ -444,6 +447,9 @@ def _device_groups(totals: pd.Series, size: int) -> list[list[Any]]:
     return chosen
 
 
+SQL_IN_VALUES = 1000
+
+
 def _sql_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> SourceGroups | None:
     """A SQL telemetry table in groups of devices: the readings per device counted by the
     database first, then each group's rows read with the tenant's filters and its devices."""
@@ -471,15 +477,17 @@ def _sql_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> Sourc
     events = _apply_renames(events, config)
 
     def groups() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-        try:
-            for members in chosen:
-                selected = query.where(query.selected_columns[device].in_(members))
+        for members in chosen:
+            parts = []
+            # At most SQL_IN_VALUES bound values a query (SQL Server takes 2,100 parameters).
+            for start in range(0, len(members), SQL_IN_VALUES):
+                batch = members[start : start + SQL_IN_VALUES]
+                selected = query.where(query.selected_columns[device].in_(batch))
                 with _database_errors(config):
                     telemetry, _ = _read_sql(
                         engine, selected, source.chunk_rows, f"table {source.telemetry_table}"
                     )
-                yield _apply_renames(telemetry, config), events
-        finally:
-            engine.dispose()
+                parts.append(telemetry)
+            yield _apply_renames(pd.concat(parts, ignore_index=True), config), events
 
-    return SourceGroups(groups(), lambda: events)
+    return SourceGroups(groups(), lambda: events, engine.dispose)

@@ -66,5 +66,7 @@ def ingest_in_parts(
     except BaseException:
         remove(base)
         raise
+    finally:
+        source_groups.close()
     digest = hashlib.sha256("".join(digests).encode()).hexdigest()[:8]
     return StoredDataset(locations, clean_events, report, digest, columns)

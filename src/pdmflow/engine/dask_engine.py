@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from dask.utils import format_bytes
-from distributed import Client, Future
+from distributed import Client, Future, wait
 from distributed.client import FutureCancelledError
 from distributed.comm import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -114,8 +114,9 @@ class DaskEngine:
 
     def map_tasks(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         """One task of `fn` per item, spread by Dask; their results in order once all are done.
-        A task's exception is raised here as itself, and the tasks not yet started are
-        cancelled."""
+        A task's exception is raised here as itself once every task has ended: a task cannot
+        be stopped mid-run, and one still writing to storage must not outlive the caller's
+        clean-up."""
         if not items:
             return []
         with self.scheduler_loss():
@@ -123,7 +124,12 @@ class DaskEngine:
             # worker once, not inside each task, and the scheduler never unpickles it.
             shared = self.client.scatter(fn, broadcast=True, hash=False)
             futures = [self.client.submit(_apply, shared, item, pure=False) for item in items]
-            return self._gather(futures)
+            try:
+                return self.client.gather(futures)
+            except Exception:
+                with contextlib.suppress(Exception):  # no scheduler left to wait on
+                    wait(futures)
+                raise
 
     def _gather(self, futures: list[Future]) -> list[Any]:
         """The futures' results once all are done; on a task's error (raised as itself) the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def run_features(config: TenantConfig, data_uri: str = "latest") -> str:
             mlflow.log_metric(f"{name}_rows", row["rows"])
             # Positive rate (classification) or mean RUL hours (regression).
             mlflow.log_metric(
-                f"{name}_label_mean", row["label_sum"] / row["rows"] if row["rows"] else 0.0
+                f"{name}_label_mean", row["label_sum"] / row["rows"] if row["rows"] else math.nan
             )
         report = counts_report(counts, config)
         mlflow.log_metric("split_warnings", len(report["warnings"]))

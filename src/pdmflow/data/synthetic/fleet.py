@@ -126,11 +126,14 @@ def fleet_groups(
         event_rows.clear()
         return telemetry, events
 
+    # Ids as wide as the largest (D0000 ... D9999, D00000 ... past 10,000 devices): their
+    # order as text, which validation sorts by, is the order they are made in.
+    digits = max(4, len(str(settings.n_devices - 1)))
     # Each sensor degrades in its own direction and strength (in units of its spread).
     drift = {s: rng.choice([-1.0, 1.0]) * rng.uniform(2.5, 5.0) for s in continuous_sensors}
 
     for device_index in range(settings.n_devices):
-        device_id = f"D{device_index:04d}"
+        device_id = f"D{device_index:0{digits}d}"
         # Irregular sampling: each interval is jittered by up to +/-10 %.
         gaps = step_hours * rng.uniform(0.9, 1.1, size=n_samples)
         hours = np.cumsum(gaps) - gaps[0]
