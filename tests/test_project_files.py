@@ -8,7 +8,7 @@ import yaml
 from conftest import REPO
 from mlflow.projects._project_spec import load_project
 
-from pdmflow.config import DASK_ADDRESS_ENV, EngineConfig, load_config
+from pdmflow.config import DASK_ADDRESS_ENV, STORAGE_URI_ENV, EngineConfig, load_config
 
 STEPS = {
     "ingest", "features", "tune", "train", "evaluate", "promote", "main", "rollback", "monitor",
@@ -100,6 +100,13 @@ def test_compose_dask_cluster_is_a_scheduler_and_two_workers_of_the_projects_ima
         assert "dask-scheduler" in worker["depends_on"], name
     # The pipeline's scheduler hands the address to tenants on engine kind dask.
     assert services["scheduler"]["environment"][DASK_ADDRESS_ENV] == address
+    # ... and the storage the data steps share with the workers (features tasks read and
+    # write parts there): one volume, mounted where PDMFLOW_STORAGE_URI points, in all three.
+    storage = services["scheduler"]["environment"][STORAGE_URI_ENV]
+    for name in ("scheduler", "dask-worker-1", "dask-worker-2"):
+        mounts = dict(volume.split(":", 1) for volume in services[name]["volumes"])
+        assert mounts.get("pdmflow-storage") == storage, name
+    assert "pdmflow-storage" in compose["volumes"]
     assert "dask-scheduler" in services["scheduler"]["depends_on"]
     # The image installs pdmflow with its dependencies: the dask CLI and bokeh's dashboard.
     dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
