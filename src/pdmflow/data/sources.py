@@ -119,34 +119,50 @@ def _hive_values(name: str, root: str) -> dict[str, str | None]:
     }
 
 
-def _read_one(fs: Any, name: str, kind: str) -> pd.DataFrame:
+def _read_one(
+    fs: Any, name: str, kind: str, filters: list[tuple[str, str, Any]] | None = None
+) -> pd.DataFrame:
     with fs.open(name, "rb") as handle:
         if kind == "csv":
             return pd.read_csv(handle)
         if kind in ("json", "jsonl"):
             return pd.read_json(handle, lines=kind == "jsonl", convert_dates=False)
-        return pd.read_parquet(handle)
+        return pd.read_parquet(handle, filters=filters)
+
+
+def _read_listed(
+    fs: Any,
+    name: str,
+    kind: str,
+    role: str,
+    root: str | None,
+    shown: str,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pd.DataFrame:
+    """One file `_files` listed (only the rows Parquet `filters` keep), its hive folders as
+    columns; a file that cannot be read is one line naming it (`shown`) and why."""
+    try:
+        frame = _read_one(fs, name, kind, filters)
+    except Exception as exc:  # pandas raises many types; the user needs the file and why
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataValidationError(
+            f"{role} file {shown}: cannot be read as {kind} ({reason})"
+        ) from None
+    if root is not None:
+        for column, value in _hive_values(name, root).items():
+            if column not in frame.columns:
+                frame[column] = value
+    return frame
 
 
 def _read_file(path_text: str, kind: str, role: str) -> pd.DataFrame:
     """The rows of every file `path_text` names (`_files`), concatenated in file-name order; a
     Parquet dataset's hive partition folders (device_id=pump_1/) come back as columns."""
     fs, files, root = _files(path_text, kind, role)
-    frames = []
-    for name in files:
-        try:
-            frame = _read_one(fs, name, kind)
-        except Exception as exc:  # pandas raises many types; the user needs the file and why
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            shown = name if len(files) > 1 else path_text
-            raise DataValidationError(
-                f"{role} file {shown}: cannot be read as {kind} ({reason})"
-            ) from None
-        if root is not None:
-            for column, value in _hive_values(name, root).items():
-                if column not in frame.columns:
-                    frame[column] = value
-        frames.append(frame)
+    frames = [
+        _read_listed(fs, name, kind, role, root, name if len(files) > 1 else path_text)
+        for name in files
+    ]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
@@ -377,13 +393,13 @@ def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> S
         hive = _hive_values(name, root) if root is not None else {}
         try:
             with fs.open(name, "rb") as handle:
-                columns = pq.ParquetFile(handle).schema_arrow.names
+                parquet = pq.ParquetFile(handle)
+                columns = parquet.schema_arrow.names
                 if device in columns:
-                    values = pd.read_parquet(handle, columns=[device])[device]
+                    values = parquet.read(columns=[device]).column(0).to_pandas()
                     counts = values.value_counts(dropna=False)
                 elif device in hive:
-                    rows = pq.ParquetFile(handle).metadata.num_rows
-                    counts = pd.Series({hive[device]: rows})
+                    counts = pd.Series({hive[device]: parquet.metadata.num_rows})
                 else:
                     return None  # read whole: validation names the missing column
         except Exception:
@@ -409,28 +425,10 @@ def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> S
                 if not wanted.intersection(counts.index):
                     continue
                 filters = [(device, "in", members)] if in_file else None
-                frames.append(_read_parquet_part(fs, name, root, filters))
+                frames.append(_read_listed(fs, name, "parquet", "telemetry", root, name, filters))
             yield _apply_renames(pd.concat(frames, ignore_index=True), config), events
 
     return SourceGroups(groups(), lambda: events)
-
-
-def _read_parquet_part(
-    fs: Any, name: str, root: str | None, filters: list[tuple[str, str, Any]] | None
-) -> pd.DataFrame:
-    """The rows of one Parquet file its `filters` keep, hive folders as columns."""
-    try:
-        with fs.open(name, "rb") as handle:  # as `_read_one` reads a file, filtered
-            frame = pd.read_parquet(handle, filters=filters)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataValidationError(
-            f"telemetry file {name}: cannot be read as parquet ({reason})"
-        ) from None
-    for column, value in (_hive_values(name, root) if root is not None else {}).items():
-        if column not in frame.columns:
-            frame[column] = value
-    return frame
 
 
 def _device_groups(totals: pd.Series, size: int) -> list[list[Any]]:

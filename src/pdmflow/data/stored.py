@@ -9,7 +9,6 @@ and out-of-range counts, two values per sensor, label counts) is kept as `PartFa
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -25,7 +24,7 @@ from pdmflow.data.validation import (
     validate_events,
     validate_part,
 )
-from pdmflow.engine.storage import clear, remove, write_part, write_partitioned
+from pdmflow.engine.storage import clear, parts_digest, remove, write_part, write_partitioned
 
 
 @dataclass(frozen=True)
@@ -68,5 +67,4 @@ def ingest_in_parts(
         raise
     finally:
         source_groups.close()
-    digest = hashlib.sha256("".join(digests).encode()).hexdigest()[:8]
-    return StoredDataset(locations, clean_events, report, digest, columns)
+    return StoredDataset(locations, clean_events, report, parts_digest(digests), columns)

@@ -366,13 +366,15 @@ def validate(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Return clean (telemetry, events, report) or raise DataValidationError."""
     frame, facts = validate_part(telemetry, config, source)
-    if config.labels.target_column:
+    target = config.labels.target_column
+    if target:  # its labels are in the frame: counted, and refused when none, before the rows
         facts = count_labels(frame, facts, events, config)
         if not facts.label_count:
             raise _target_error(config, source)
     check_rows(facts.rows, config, source)
     clean_events, event_warnings = validate_events(events, config, source, facts.devices)
-    facts = count_labels(frame, facts, clean_events, config)
+    if not target:
+        facts = count_labels(frame, facts, clean_events, config)
     return frame, clean_events, fleet_report([facts], clean_events, event_warnings, config, source)
 
 

@@ -102,6 +102,12 @@ def write_part(frame: pd.DataFrame, location: str, index: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def parts_digest(digests: list[str]) -> str:
+    """The digest MLflow records for a table written part by part: over its parts' digests
+    (`write_part`'s), in order."""
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:8]
+
+
 def list_parts(location: str) -> list[str]:
     """The URLs of the parts at `location`, in order (each one a worker can open)."""
     fs, path = fsspec.core.url_to_fs(location)

@@ -16,7 +16,6 @@ part is the local path's table, row for row. Only summaries and counts reach thi
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +25,14 @@ import pandas as pd
 
 from pdmflow.config import TenantConfig
 from pdmflow.data.dataset_source import PartColumns, part_columns
-from pdmflow.engine.storage import clear, list_parts, read_part, remove, write_part
+from pdmflow.engine.storage import (
+    clear,
+    list_parts,
+    parts_digest,
+    read_part,
+    remove,
+    write_part,
+)
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.split import (
     SPLIT_NAMES,
@@ -129,10 +135,7 @@ def build_stored_features(
         raise
     remove(staging)
     digests = {
-        name: hashlib.sha256(
-            "".join(part[name]["digest"] for part in written).encode()
-        ).hexdigest()[:8]
-        for name in SPLIT_NAMES
+        name: parts_digest([part[name]["digest"] for part in written]) for name in SPLIT_NAMES
     }
     columns = {name: [part[name]["columns"] for part in written] for name in SPLIT_NAMES}
     return StoredFeatures(outputs, counts, plan, digests, columns)

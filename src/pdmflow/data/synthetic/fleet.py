@@ -69,22 +69,18 @@ def generate_fleet(
     With `target_column`, the telemetry also carries a plant-style 0/1 indicator: 1 when the
     device fails within `horizon_hours`, else 0 (also at the end, where a plant cannot know).
     """
-    groups = list(
-        fleet_groups(
-            settings,
-            continuous_sensors,
-            boolean_sensors,
-            device_column,
-            time_column,
-            event_time_column,
-            target_column,
-            horizon_hours,
-            group_rows=None,
-        )
+    (fleet,) = fleet_groups(
+        settings,
+        continuous_sensors,
+        boolean_sensors,
+        device_column,
+        time_column,
+        event_time_column,
+        target_column,
+        horizon_hours,
+        group_rows=None,
     )
-    telemetry = pd.concat([telemetry for telemetry, _ in groups], ignore_index=True)
-    events = pd.concat([events for _, events in groups], ignore_index=True)
-    return telemetry, events
+    return fleet
 
 
 def fleet_rows(settings: SyntheticSource) -> int:
@@ -196,7 +192,7 @@ def fleet_groups(
                     "failure_type": failure_type,
                 }
             )
-        if group_rows is not None and sum(len(t) for t in telemetry_parts) >= group_rows:
+        if group_rows is not None and len(telemetry_parts) * n_samples >= group_rows:
             yield group()
     if telemetry_parts or group_rows is None:
         yield group()
