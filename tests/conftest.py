@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +75,27 @@ def write_config(tmp_path):
 
 
 @pytest.fixture
-def tracking_store(tmp_path, monkeypatch):
+def tracking_store(tmp_path):
     """A fresh SQLite tracking store and artifact root under tmp_path, for this test only."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)  # default artifact root ./mlruns lands in tmp_path
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    forget_experiment()
+    with tracking_store_at(tmp_path) as uri:  # default artifact root ./mlruns in tmp_path
+        yield uri
+
+
+@contextmanager
+def tracking_store_at(root: Path) -> Iterator[str]:
+    """`tracking_store` for a module-scoped fixture: a SQLite tracking store and artifact root
+    under `root` for the length of the block; yields the store's URI."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.chdir(root)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+        while mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        forget_experiment()
 
 
 def forget_experiment() -> None:

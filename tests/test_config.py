@@ -46,6 +46,13 @@ def test_file_source_needs_a_path(write_config):
         load_config(write_config({"source": {"kind": "csv"}}))
 
 
+def test_training_max_rows_is_refused_with_the_anomaly_feature_by_name(write_config):
+    path = write_config({"training": {"max_rows": 5000}, "features": {"anomaly_score": True}})
+    with pytest.raises(ConfigError, match="training.max_rows: .* features.anomaly_score: false"):
+        load_config(path)
+    assert load_config(write_config({"training": {"max_rows": 5000}})).training.max_rows == 5000
+
+
 def test_refit_false_needs_a_single_validation_split(write_config):
     path = write_config({"training": {"refit": False}, "split": {"cv_folds": 3}})
     with pytest.raises(ConfigError, match="training.refit: false .* split.cv_folds: 0"):

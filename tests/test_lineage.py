@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import LENIENT_GATES, REPO, SMOKE, deep_merge, forget_experiment
+from conftest import LENIENT_GATES, REPO, SMOKE, deep_merge, tracking_store_at
 from mlflow import MlflowClient
 
 from pdmflow.cli import run as cli_run
@@ -66,19 +66,10 @@ def released(tmp_path_factory) -> Iterator[Released]:
         "# written by test_lineage\n"
         + yaml.safe_dump(deep_merge(yaml.safe_load(SMOKE.read_text()), overrides))
     )
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.chdir(root)
-        mlflow.set_tracking_uri(uri)
+    with tracking_store_at(root):
         config = load_config(config_path)
         version = run_pipeline(config, n_trials=1)
         yield Released(root, config_path, config, root / "plant.csv", version)
-        while mlflow.active_run():
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        forget_experiment()
 
 
 def version_tags(version: str = "1") -> dict[str, str]:

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
-from conftest import LENIENT_GATES, SMOKE, deep_merge, forget_experiment
+from conftest import LENIENT_GATES, SMOKE, deep_merge, tracking_store_at
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from selenium import webdriver
@@ -82,12 +81,7 @@ def store(tmp_path_factory) -> Iterator[Store]:
     }
     config_path = root / "tenant.yaml"
     config_path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(SMOKE.read_text()), overrides)))
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.chdir(root)
-        mlflow.set_tracking_uri(uri)
+    with tracking_store_at(root) as uri:
         config = load_config(config_path)
         assert [run_pipeline(config), run_pipeline(config)] == ["1", "2"]
         client = MlflowClient()
@@ -106,8 +100,6 @@ def store(tmp_path_factory) -> Iterator[Store]:
             client.get_model_version(MODEL, "2").description,
             released.model_id,
         )
-        mlflow.set_tracking_uri(None)
-        forget_experiment()
 
 
 @pytest.fixture(scope="module")

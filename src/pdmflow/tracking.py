@@ -347,11 +347,21 @@ def step_input(run: Run, name: str) -> str | None:
     return params.get(f"{name}{RESOLVED_SUFFIX}", params.get(name))
 
 
-def log_engine(engine: Engine) -> None:
+EngineFacts = tuple[dict[str, str], dict[str, str]]
+
+
+def engine_facts(engine: Engine) -> EngineFacts:
+    """(the engine's describe(), its dashboard link as a tag): what `log_engine` logs, taken
+    while the engine runs, for a run that starts after it is closed."""
+    link = engine.dashboard_link
+    return engine.describe(), ({ENGINE_DASHBOARD_TAG: link} if link else {})
+
+
+def log_engine(engine: Engine | EngineFacts) -> None:
     """The engine's describe() as params of the active run, its dashboard link as a tag."""
-    mlflow.log_params(engine.describe())
-    if engine.dashboard_link:
-        mlflow.set_tag(ENGINE_DASHBOARD_TAG, engine.dashboard_link)
+    params, tags = engine_facts(engine) if not isinstance(engine, tuple) else engine
+    mlflow.log_params(params)
+    mlflow.set_tags(tags)
 
 
 @contextmanager

@@ -159,6 +159,16 @@ class EvaluationConfig(_Strict):
         ge=1,
         description="The serving latency's batch: one score_telemetry call for this many devices.",
     )
+    diagnostic_rows: int | None = Field(
+        250_000,
+        ge=1000,
+        description=(
+            "The robustness, champion, SHAP and latency checks read the test rows of a seeded "
+            "sample of whole test devices holding at most this many rows (and those devices' "
+            "readings); every test row is still scored for the test metrics. null: every test "
+            "device."
+        ),
+    )
     seed: int = Field(0, description="Seed of the noise, the SHAP sample and the bootstrap.")
 
 

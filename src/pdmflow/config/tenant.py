@@ -122,6 +122,16 @@ class TenantConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _sampled_training_without_anomaly(self) -> TenantConfig:
+        if self.training.max_rows is not None and self.features.anomaly_score:
+            raise ValueError(
+                "training.max_rows: the anomaly-score feature is fitted and cross-fitted on "
+                "the rows in memory, so it cannot be given to a final fit on every learning "
+                "row; set features.anomaly_score: false or training.max_rows: null"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _feature_sensors_exist(self) -> TenantConfig:
         continuous = set(self.schema_.continuous_sensors)
         named = [

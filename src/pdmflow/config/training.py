@@ -144,6 +144,18 @@ class TrainingConfig(_Strict):
             "threshold) still cover every validation row. null: every row, unweighted."
         ),
     )
+    max_rows: int | None = Field(
+        None,
+        ge=1000,
+        description=(
+            "For fleets whose learning rows do not fit in one process: the fold fits, "
+            "calibration, threshold and the reference use at most this many learning rows, "
+            "drawn at random as tuning.max_rows draws them (each fold keeps its share); the "
+            "released model's final fit still reads every learning row (on the workers, with "
+            "engine.kind dask and storage.uri). Not with features.anomaly_score. null: every "
+            "row."
+        ),
+    )
     seed: int = Field(42, description="Seed of model fits and of the tuning sample.")
 
 

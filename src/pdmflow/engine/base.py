@@ -12,6 +12,13 @@ from pdmflow.errors import DataValidationError
 
 PartitionFunction = Callable[[pd.DataFrame], pd.DataFrame]
 T = TypeVar("T")
+# An engine's `map_tasks`: fn on each item, the results in order.
+MapTasks = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+
+def in_this_process(fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+    """`map_tasks` without an engine: one item after another, here."""
+    return [fn(item) for item in items]
 
 
 def device_partitions(
@@ -126,4 +133,4 @@ class LocalEngine:
         yield fn(frame)
 
     def map_tasks(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        return [fn(item) for item in items]
+        return in_this_process(fn, items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sys
 import warnings
@@ -185,6 +186,40 @@ class DaskEngine:
             for k, part in enumerate(partitions)
         ]
         return dd.from_delayed(futures, meta=partitions[0].iloc[:0], verify_meta=False)
+
+    def spread_loaded(
+        self, load: Callable[[Any], tuple[Any, ...]], items: Sequence[Any], metas: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """Item k loaded on worker k mod n by `load`, which returns one frame (or series) per
+        entry of `metas` (each an empty one of its columns and types); returned as one Dask
+        collection per entry, partition k of each on the same worker (`spread`'s placement,
+        without the data passing through this process). Dask loads an item again elsewhere
+        when its worker dies."""
+        import dask.dataframe as dd
+
+        if not items:
+            raise ValueError("spread_loaded: no item to load on the workers")
+        workers = self.workers
+        shared = self.client.scatter(load, broadcast=True, hash=False)
+
+        def on_worker_of(k: int, fn: Callable[..., Any], *args: Any) -> Future:
+            return self.client.submit(
+                fn,
+                *args,
+                pure=False,
+                workers=[workers[k % len(workers)]],
+                allow_other_workers=True,
+            )
+
+        loaded = [on_worker_of(k, _apply, shared, item) for k, item in enumerate(items)]
+        return tuple(
+            dd.from_delayed(
+                [on_worker_of(k, operator.getitem, future, i) for k, future in enumerate(loaded)],
+                meta=meta,
+                verify_meta=False,
+            )
+            for i, meta in enumerate(metas)
+        )
 
     def _submit(
         self,

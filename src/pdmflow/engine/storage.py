@@ -118,12 +118,26 @@ def list_parts(location: str) -> list[str]:
     return [f"{location.rstrip('/')}/{name.rsplit('/', 1)[-1]}" for name in parts]
 
 
-def read_part(url: str, filters: Filters | None = None) -> pd.DataFrame:
-    """One part as a frame (only the rows `filters` keep)."""
+def read_part(
+    url: str, filters: Filters | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """One part as a frame (only the rows `filters` keep; only `columns`, when given)."""
     with fsspec.open(url, "rb") as part:
-        frame = pq.read_table(part, filters=filters).to_pandas()
+        frame = pq.read_table(part, filters=filters, columns=columns).to_pandas()
     pa.default_memory_pool().release_unused()
     return frame
+
+
+def read_head(location: str, rows: int, columns: list[str] | None = None) -> pd.DataFrame:
+    """The first `rows` rows of the table at `location` (fewer when it holds fewer), reading
+    only the parts they are in."""
+    frames, count = [], 0
+    for url in list_parts(location):
+        frames.append(read_part(url, columns=columns))
+        count += len(frames[-1])
+        if count >= rows:
+            break
+    return pd.concat(frames, ignore_index=True).head(rows)
 
 
 def read_partitioned(location: str, filters: Filters | None = None) -> pd.DataFrame:

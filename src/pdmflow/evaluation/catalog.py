@@ -10,6 +10,8 @@ from __future__ import annotations
 COMMON = (
     "test_rows",
     "test_devices",
+    "diagnostic_rows",
+    "diagnostic_devices",
     "latency_onnx_p50_ms",
     "latency_onnx_p99_ms",
     "latency_pyfunc_p50_ms",

@@ -6,7 +6,8 @@ what carries no extra information is cheap and keeps serving to the columns the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from pdmflow.config import TenantConfig
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.split import learning_folds
 from pdmflow.models import lightgbm
+from pdmflow.models.sampling import Folds, Sample, draw_learning_rows, subset_folds
 
 # Correlations are estimated on at most this many rows (a seeded sample).
 CORRELATION_SAMPLE_ROWS = 50_000
@@ -29,24 +31,55 @@ class Selection:
         return {"kept": self.kept, "dropped": self.dropped}
 
 
+def correlation_rows(rows: int, seed: int) -> np.ndarray:
+    """Positions of the train rows correlations are estimated on: at most
+    CORRELATION_SAMPLE_ROWS of them, a seeded draw in row order."""
+    if rows > CORRELATION_SAMPLE_ROWS:
+        return np.sort(
+            np.random.default_rng(seed).choice(rows, CORRELATION_SAMPLE_ROWS, replace=False)
+        )
+    return np.arange(rows)
+
+
+# (columns, row positions) -> those rows' values of those columns.
+SampleReader = Callable[[list[str], np.ndarray], pd.DataFrame]
+
+
 def drop_constant_and_duplicates(
     X: pd.DataFrame, threshold: float, seed: int
 ) -> tuple[list[str], dict[str, str]]:
     """Columns left after dropping constants and near-duplicates (|r| > threshold, first kept)."""
-    dropped: dict[str, str] = {}
     # Column by column (NaN skipped): a float64 copy of a million training rows is a gigabyte.
-    constant = (X.max() == X.min()).to_numpy()
-    for name in X.columns[constant]:
+    return screen_columns(
+        X.min(),
+        X.max(),
+        lambda columns, positions: X[columns].iloc[positions],
+        len(X),
+        threshold,
+        seed,
+    )
+
+
+def screen_columns(
+    low: pd.Series,
+    high: pd.Series,
+    sample: SampleReader,
+    rows: int,
+    threshold: float,
+    seed: int,
+) -> tuple[list[str], dict[str, str]]:
+    """`drop_constant_and_duplicates` from each column's lowest and highest value over the
+    `rows` train rows (NaN skipped; the columns in order) and a reader of the correlation
+    sample's rows (`correlation_rows`): no table of every row needed."""
+    dropped: dict[str, str] = {}
+    constant = (high == low).to_numpy()
+    for name in low.index[constant]:
         dropped[name] = "constant on the training rows"
     candidates = [
-        name for name, is_constant in zip(X.columns, constant, strict=True) if not is_constant
+        name for name, is_constant in zip(low.index, constant, strict=True) if not is_constant
     ]
-    if len(X) > CORRELATION_SAMPLE_ROWS:
-        rows = np.random.default_rng(seed).choice(len(X), CORRELATION_SAMPLE_ROWS, replace=False)
-        sample = X.iloc[np.sort(rows)][candidates]
-    else:
-        sample = X[candidates]
-    correlation = np.abs(np.corrcoef(sample.to_numpy(dtype=np.float64), rowvar=False))
+    values = sample(candidates, correlation_rows(rows, seed))
+    correlation = np.abs(np.corrcoef(values.to_numpy(dtype=np.float64), rowvar=False))
     correlation = np.nan_to_num(np.atleast_2d(correlation))
     kept_positions: list[int] = []
     for i, name in enumerate(candidates):
@@ -106,17 +139,59 @@ def select_features(
     Top k (features.select_top_k) ranks by LightGBM gain of a model fitted on the train rows,
     stopped early on the validation rows: the test rows play no part.
     """
-    settings = config.features
-    censored = censored_time_since_failure(train, feature_names, label, config)
+    X = train[feature_names]
+    kept, dropped = screen_features(
+        train,
+        X.min(),
+        X.max(),
+        lambda columns, positions: X[columns].iloc[positions],
+        label,
+        config,
+    )
+    return top_k_features(kept, dropped, lambda: (train, validation), label, config)
+
+
+def screen_features(
+    train_keys: pd.DataFrame,
+    low: pd.Series,
+    high: pd.Series,
+    sample: SampleReader,
+    label: str,
+    config: TenantConfig,
+) -> tuple[list[str], dict[str, str]]:
+    """(kept, dropped) by the censoring check of hours_since_failure, then constants and
+    near-duplicates: from the train rows' label and hours_since_failure (`train_keys`), each
+    feature's lowest and highest train value (`low`, `high`, the spec's features in order) and
+    a reader of the correlation sample."""
+    feature_names = list(low.index)
+    censored = censored_time_since_failure(train_keys, feature_names, label, config)
     if censored is not None:
         feature_names = [name for name in feature_names if name != TIME_SINCE_FAILURE]
-    kept, dropped = drop_constant_and_duplicates(
-        train[feature_names], settings.drop_correlated_above, config.training.seed
+    kept, dropped = screen_columns(
+        low[feature_names],
+        high[feature_names],
+        sample,
+        len(train_keys),
+        config.features.drop_correlated_above,
+        config.training.seed,
     )
     if censored is not None:
         dropped[TIME_SINCE_FAILURE] = censored
-    k = settings.select_top_k
+    return kept, dropped
+
+
+def top_k_features(
+    kept: list[str],
+    dropped: dict[str, str],
+    tables: Callable[[], tuple[pd.DataFrame, pd.DataFrame]],
+    label: str,
+    config: TenantConfig,
+) -> Selection:
+    """The screened features cut to features.select_top_k by gain, when set and exceeded
+    (`tables`: the train and validation tables, read only then)."""
+    k = config.features.select_top_k
     if k is not None and len(kept) > k:
+        train, validation = tables()
         model = lightgbm.fit_model(
             config.task,
             train[kept],
@@ -131,6 +206,7 @@ def select_features(
         gain = model.booster_.feature_importance("gain", iteration=lightgbm.tree_count(model))
         order = np.argsort(-gain, kind="stable")
         top = {kept[i] for i in order[:k]}
+        dropped = dict(dropped)
         for rank, i in enumerate(order[k:], start=k + 1):
             dropped[kept[i]] = f"gain rank {rank} of {len(kept)} (select_top_k {k})"
         kept = [name for name in kept if name in top]
@@ -139,12 +215,34 @@ def select_features(
 
 @dataclass(frozen=True)
 class LearningSet:
-    """What tune and train learn from: the selection, train + validation rows, their folds."""
+    """What tune and train learn from: the selection, train + validation rows, their folds.
+
+    `rows` may be a sample of the learning rows (`sample`; `total_rows` of them in all);
+    `train_rows` and `folds` then count the sampled rows."""
 
     selection: Selection
     rows: pd.DataFrame  # the train table, then the validation table
     train_rows: int
-    folds: list[tuple[np.ndarray, np.ndarray]]
+    folds: Folds
+    total_rows: int = -1
+    sample: Sample | None = None
+
+    def sampled(self, max_rows: int | None, seed: int, task: str, label: str) -> LearningSet:
+        """These rows cut to `draw_learning_rows`' draw (itself when every row is kept)."""
+        sample = draw_learning_rows(
+            self.rows[label].to_numpy(float), self.folds, max_rows, seed, task
+        )
+        if sample.how != "random":
+            return replace(self, sample=sample)
+        positions = sample.positions
+        return LearningSet(
+            self.selection,
+            self.rows.iloc[positions].reset_index(drop=True),
+            int(np.searchsorted(positions, self.train_rows)),
+            subset_folds(self.folds, positions, len(self.rows)),
+            self.total_rows,
+            sample,
+        )
 
 
 def learning_set(
@@ -155,4 +253,4 @@ def learning_set(
     selection = select_features(train, validation, spec.feature_names, label, config)
     rows = pd.concat([train, validation], ignore_index=True)
     folds = learning_folds(rows, len(train), config, spec.device_column, spec.time_column, label)
-    return LearningSet(selection, rows, len(train), folds)
+    return LearningSet(selection, rows, len(train), folds, len(rows))

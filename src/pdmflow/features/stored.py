@@ -16,7 +16,6 @@ part is the local path's table, row for row. Only summaries and counts reach thi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,6 +24,7 @@ import pandas as pd
 
 from pdmflow.config import TenantConfig
 from pdmflow.data.dataset_source import PartColumns, part_columns
+from pdmflow.engine.base import MapTasks
 from pdmflow.engine.storage import (
     clear,
     list_parts,
@@ -47,7 +47,6 @@ from pdmflow.features.split import (
     warn_short_devices,
 )
 
-MapTasks = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 STAGING = "staging"
 
 

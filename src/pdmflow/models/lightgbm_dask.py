@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -92,21 +93,67 @@ def fit_dask_model(
         if sample_weight is not None:
             weights = pd.Series(np.asarray(sample_weight, np.float64), index=index, name="weight")
             dask_weight = engine.spread(parts(weights))
-        bins = {} if max_bin is None else {"max_bin": int(max_bin)}
-        settings = {k: v for k, v in {**bins, **params}.items() if k not in _WORKER_PARAMS}
-        model = estimator(
-            task,
-            settings,
-            seed,
-            rul_objective,
-            classifier=DaskLGBMClassifier,
-            regressor=DaskLGBMRegressor,
-            client=engine.client,
+        return _fit(engine, task, dask_X, dask_y, dask_weight, params, seed, rul_objective, max_bin)
+
+
+def fit_dask_loaded(
+    engine: DaskEngine,
+    task: str,
+    load: Callable[[Any], tuple[pd.DataFrame, pd.Series, pd.Series | None]],
+    items: list[Any],
+    feature_names: list[str],
+    params: dict[str, Any],
+    seed: int,
+    rul_objective: str = "l1",
+    max_bin: int | None = None,
+    weighted: bool = False,
+) -> LightGBMModel:
+    """`fit_dask_model` on partitions the workers load themselves: `load(item)` -> (X as
+    float32 `feature_names`, the label, the weights or None), run on worker k mod n for item k
+    (`engine.spread_loaded`). Nothing of the rows passes through this process. Classification:
+    each item must hold a healthy row (see `training_partitions`)."""
+    label_type = np.int64 if task == "classification" else np.float64
+    metas: tuple[Any, ...] = (
+        pd.DataFrame({name: pd.Series(dtype=np.float32) for name in feature_names}),
+        pd.Series(dtype=label_type, name="label"),
+    )
+    if weighted:
+        metas = (*metas, pd.Series(dtype=np.float64, name="weight"))
+    with engine.scheduler_loss():
+        loaded = engine.spread_loaded(load, items, metas)
+        dask_weight = loaded[2] if weighted else None
+        return _fit(
+            engine, task, loaded[0], loaded[1], dask_weight, params, seed, rul_objective, max_bin
         )
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-            # The scikit-learn wrapper always carries n_jobs, which lightgbm.dask replaces by
-            # each worker's threads and warns about; its progress lines go where logs go, not
-            # to the stdout that carries a step's output.
-            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            model.fit(dask_X, dask_y, sample_weight=dask_weight)
+
+
+def _fit(
+    engine: DaskEngine,
+    task: str,
+    dask_X: Any,
+    dask_y: Any,
+    dask_weight: Any,
+    params: dict[str, Any],
+    seed: int,
+    rul_objective: str,
+    max_bin: int | None,
+) -> LightGBMModel:
+    """lightgbm.dask on the collections (partition k of each on one worker), as a local model."""
+    bins = {} if max_bin is None else {"max_bin": int(max_bin)}
+    settings = {k: v for k, v in {**bins, **params}.items() if k not in _WORKER_PARAMS}
+    model = estimator(
+        task,
+        settings,
+        seed,
+        rul_objective,
+        classifier=DaskLGBMClassifier,
+        regressor=DaskLGBMRegressor,
+        client=engine.client,
+    )
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        # The scikit-learn wrapper always carries n_jobs, which lightgbm.dask replaces by
+        # each worker's threads and warns about; its progress lines go where logs go, not
+        # to the stdout that carries a step's output.
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+        model.fit(dask_X, dask_y, sample_weight=dask_weight)
     return model.to_local()

@@ -25,10 +25,10 @@ from pdmflow.models import anomaly as anomaly_model
 from pdmflow.models import families as model_families
 from pdmflow.models.calibration import Calibrator
 from pdmflow.models.onnx import compose
+from pdmflow.models.sampling import Folds
 
 ANOMALY_FEATURE = "anomaly_score"
 FAMILIES = tuple(model_families.FAMILIES)
-Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
 def fit_family(
@@ -339,6 +339,46 @@ def threshold_precision_floor(config: TenantConfig) -> float | None:
     return rule.precision
 
 
+@dataclass(frozen=True)
+class Refit:
+    """The released model's fit: how many rows it fits (negative sampling applied), and the
+    fit itself (params -> (estimator, where it ran: "local" or the engine's kind)). Given to
+    `fit_candidate` when the final fit reads other rows than the folds (every learning row,
+    where the folds fit a sample of them)."""
+
+    rows: int
+    fit: Callable[[dict[str, Any]], tuple[Any, str]]
+
+
+def rows_refit(
+    family: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    devices: pd.Series,
+    config: TenantConfig,
+    engine: Engine | None = None,
+) -> Refit:
+    """The final fit on these rows (`final_fit`: on the engine's workers where it can), each
+    healthy row kept at training.negative_sample_rate and weighted back."""
+    training = config.training
+    weights = negative_sample_weights(
+        healthy_rows(y, config), training.negative_sample_rate, training.seed
+    )
+    if weights is None:
+        fit_X, fit_y, fit_devices, fit_weights = X, y, devices, None
+    else:
+        rows = np.flatnonzero(weights > 0)
+        fit_X, fit_y, fit_devices = X.iloc[rows], y[rows], devices.iloc[rows]
+        fit_weights = weights[rows]
+
+    def fit(params: dict[str, Any]) -> tuple[Any, str]:
+        return final_fit(
+            family, config.task, fit_X, fit_y, fit_devices, params, config, engine, fit_weights
+        )
+
+    return Refit(len(fit_y), fit)
+
+
 def fit_candidate(
     learning: pd.DataFrame,
     train_rows: int,
@@ -350,6 +390,7 @@ def fit_candidate(
     params: dict[str, Any],
     anomaly: bool | None = None,
     engine: Engine | None = None,
+    refit: Refit | None = None,
 ) -> Candidate:
     """Fit the released model on `learning` (the train table, then the validation table).
 
@@ -361,7 +402,9 @@ def fit_candidate(
     and with one fold, the fold's own model (trained on the train rows) is released.
     With training.negative_sample_rate, every fit sees the sampled rows, weighted
     (`negative_sample_weights`). `engine`: where the refit runs (`final_fit`); the fold fits
-    run in this process. The report says where (`training_engine`) and on how many rows.
+    run in this process. `refit`: the final fit on other rows than `learning` (every learning
+    row, where `learning` is a sample of them; not with the anomaly feature, which the fits
+    compute here). The report says where (`training_engine`) and on how many rows.
     """
     task = config.task
     y = learning[label].to_numpy(dtype=float)
@@ -388,8 +431,11 @@ def fit_candidate(
     if len(folds) == 1 and not training.refit:
         estimator = result.models[0]
     else:
-        rows = None if weights is None else np.flatnonzero(weights > 0)
-        final_rows = len(X) if rows is None else len(rows)
+        if refit is None:
+            refit = rows_refit(family, X, y, learning[config.schema_.device_column], config, engine)
+        elif with_anomaly:
+            raise ValueError("fit_candidate: a refit on other rows has no anomaly feature")
+        final_rows = refit.rows
         if result.best_iterations:
             # Rounds grow with the rows they fit: scale each fold's best iteration by the
             # share of rows the final fit sees.
@@ -399,15 +445,7 @@ def fit_candidate(
             ]
             ceiling = int(params.get("n_estimators", 100))
             final_params["n_estimators"] = max(1, min(ceiling, round(float(np.median(scaled)))))
-        devices = learning[config.schema_.device_column]
-        if rows is None:
-            fit_X, fit_y, fit_devices, fit_weights = X, y, devices, None
-        else:
-            fit_X, fit_y, fit_devices = X.iloc[rows], y[rows], devices.iloc[rows]
-            fit_weights = weights[rows]
-        estimator, training_engine = final_fit(
-            family, task, fit_X, fit_y, fit_devices, final_params, config, engine, fit_weights
-        )
+        estimator, training_engine = refit.fit(final_params)
     trees = model_families.family(family).tree_count(estimator)
 
     validated = ~np.isnan(result.predictions)

@@ -59,7 +59,6 @@ __all__ = [
     "FINISHED",
     "Objective",
     "OverBudget",
-    "Sample",
     "StudyPlan",
     "TrialLog",
     "TuningData",
@@ -75,7 +74,6 @@ __all__ = [
     "objective_of",
     "read_plan",
     "run_trials",
-    "sampled",
     "search_space",
     "summary",
     "threads_per_worker",
@@ -150,53 +148,6 @@ class TuningData:
     folds: Folds
     # Feature group -> its columns of X (features/groups.py), for trials that choose groups.
     groups: dict[str, list[str]] = field(default_factory=dict)
-
-    def subset(self, positions: np.ndarray) -> TuningData:
-        """These rows only (positions ascending), each fold keeping its rows among them."""
-        kept = np.zeros(len(self.y), dtype=bool)
-        kept[positions] = True
-        renumbered = np.cumsum(kept) - 1
-        folds = [
-            (renumbered[fit[kept[fit]]], renumbered[valid[kept[valid]]])
-            for fit, valid in self.folds
-        ]
-        return TuningData(self.X.iloc[positions], self.y[positions], folds, self.groups)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """The learning rows a study tunes on (tuning.max_rows): their positions, and how they
-    were chosen ("all", "random", or "all: <why the random rows were not used>")."""
-
-    positions: np.ndarray
-    how: str
-
-
-def sampled(
-    data: TuningData, max_rows: int | None, seed: int, task: str
-) -> tuple[TuningData, Sample]:
-    """`data` on at most `max_rows` of its rows, drawn at random (seeded); train still fits on
-    all of them.
-
-    The rows are features already built from each device's history, so any of them can go:
-    every fold keeps its share of its fit and validation rows, in their time order (a time
-    fold stays purged, a device fold keeps its devices apart). Where the draw would leave a
-    fold without rows, or a classification fold with one label value, every row is used.
-    """
-    n = len(data.y)
-    if max_rows is None or n <= max_rows:
-        return data, Sample(np.arange(n), "all")
-    positions = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
-    subset = data.subset(positions)
-    for k, fold in enumerate(subset.folds, start=1):
-        for rows, role in zip(fold, ("fit on", "validate on"), strict=True):
-            if len(rows) == 0 or (task == "classification" and len(np.unique(subset.y[rows])) < 2):
-                return data, Sample(
-                    np.arange(n),
-                    f"all: {max_rows:,} random rows leave fold {k} one label "
-                    f"value or none to {role}",
-                )
-    return subset, Sample(positions, "random")
 
 
 class TrialLog(Protocol):

@@ -7,6 +7,7 @@ Reads the train run's model and the features run's tables, calls the rooms of `e
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,8 +28,11 @@ from pdmflow.artifacts import (
     read_features,
     read_reference,
     read_split_membership,
+    stored_locations,
 )
 from pdmflow.config import TenantConfig
+from pdmflow.engine import open_engine
+from pdmflow.engine.base import in_this_process
 from pdmflow.errors import StepInputError
 from pdmflow.evaluation.catalog import CARRIED_FROM_TRAIN, CHAMPION_KEY
 from pdmflow.evaluation.champion import unseen_rows
@@ -41,13 +45,21 @@ from pdmflow.evaluation.maintenance import worst_devices
 from pdmflow.evaluation.model_card import model_facts
 from pdmflow.evaluation.report import assess_test_rows
 from pdmflow.evaluation.robustness import robustness_findings
+from pdmflow.evaluation.test_rows import PREDICTION, REFERENCE_PREDICTION, evaluated_rows
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.models.families import DEFAULT_FAMILY
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.threads import estimator_threads
 from pdmflow.registry import production_version
 from pdmflow.serving import SPEC_PATH, FailureScorer
-from pdmflow.tracking import downloaded, latest_step_run, log_step_inputs, step_run
+from pdmflow.tracking import (
+    downloaded,
+    engine_facts,
+    latest_step_run,
+    log_engine,
+    log_step_inputs,
+    step_run,
+)
 
 
 def _load(
@@ -125,23 +137,44 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
     features_uri = train_run.data.tags.get("pdmflow.features_uri")
     if not model_uri or not features_uri:
         raise StepInputError(f"train run {train_run_id}: no model logged (tag {MODEL_URI_TAG})")
-    # Only the test split, and below only the test devices' readings: what evaluate scores,
-    # perturbs and times, without holding the learning rows.
-    tables, spec = read_features(features_uri, splits=("test",))
+    _, spec = read_features(features_uri, splits=())
     graph, model_spec, explainer = _load(model_uri)
-    # Whole test tables on every core; the latency's bare-ONNX figure on one, as serving runs.
+    # The sample's tables on every core; the latency's bare-ONNX figure on one, as serving runs.
     session = onnx_session(graph, threads=estimator_threads())
     single_row_session = onnx_session(graph)
-    test = tables["test"]
     metadata = get_model_info(model_uri).metadata or {}
     threshold = float(metadata["decision_threshold"]) if config.task == "classification" else None
     data_uri = data_uri_of(features_uri)
     device = spec.device_column
-    test_devices = test[device].unique()
-    telemetry, events = read_dataset(data_uri, test_devices, device)
     label = label_column(config)
+    reference = read_reference(train_run_id)
+    stored = stored_locations(features_uri)
+
+    with ExitStack() as stack:
+        # Only the test split: every row scored (part by part from storage), and the checks
+        # below on a sample of whole test devices, with only their readings read; all before
+        # the run starts, so features that cannot be read leave no evaluate run.
+        engine = stack.enter_context(open_engine(config)) if stored is not None else None
+        rows = evaluated_rows(
+            read_features(features_uri, splits=("test",))[0]["test"]
+            if stored is None
+            else stored["test"],
+            graph,
+            model_spec.feature_names,
+            reference,
+            [device, spec.time_column, label],
+            config.evaluation.diagnostic_rows,
+            config.evaluation.seed,
+            in_this_process if engine is None else engine.map_tasks,
+            estimator_threads() if engine is None or engine.kind == "local" else 1,
+        )
+        facts = None if engine is None else engine_facts(engine)
+    scored, test, prediction = rows.scored, rows.sample, rows.sample_prediction
+    telemetry, events = read_dataset(data_uri, test[device].unique(), device)
 
     with step_run(config, "evaluate") as run:
+        if facts is not None:
+            log_engine(facts)
         log_step_inputs(
             {
                 "train_run_id": train_run_id,
@@ -150,28 +183,28 @@ def run_evaluate(config: TenantConfig, train_run_id: str = "latest") -> str:
                 "family": metadata.get("family", DEFAULT_FAMILY),
             }
         )
-        X_test = test[model_spec.feature_names]
-        prediction = onnx_predict(session, X_test)
         metrics, per_device, figures = assess_test_rows(
-            config, test, label, model_spec, prediction, threshold, events
+            config, scored, label, model_spec, scored[PREDICTION].to_numpy(), threshold, events
         )
-        reference = read_reference(train_run_id)
         if reference is not None:
             metrics.update(
                 reference_comparison(
                     config,
-                    test[label].to_numpy(),
-                    reference.predict(test, estimator_threads()),
+                    scored[label].to_numpy(),
+                    scored[REFERENCE_PREDICTION].to_numpy(),
                     reference.decision_threshold,
                     metrics,
                 ),
                 reference_feature_count=len(reference.feature_names),
             )
         metrics.update(
-            test_rows=len(test),
-            test_devices=int(test[device].nunique()),
+            test_rows=len(scored),
+            test_devices=int(scored[device].nunique()),
+            diagnostic_rows=len(test),
+            diagnostic_devices=int(test[device].nunique()),
             feature_count=len(model_spec.feature_names),
         )
+        X_test = test[model_spec.feature_names]
         metrics.update(
             serving_latency(
                 FailureScorer.load(model_uri),

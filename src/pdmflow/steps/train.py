@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
+import pandas as pd
 
 from pdmflow.artifacts import (
     MODEL_URI_TAG,
@@ -17,14 +19,19 @@ from pdmflow.artifacts import (
     label_column,
     latest_input,
     read_features,
+    stored_locations,
 )
 from pdmflow.config import TenantConfig
 from pdmflow.engine import open_engine
+from pdmflow.engine.base import Engine
+from pdmflow.engine.storage import read_head
 from pdmflow.errors import StepInputError
 from pdmflow.evaluation.explain import Explainer, gain_importance_figure
 from pdmflow.evaluation.plots import reliability_diagram
+from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.groups import features_of_groups
-from pdmflow.features.selection import learning_set
+from pdmflow.features.selection import LearningSet, learning_set
+from pdmflow.features.stored_learning import stored_learning_set, stored_refit
 from pdmflow.models import families as model_families
 from pdmflow.models.onnx import (
     SERVING_SESSION_OPTIONS,
@@ -35,11 +42,13 @@ from pdmflow.models.onnx import (
 )
 from pdmflow.models.reference import REFERENCE_GROUPS, fit_reference, save_reference
 from pdmflow.models.threads import estimator_threads
-from pdmflow.models.training import fit_candidate
+from pdmflow.models.training import Refit, fit_candidate, float32_columns, rows_refit
 from pdmflow.steps.tune import read_best_params
 from pdmflow.tracking import latest_step_run, log_engine, log_step_inputs, step_run
 
 MODEL_NAME = "model"
+# ONNX parity is checked on at most this many test rows of features in storage (all in memory).
+PARITY_ROWS = 100_000
 
 
 def _resolve_params(
@@ -74,25 +83,73 @@ def _resolve_params(
     return family, released, source, rate_params, groups
 
 
+def _learning(
+    config: TenantConfig,
+    features_uri: str,
+    label: str,
+    family: str,
+    groups: list[str] | None,
+    engine: Engine,
+) -> tuple[FeatureSpec, LearningSet, FeatureSpec, pd.DataFrame, Refit | None]:
+    """(the features' spec, the learning rows the folds fit (training.max_rows of them, or
+    all), the model's spec, the test rows ONNX parity is checked on, the final fit when it
+    reads other rows than the folds: every learning row in storage, or in memory where the
+    folds fit a sample)."""
+    stored = stored_locations(features_uri)
+    max_rows = config.training.max_rows
+    if stored is None:
+        tables, spec = read_features(features_uri)
+        test = tables["test"]
+        every_row = learning_set(tables, spec, label, config)
+        del tables  # the train and validation rows live on, concatenated, in every_row.rows
+        sampled = every_row.sampled(max_rows, config.training.seed, config.task, label)
+    else:
+        _, spec = read_features(features_uri, splits=())
+        reference_features = features_of_groups(spec, spec.feature_names, REFERENCE_GROUPS)
+        sampled, where = stored_learning_set(
+            stored, spec, label, config, engine.map_tasks, max_rows, reference_features
+        )
+        test = read_head(stored["test"], PARITY_ROWS)
+    kept = sampled.selection.kept
+    if groups is not None:  # the groups the best trial read
+        kept = features_of_groups(spec, kept, groups)
+    model_spec = spec.with_features(kept)
+    names = model_spec.feature_names
+    refit = None
+    if stored is not None:
+        if not config.features.anomaly_score:  # the anomaly feature is fitted in memory
+            refit = stored_refit(where, family, names, label, config, engine)
+    elif sampled.rows is not every_row.rows:
+        rows = every_row.rows
+        X, y = float32_columns(rows, names), rows[label].to_numpy(float)
+        refit = rows_refit(family, X, y, rows[spec.device_column], config, engine)
+    if sampled.sample is not None and sampled.sample.how == "random":
+        print(
+            f"train: folds, calibration, threshold and the reference fit {len(sampled.rows):,} "
+            f"random rows of {sampled.total_rows:,} (training.max_rows); the released model "
+            "fits all of them",
+            file=sys.stderr,
+        )
+    return spec, sampled, model_spec, test, refit
+
+
 def run_train(
     config: TenantConfig, features_uri: str = "latest", tune_run_id: str = "latest"
 ) -> str:
     """Run the step; return the train run id (its tag pdmflow.model_uri names the model)."""
     features_uri = latest_input(config, "features", features_uri)
     family, params, params_source, rate_params, groups = _resolve_params(config, tune_run_id)
-    tables, spec = read_features(features_uri)
     label = label_column(config)
-    test = tables["test"]
 
-    with step_run(config, "train") as run:
-        learning = learning_set(tables, spec, label, config)
-        # The train and validation rows live on, concatenated, in learning.rows: one copy.
-        del tables
+    with ExitStack() as stack:
+        engine = stack.enter_context(open_engine(config))
+        # Read before the run starts: features that cannot be read leave no train run.
+        spec, learning, model_spec, test, refit = _learning(
+            config, features_uri, label, family, groups, engine
+        )
+        run = stack.enter_context(step_run(config, "train"))
+        log_engine(engine)
         selection, folds = learning.selection, learning.folds
-        kept = selection.kept
-        if groups is not None:  # the groups the best trial read
-            kept = features_of_groups(spec, kept, groups)
-        model_spec = spec.with_features(kept)
         log_step_inputs(
             {
                 "features_uri": features_uri,
@@ -110,19 +167,19 @@ def run_train(
         )
         mlflow.log_params(model_families.family(family).logged_params(params, config.training))
         mlflow.log_param("negative_sample_rate", config.training.negative_sample_rate or "off")
-        with open_engine(config) as engine:
-            log_engine(engine)
-            candidate = fit_candidate(
-                learning.rows,
-                learning.train_rows,
-                folds,
-                model_spec.feature_names,
-                label,
-                config,
-                family,
-                params,
-                engine=engine,
-            )
+        mlflow.log_param("max_rows", config.training.max_rows or "all")
+        candidate = fit_candidate(
+            learning.rows,
+            learning.train_rows,
+            folds,
+            model_spec.feature_names,
+            label,
+            config,
+            family,
+            params,
+            engine=engine,
+            refit=refit,
+        )
         mlflow.log_param("training_engine", candidate.report["training_engine"])
         # The afternoon script's recipe on every feature it reads (no selection), same rows.
         reference = fit_reference(
@@ -146,6 +203,9 @@ def run_train(
         report = candidate.report
         metrics: dict[str, float] = {f"validation_{k}": v for k, v in report["metrics"].items()}
         metrics.update(
+            learning_rows=learning.total_rows,
+            sampled_learning_rows=len(learning.rows),
+            parity_rows=len(X_test),
             feature_count=len(model_spec.feature_names),
             features_dropped=len(selection.dropped),
             onnx_max_abs_difference=parity,

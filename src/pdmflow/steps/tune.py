@@ -30,13 +30,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from optuna.visualization.matplotlib import plot_optimization_history
 
-from pdmflow.artifacts import label_column, latest_input, read_features
+from pdmflow.artifacts import label_column, latest_input, read_features, stored_locations
 from pdmflow.config import TenantConfig
 from pdmflow.data.sources import redact_url
 from pdmflow.engine import open_engine
+from pdmflow.engine.base import MapTasks, in_this_process
 from pdmflow.errors import ConfigError
 from pdmflow.features.groups import feature_groups
 from pdmflow.features.selection import learning_set
+from pdmflow.features.stored_learning import stored_learning_set
 from pdmflow.models import tuning
 from pdmflow.models.families import DEFAULT_FAMILY
 from pdmflow.tracking import log_engine, log_step_inputs, step_run
@@ -45,26 +47,40 @@ WORKER_TAG = "pdmflow.tune_worker"
 
 
 def _tuning_data(
-    config: TenantConfig, features_uri: str, max_rows: int | None, seed: int
+    config: TenantConfig,
+    features_uri: str,
+    max_rows: int | None,
+    seed: int,
+    map_tasks: MapTasks = in_this_process,
 ) -> tuple[tuning.TuningData, dict[str, Any]]:
     """The rows trials learn from (at most `max_rows` of the learning rows, drawn with
-    `seed`), and the params that say which."""
+    `seed`), and the params that say which. Features in storage are read part by part
+    (`map_tasks`: on an engine's workers), keeping only the sampled rows."""
     # The learning rows only: trials never see the test split (nor hold it in memory).
-    tables, spec = read_features(features_uri, splits=("train", "validation"))
     label = label_column(config)
-    learning = learning_set(tables, spec, label, config)
+    stored = stored_locations(features_uri)
+    if stored is None:
+        tables, spec = read_features(features_uri, splits=("train", "validation"))
+        every_row = learning_set(tables, spec, label, config)
+        del tables
+        learning = every_row.sampled(max_rows, seed, config.task, label)
+    else:
+        _, spec = read_features(features_uri, splits=())
+        learning, _ = stored_learning_set(
+            stored, spec, label, config, map_tasks, max_rows, [], seed=seed
+        )
     kept = learning.selection.kept
-    every_row = tuning.TuningData(
-        learning.rows,
+    data = tuning.TuningData(
+        learning.rows[kept],  # the selected features of the sampled rows alone
         learning.rows[label].to_numpy(float),
         learning.folds,
         feature_groups(spec, kept),
     )
-    data, sample = tuning.sampled(every_row, max_rows, seed, config.task)
-    data.X = data.X[kept]  # the selected features of the sampled rows alone: a smaller copy
+    sample = learning.sample
+    assert sample is not None
     if sample.how == "random":
         print(
-            f"tune: trials use {len(data.y):,} random rows of {len(learning.rows):,} "
+            f"tune: trials use {len(data.y):,} random rows of {learning.total_rows:,} "
             "(tuning.max_rows); train fits on all of them",
             file=sys.stderr,
         )
@@ -75,7 +91,7 @@ def _tuning_data(
         )
     described = {
         "features_selected": len(kept),
-        "learning_rows": len(learning.rows),
+        "learning_rows": learning.total_rows,
         "tuning_rows": len(data.y),
         "tuning_sample": sample.how,
     }
@@ -213,10 +229,12 @@ def run_tune(
     features_uri = latest_input(config, "features", features_uri)
     n_trials = n_trials or config.tuning.n_trials
     timeout_seconds = timeout_seconds or config.tuning.timeout_seconds
-    data, described = _tuning_data(
-        config, features_uri, config.tuning.max_rows, config.training.seed
-    )
-    with step_run(config, "tune") as run, open_engine(config) as engine, ExitStack() as stack:
+    with open_engine(config) as engine, ExitStack() as stack:
+        # Read before the run starts: features that cannot be read leave no tune run.
+        data, described = _tuning_data(
+            config, features_uri, config.tuning.max_rows, config.training.seed, engine.map_tasks
+        )
+        run = stack.enter_context(step_run(config, "tune"))
         log_engine(engine)
         if on_cluster:
             # A task per worker (each runs trials until the budget is taken), or `workers`.

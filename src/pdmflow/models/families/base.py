@@ -9,6 +9,7 @@ what SHAP's tree explainer runs on.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,12 @@ import onnx
 import pandas as pd
 
 from pdmflow.config import TrainingConfig
+from pdmflow.models.sampling import Folds
 
 if TYPE_CHECKING:
     import optuna
 
     from pdmflow.engine.dask_engine import DaskEngine
-
-Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
 class ModelFamily(ABC):
@@ -91,6 +91,21 @@ class ModelFamily(ABC):
         """`fit` (no early stopping) as one model trained on the engine's workers, from
         partitions of whole devices (`devices`: each row's device) of about `partition_rows`
         rows; the estimator comes back as a local one, as `fit` returns it."""
+        raise NotImplementedError(f"{self.name}: no fit on a cluster")
+
+    def fit_loaded_on_cluster(
+        self,
+        engine: DaskEngine,
+        task: str,
+        load: Callable[[Any], tuple[pd.DataFrame, pd.Series, pd.Series | None]],
+        items: list[Any],
+        feature_names: list[str],
+        params: dict[str, Any],
+        training: TrainingConfig,
+        weighted: bool = False,
+    ) -> Any:
+        """`fit_on_cluster` on partitions each worker loads itself (`load(item)` -> X, y and
+        the weights, or None), so the rows never pass through this process."""
         raise NotImplementedError(f"{self.name}: no fit on a cluster")
 
     def fold_datasets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,32 @@ class LightGBMFamily(ModelFamily):
             rul_objective=training.rul_objective,
             max_bin=training.max_bin,
             sample_weight=sample_weight,
+        )
+
+    def fit_loaded_on_cluster(
+        self,
+        engine: DaskEngine,
+        task: str,
+        load: Callable[[Any], tuple[pd.DataFrame, pd.Series, pd.Series | None]],
+        items: list[Any],
+        feature_names: list[str],
+        params: dict[str, Any],
+        training: TrainingConfig,
+        weighted: bool = False,
+    ) -> lightgbm.LightGBMModel:
+        from pdmflow.models import lightgbm_dask
+
+        return lightgbm_dask.fit_dask_loaded(
+            engine,
+            task,
+            load,
+            items,
+            feature_names,
+            params,
+            training.seed,
+            rul_objective=training.rul_objective,
+            max_bin=training.max_bin,
+            weighted=weighted,
         )
 
     def fold_datasets(
