@@ -13,6 +13,8 @@ the run of each. The ratio is dask / local wall time on the same rows, run in th
     python bench/distributed.py                       # 1M readings, both engines, 10 trials
     python bench/distributed.py --rows 1000000 5000000 --engines dask --n-trials 10
     python bench/distributed.py --rows 5000000 --until features   # ingest and features only
+    python bench/distributed.py --rows 10000000 --engines dask \
+        --set training.max_rows=500000 --set training.negative_sample_rate=0.1
 
 On dask the tenant also sets `storage.uri` (a folder beside the store; `--storage all` for
 both engines, `none` for neither): ingest writes the telemetry as parts, and features are built
@@ -187,7 +189,7 @@ def run_step(
 
 def pipeline(
     rows: int, engine: str, n_trials: int, workers: int, memory_limit: str, until: str,
-    storage: bool,
+    storage: bool, settings: dict[str, object] | None = None,
 ) -> list[Step]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pdmflow-distributed-") as store:
         folder = Path(store)
@@ -208,6 +210,12 @@ def pipeline(
                 # The data steps hand each other partitioned Parquet in storage: features are
                 # built part by part, on the workers or one part at a time (features/stored.py).
                 data["storage"] = {"uri": str(folder / "storage")}
+            for key, value in (settings or {}).items():  # --set section.key=value
+                *sections, name = key.split(".")
+                target = data
+                for section in sections:
+                    target = target.setdefault(section, {})
+                target[name] = value
             config.write_text(yaml.safe_dump(data))
             base = ["--config", str(config)]
             steps = []
@@ -259,7 +267,18 @@ def main() -> None:
         default="dask",
         help="the engines whose runs set storage.uri (a folder beside the store)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for every run, e.g. training.max_rows=500000 (a YAML value)",
+    )
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
     engines = args.engines.split(",")
     results: dict[tuple[int, str], list[Step]] = {}
     for rows in args.rows:
@@ -267,11 +286,19 @@ def main() -> None:
             print(f"{rows:,} readings on {engine} ...", file=sys.stderr)
             stored = args.storage == "all" or args.storage == engine
             results[rows, engine] = pipeline(
-                rows, engine, args.n_trials, args.workers, args.memory_limit, args.until, stored
+                rows,
+                engine,
+                args.n_trials,
+                args.workers,
+                args.memory_limit,
+                args.until,
+                stored,
+                settings,
             )
     print(
         f"trials: {args.n_trials}; dask: {args.workers} workers x 1 thread x "
-        f"{args.memory_limit}; storage.uri on: {args.storage}; python "
+        f"{args.memory_limit}; storage.uri on: {args.storage}; set: "
+        f"{', '.join(args.set) or 'nothing'}; python "
         f"{sys.version.split()[0]}; cores: {os.cpu_count()}"
     )
     ran = STEPS[: STEPS.index(args.until) + 1]

@@ -22,6 +22,7 @@ from pdmflow.artifacts import (
 )
 from pdmflow.config import TenantConfig
 from pdmflow.engine.base import in_this_process
+from pdmflow.engine.storage import part_name, write_part
 from pdmflow.evaluation.test_rows import (
     PREDICTION,
     REFERENCE_PREDICTION,
@@ -30,7 +31,14 @@ from pdmflow.evaluation.test_rows import (
 )
 from pdmflow.features import selection
 from pdmflow.features.selection import learning_set
-from pdmflow.features.stored_learning import key_columns, stored_learning_set
+from pdmflow.features.stored_learning import (
+    LearningPart,
+    StoredLearning,
+    key_columns,
+    load_parts,
+    stored_learning_set,
+    training_items,
+)
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.steps.evaluate import run_evaluate
 from pdmflow.steps.features import run_features
@@ -244,3 +252,39 @@ def test_test_rows_scored_from_parts_equal_the_whole_table(both_forms):
     assert 0 < len(whole.sample) <= 600 < len(whole.scored)
     sampled = whole.scored[spec.device_column].isin(whole.sample[spec.device_column].unique())
     assert sampled.sum() == len(whole.sample)  # whole devices
+
+
+def test_training_partitions_leave_out_zero_weights_and_join_a_part_without_healthy_rows(
+    tmp_path,
+):
+    """What each worker loads for the final fit: its parts' rows of non-zero weight, typed as
+    LightGBM expects; a part whose kept rows all fail joins its neighbour (each worker's
+    LightGBM encodes the labels it holds), and a part with no row kept is left out."""
+    frames = [
+        pd.DataFrame({"f": [1.0, 2.0, 3.0], LABEL: [0, 1, 0]}),
+        pd.DataFrame({"f": [4.0, 5.0], LABEL: [1, 1]}),  # failing rows only
+        pd.DataFrame({"f": [6.0, 7.0], LABEL: [0, 0]}),  # every row weighted 0 below
+        pd.DataFrame({"f": [8.0, 9.0], LABEL: [0, 1]}),
+    ]
+    parts, start = [], 0
+    for k, frame in enumerate(frames):
+        write_part(frame, str(tmp_path), k)
+        parts.append(LearningPart(f"{tmp_path}/{part_name(k)}", start, len(frame)))
+        start += len(frame)
+    y = pd.concat(frames)[LABEL].to_numpy(float)
+    stored = StoredLearning(parts, pd.DataFrame({LABEL: y}), 5)
+    weights = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 1.0])
+    items = training_items(stored, y, weights, classification=True)
+    assert [urls for urls, _ in items] == [
+        [parts[0].url, parts[1].url],
+        [parts[3].url],
+    ]
+    X, labels, kept_weights = load_parts(items[0], ["f"], LABEL, classification=True)
+    assert X["f"].dtype == np.float32 and X["f"].tolist() == [1.0, 2.0, 4.0, 5.0]
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 1, 1]
+    assert kept_weights.tolist() == [1.0, 1.0, 1.0, 1.0]
+    # Unweighted regression: every part its own partition, every row, float labels.
+    items = training_items(stored, y, None, classification=False)
+    assert len(items) == 4
+    X, labels, none = load_parts(items[2], ["f"], LABEL, classification=False)
+    assert labels.dtype == np.float64 and len(X) == 2 and none is None

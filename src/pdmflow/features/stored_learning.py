@@ -167,11 +167,15 @@ def stored_learning_set(
 
 
 def load_parts(
-    item: tuple[list[str], list[np.ndarray | None]], feature_names: list[str], label: str
+    item: tuple[list[str], list[np.ndarray | None]],
+    feature_names: list[str],
+    label: str,
+    classification: bool,
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """A task (on the worker that trains on it): the parts `item[0]` as one training partition,
-    (X as float32 `feature_names`, the label, the weights or None), each part's rows with a
-    zero weight left out (`item[1]`: each part's weights, or None for every row, unweighted)."""
+    (X as float32 `feature_names`, the label (int64 for classification, else float64), the
+    weights or None), each part's rows with a zero weight left out (`item[1]`: each part's
+    weights, or None for every row, unweighted)."""
     urls, weights = item
     Xs, ys, ws = [], [], []
     for url, weight in zip(urls, weights, strict=True):
@@ -184,6 +188,7 @@ def load_parts(
         ys.append(frame[label].reset_index(drop=True))
     X = pd.concat(Xs, ignore_index=True)
     y = pd.concat(ys, ignore_index=True).rename("label")
+    y = y.astype(np.int64 if classification else np.float64)
     return X, y, (pd.concat(ws, ignore_index=True) if ws else None)
 
 
@@ -224,7 +229,12 @@ def stored_refit(
         model = chosen.fit_loaded_on_cluster(
             engine,
             config.task,
-            partial(load_parts, feature_names=feature_names, label=label),
+            partial(
+                load_parts,
+                feature_names=feature_names,
+                label=label,
+                classification=config.task == "classification",
+            ),
             items,
             feature_names,
             params,
