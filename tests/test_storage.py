@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from pdmflow.artifacts import LOCATION_FILE, read_dataset, read_features
 from pdmflow.config import STORAGE_URI_ENV, TenantConfig, load_config, storage_uri
+from pdmflow.data import sources
 from pdmflow.data.sources import read_source, read_source_groups
 from pdmflow.engine.storage import output_location, read_partitioned, write_partitioned
 from pdmflow.errors import ConfigError, DataValidationError
@@ -343,23 +344,34 @@ def test_a_bad_device_in_a_later_group_is_one_line_and_nothing_stays_in_storage(
     assert run.info.status == "FAILED"
 
 
-def parquet_fleet(folder: Path, hive: bool) -> dict:
-    """The smoke fleet as Parquet files a plant might export, and the source block reading
-    them: hive folders of one device each, or three files of every device (a day range each,
-    rows shuffled, the device column named `machine`, one reading sent twice with a correction
-    in a later file)."""
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """`frame` as the file its suffix names (.parquet, .csv or .jsonl)."""
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True, date_format="iso")
+
+
+def exported_fleet(folder: Path, hive: bool, kind: str = "parquet") -> dict:
+    """The smoke fleet as files a plant might export (`kind`: parquet, csv or jsonl), and the
+    source block reading them: hive folders of one device each, or three files of every device
+    (a day range each, rows shuffled, the device column named `machine`, one reading sent twice
+    with a correction in a later file)."""
     telemetry, events = read_source(smoke_config())
     telemetry = telemetry.sample(frac=1.0, random_state=3).reset_index(drop=True)
     folder.mkdir()
+    suffix = f".{kind}"
     if hive:
         for device, rows in telemetry.groupby("device_id"):
             (folder / f"device_id={device}").mkdir()
-            rows.drop(columns="device_id").to_parquet(folder / f"device_id={device}/0.parquet")
-        events.to_parquet(folder.parent / "events.parquet")
+            write_table(rows.drop(columns="device_id"), folder / f"device_id={device}/0{suffix}")
+        write_table(events, folder.parent / f"events{suffix}")
         return {
-            "kind": "parquet",
+            "kind": kind,
             "telemetry_path": str(folder),
-            "events_path": str(folder.parent / "events.parquet"),
+            "events_path": str(folder.parent / f"events{suffix}"),
         }
     renamed = telemetry.rename(columns={"device_id": "machine"})
     days = renamed["timestamp"].dt.day
@@ -368,20 +380,35 @@ def parquet_fleet(folder: Path, hive: bool) -> dict:
         rows = renamed[(days >= low) & (days < high)]
         if index == 2:
             rows = pd.concat([rows, corrected])
-        rows.to_parquet(folder / f"day-{index}.parquet", index=False)
-    events.rename(columns={"device_id": "machine"}).to_parquet(folder.parent / "events.parquet")
+        write_table(rows, folder / f"day-{index}{suffix}")
+    write_table(events.rename(columns={"device_id": "machine"}), folder.parent / f"events{suffix}")
     return {
-        "kind": "parquet",
-        "telemetry_path": str(folder / "day-*.parquet"),
-        "events_path": str(folder.parent / "events.parquet"),
+        "kind": kind,
+        "telemetry_path": str(folder / f"day-*{suffix}"),
+        "events_path": str(folder.parent / f"events{suffix}"),
     }
 
 
 @pytest.mark.slow
-@pytest.mark.cost(seconds=20)
-@pytest.mark.parametrize("hive", [False, True], ids=["files-of-every-device", "hive-by-device"])
-def test_parquet_files_are_ingested_a_group_of_devices_at_a_time(tracking_store, tmp_path, hive):
-    source = parquet_fleet(tmp_path / "export", hive)
+@pytest.mark.cost(seconds=40)
+@pytest.mark.parametrize(
+    "kind, hive",
+    [("parquet", False), ("parquet", True), ("csv", False), ("jsonl", True)],
+    ids=[
+        "parquet-files-of-every-device",
+        "parquet-hive",
+        "csv-files-of-every-device",
+        "jsonl-hive",
+    ],
+)
+def test_files_are_ingested_a_group_of_devices_at_a_time(
+    tracking_store, tmp_path, kind, hive, monkeypatch
+):
+    """Parquet with a filter on the device column; CSV and JSON lines read in chunks (here of
+    700 rows: a file in several), each group's devices kept: the same report and tables as
+    reading the files whole."""
+    monkeypatch.setattr(sources, "TEXT_CHUNK_ROWS", 700)
+    source = exported_fleet(tmp_path / "export", hive, kind)
     schema = {} if hive else {"schema": {"rename": {"machine": "device_id"}}}
     stored = smoke_config(
         source=source,

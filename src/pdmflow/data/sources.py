@@ -356,15 +356,16 @@ def read_source_groups(
 ) -> SourceGroups | None:
     """Raw (telemetry, events) of the tenant's source in groups of whole devices, in device
     order, each about `group_rows(readings in the source)` readings, where the source can be
-    read so: the synthetic fleet (made a group at a time) and Parquet files (each group read
-    with a filter on its devices, or by its hive partition folders). None where it cannot yet
-    (CSV and JSON, frames, the process log and run-to-failure shapes; a device column with
-    missing values): `read_source` reads them whole. Validated, the groups
+    read so: the synthetic fleet (made a group at a time), Parquet files (each group read
+    with a filter on its devices, or by its hive partition folders), CSV and JSON-lines files
+    (read in chunks, each group's devices kept) and SQL tables (a query per group). None where
+    it cannot (JSON documents, frames, the process log and run-to-failure shapes; a device
+    column with missing values): `read_source` reads them whole. Validated, the groups
     concatenated are what `read_source` gives, validated."""
     source = config.source
     settings = source.synthetic
-    if source.kind == "parquet":
-        return _parquet_groups(config, group_rows)
+    if source.kind in ("parquet", "csv", "jsonl"):
+        return _file_groups(config, group_rows, source.kind)
     if source.kind == "sql":
         return _sql_groups(config, group_rows)
     if source.kind != "synthetic" or settings.run_to_failure or settings.process_log:
@@ -381,51 +382,110 @@ def read_source_groups(
     return SourceGroups(groups(), lambda: pd.concat(made, ignore_index=True))
 
 
-def _parquet_groups(config: TenantConfig, group_rows: Callable[[int], int]) -> SourceGroups | None:
-    """Parquet telemetry in groups of devices: an inventory of the device column (or of the
-    hive folders that hold it) first, then each group's rows from every file."""
+# Rows read at a time from a CSV or JSON-lines file when it is read a group of devices at a time.
+TEXT_CHUNK_ROWS = 500_000
+
+
+def _text_chunks(
+    fs: Any, name: str, kind: str, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """A CSV or JSON-lines file in chunks of TEXT_CHUNK_ROWS rows (CSV: only `columns`)."""
+    with fs.open(name, "rb") as handle:
+        if kind == "csv":
+            yield from pd.read_csv(handle, usecols=columns, chunksize=TEXT_CHUNK_ROWS)
+        else:
+            for chunk in pd.read_json(
+                handle, lines=True, convert_dates=False, chunksize=TEXT_CHUNK_ROWS
+            ):
+                yield chunk if columns is None else chunk[columns]
+
+
+def _file_inventory(
+    fs: Any, name: str, kind: str, device: str, hive: dict[str, str | None]
+) -> tuple[bool, pd.Series] | None:
+    """(whether the device is a column of file `name`, its readings per device); None when
+    neither the file nor its hive folders hold the device, or it cannot be read (read whole:
+    validation and `_read_file` say why)."""
+    try:
+        if kind == "parquet":
+            with fs.open(name, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                if device in parquet.schema_arrow.names:
+                    values = parquet.read(columns=[device]).column(0).to_pandas()
+                    return True, values.value_counts(dropna=False)
+                if device in hive:
+                    return False, pd.Series({hive[device]: parquet.metadata.num_rows})
+                return None
+        columns = None  # CSV: only the device column, or the first one to count rows
+        if kind == "csv":
+            with fs.open(name, "rb") as handle:
+                header = list(pd.read_csv(handle, nrows=0).columns)
+            columns = [device] if device in header else header[:1]
+        counts, rows, in_file = [], 0, None
+        for chunk in _text_chunks(fs, name, kind, columns):
+            in_file = device in chunk.columns if in_file is None else in_file
+            if in_file:
+                counts.append(chunk[device].value_counts(dropna=False))
+            rows += len(chunk)
+        if in_file:
+            return True, pd.concat(counts).groupby(level=0, dropna=False).sum()
+        if device in hive:
+            return False, pd.Series({hive[device]: rows})
+        return None
+    except Exception:
+        return None
+
+
+def _file_groups(
+    config: TenantConfig, group_rows: Callable[[int], int], kind: str
+) -> SourceGroups | None:
+    """Telemetry files in groups of devices: an inventory of the device column (or of the hive
+    folders that hold it) first, then each group's rows from every file holding them (Parquet:
+    a filter on the device column; CSV and JSON lines: read in chunks, its devices' rows kept)."""
     source = config.source
     device = _source_name(config, config.schema_.device_column)
-    fs, files, root = _files(str(source.telemetry_path), "parquet", "telemetry")
+    fs, files, root = _files(str(source.telemetry_path), kind, "telemetry")
     # Per file: its devices' readings, from the device column or its hive folder.
     inventory: list[tuple[str, bool, pd.Series]] = []
     for name in files:
         hive = _hive_values(name, root) if root is not None else {}
-        try:
-            with fs.open(name, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                columns = parquet.schema_arrow.names
-                if device in columns:
-                    values = parquet.read(columns=[device]).column(0).to_pandas()
-                    counts = values.value_counts(dropna=False)
-                elif device in hive:
-                    counts = pd.Series({hive[device]: parquet.metadata.num_rows})
-                else:
-                    return None  # read whole: validation names the missing column
-        except Exception:
-            return None  # read whole: `_read_file` names the file and why
-        if counts.index.isna().any():
+        found = _file_inventory(fs, name, kind, device, hive)
+        if found is None or found[1].index.isna().any():
             return None
-        inventory.append((name, device in columns, counts[counts > 0]))  # unused categories
+        in_file, counts = found
+        inventory.append((name, in_file, counts[counts > 0]))  # unused categories
     totals = pd.concat([counts for _, _, counts in inventory]).groupby(level=0).sum()
     if not len(totals) or len({type(value) for value in totals.index}) > 1:
         return None  # no rows, or devices typed apart in different files: read whole
     chosen = _device_groups(totals, group_rows(int(totals.sum())))
     events = (
-        _apply_renames(_read_file(source.events_path, "parquet", "events"), config)
+        _apply_renames(_read_file(source.events_path, kind, "events"), config)
         if source.events_path
         else pd.DataFrame(columns=[config.schema_.device_column, config.schema_.event_time_column])
     )
 
+    def read(name: str, members: list[Any], in_file: bool) -> pd.DataFrame:
+        if kind == "parquet":
+            filters = [(device, "in", members)] if in_file else None
+            return _read_listed(fs, name, kind, "telemetry", root, name, filters)
+        chunks = _text_chunks(fs, name, kind)
+        frame = pd.concat(
+            [chunk[chunk[device].isin(members)] for chunk in chunks] if in_file else list(chunks),
+            ignore_index=True,
+        )
+        for column, value in (_hive_values(name, root) if root is not None else {}).items():
+            if column not in frame.columns:
+                frame[column] = value
+        return frame
+
     def groups() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
         for members in chosen:
             wanted = set(members)
-            frames = []
-            for name, in_file, counts in inventory:
-                if not wanted.intersection(counts.index):
-                    continue
-                filters = [(device, "in", members)] if in_file else None
-                frames.append(_read_listed(fs, name, "parquet", "telemetry", root, name, filters))
+            frames = [
+                read(name, members, in_file)
+                for name, in_file, counts in inventory
+                if wanted.intersection(counts.index)
+            ]
             yield _apply_renames(pd.concat(frames, ignore_index=True), config), events
 
     return SourceGroups(groups(), lambda: events)
