@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -126,6 +128,36 @@ def read_part(
         frame = pq.read_table(part, filters=filters, columns=columns).to_pandas()
     pa.default_memory_pool().release_unused()
     return frame
+
+
+# Rows of a part held at once by readers that go through it in batches (a part of a wide
+# feature table can hold a gigabyte or more).
+PART_BATCH_ROWS = 100_000
+
+
+def iter_part(
+    url: str, columns: list[str] | None = None, batch_rows: int = PART_BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """One part's rows (only `columns`, when given) in frames of at most `batch_rows` rows, in
+    order; an empty part gives one empty frame with its columns and types."""
+    with fsspec.open(url, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        if parquet.metadata.num_rows == 0:
+            yield parquet.read(columns=columns).to_pandas()
+            return
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            yield pa.Table.from_batches([batch]).to_pandas()
+    pa.default_memory_pool().release_unused()
+
+
+def read_part_rows(url: str, positions: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """The rows of a part at `positions` (ascending), only `columns`, a batch at a time."""
+    frames, start = [], 0
+    for frame in iter_part(url, columns):
+        begin, end = np.searchsorted(positions, [start, start + len(frame)])
+        frames.append(frame.iloc[positions[begin:end] - start])
+        start += len(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_head(location: str, rows: int, columns: list[str] | None = None) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import onnx
 import pandas as pd
 
 from pdmflow.engine.base import MapTasks
-from pdmflow.engine.storage import list_parts, read_part, read_partitioned
+from pdmflow.engine.storage import iter_part, list_parts, read_partitioned
 from pdmflow.models.onnx import onnx_predict, onnx_session
 from pdmflow.models.reference import SavedReference
 
@@ -68,10 +68,16 @@ def score_part(
     keys: list[str],
     threads: int,
 ) -> pd.DataFrame:
-    """A task: `score_rows` of the test part at `url`, reading only the columns it needs."""
-    needed = [*keys, *feature_names, *(reference.feature_names if reference else [])]
-    frame = read_part(url, columns=list(dict.fromkeys(needed)))
-    return score_rows(frame, graph, feature_names, reference, keys, threads)
+    """A task: `score_rows` of the test part at `url`, reading only the columns it needs, a
+    batch of rows at a time."""
+    needed = list(
+        dict.fromkeys([*keys, *feature_names, *(reference.feature_names if reference else [])])
+    )
+    scored = [
+        score_rows(frame, graph, feature_names, reference, keys, threads)
+        for frame in iter_part(url, needed)
+    ]
+    return pd.concat(scored, ignore_index=True) if len(scored) > 1 else scored[0]
 
 
 def diagnostic_devices(devices: pd.Series, max_rows: int | None, seed: int) -> list[str] | None:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from pdmflow.config import TenantConfig
 from pdmflow.engine.base import Engine, MapTasks
-from pdmflow.engine.storage import list_parts, read_part
+from pdmflow.engine.storage import iter_part, list_parts, read_part, read_part_rows
 from pdmflow.features.builder import FeatureSpec
 from pdmflow.features.selection import (
     TIME_SINCE_FAILURE,
@@ -91,16 +91,23 @@ def key_columns(spec: FeatureSpec, label: str) -> list[str]:
 def part_facts(
     url: str, keys: list[str], feature_names: list[str]
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """A task: part `url` -> (its key columns, each feature's lowest and highest value)."""
-    frame = read_part(url)
-    features = frame[feature_names]
-    return frame[keys], features.min(), features.max()
+    """A task: part `url` -> (its key columns, each feature's lowest and highest value), read
+    a batch of rows at a time."""
+    found, lows, highs = [], [], []
+    for frame in iter_part(url):
+        features = frame[feature_names]
+        found.append(frame[keys])
+        lows.append(features.min())
+        highs.append(features.max())
+    low = pd.concat(lows, axis=1).min(axis=1) if len(lows) > 1 else lows[0]
+    high = pd.concat(highs, axis=1).max(axis=1) if len(highs) > 1 else highs[0]
+    return pd.concat(found, ignore_index=True), low, high
 
 
 def part_rows(item: tuple[str, np.ndarray], columns: list[str]) -> pd.DataFrame:
     """A task: the rows of part `item[0]` at positions `item[1]`, only `columns`."""
     url, positions = item
-    return read_part(url, columns=columns).iloc[positions].reset_index(drop=True)
+    return read_part_rows(url, positions, columns)
 
 
 def stored_learning_set(
@@ -179,13 +186,16 @@ def load_parts(
     urls, weights = item
     Xs, ys, ws = [], [], []
     for url, weight in zip(urls, weights, strict=True):
-        frame = read_part(url, columns=[*feature_names, label])
-        if weight is not None:
-            kept = weight > 0
-            frame, weight = frame[kept], weight[kept]
-            ws.append(pd.Series(weight, dtype=np.float64, name="weight"))
-        Xs.append(float32_columns(frame, feature_names).reset_index(drop=True))
-        ys.append(frame[label].reset_index(drop=True))
+        start = 0
+        for frame in iter_part(url, [*feature_names, label]):  # a batch of rows at a time
+            if weight is not None:
+                batch = weight[start : start + len(frame)]
+                start += len(frame)
+                kept = batch > 0
+                frame = frame[kept]
+                ws.append(pd.Series(batch[kept], dtype=np.float64, name="weight"))
+            Xs.append(float32_columns(frame, feature_names).reset_index(drop=True))
+            ys.append(frame[label].reset_index(drop=True))
     X = pd.concat(Xs, ignore_index=True)
     y = pd.concat(ys, ignore_index=True).rename("label")
     y = y.astype(np.int64 if classification else np.float64)

@@ -179,8 +179,9 @@ class _TrialsOnAWorker:
     config: TenantConfig
     study_name: str
     storage: Any  # DaskStorage: the study on the scheduler
-    tracking_uri: str  # where the features are read and the trials logged
+    tracking_uri: str  # where the trials are logged
     timeout_seconds: float
+    data: tuning.TuningData  # the sampled rows the tune step read: no worker reads them again
 
     def __call__(self) -> tuple[int, float]:
         from distributed import get_worker
@@ -191,17 +192,22 @@ class _TrialsOnAWorker:
         plan = dataclasses.replace(
             plan, host=socket.gethostname(), threads_per_worker=get_worker().state.nthreads
         )
-        objective = _join(self.config, self.study_name, self.storage, plan)
+        objective = _join(self.config, self.study_name, self.storage, plan, self.data)
         ran = tuning.run_trials(objective, self.timeout_seconds)
         return ran, objective.dataset_seconds
 
 
 def _join(
-    config: TenantConfig, study_name: str, storage: Any, plan: tuning.StudyPlan
+    config: TenantConfig,
+    study_name: str,
+    storage: Any,
+    plan: tuning.StudyPlan,
+    data: tuning.TuningData | None = None,
 ) -> tuning.Objective:
-    """A worker joining the study of a running tune run: the plan's rows, its place in the
-    study, and the objective its trials call."""
-    data, _ = _tuning_data(config, plan.features_uri, plan.max_rows, plan.seed)
+    """A worker joining the study of a running tune run: the plan's rows (`data`, or read
+    again here), its place in the study, and the objective its trials call."""
+    if data is None:
+        data, _ = _tuning_data(config, plan.features_uri, plan.max_rows, plan.seed)
     worker = tuning.join_study(study_name, storage, plan)  # once ready: tune waits for this
     return tuning.Objective(worker, data, config, _TrialRuns(worker, study_name))
 
@@ -280,7 +286,7 @@ def run_tune(
         clock = time.perf_counter()
         if on_cluster:
             task = _TrialsOnAWorker(
-                config, study_name, storage, mlflow.get_tracking_uri(), timeout_seconds
+                config, study_name, storage, mlflow.get_tracking_uri(), timeout_seconds, data
             )
             dataset_seconds = max(seconds for _, seconds in engine.run_tasks(task, tasks))
         else:
