@@ -468,11 +468,19 @@ def _file_groups(
         if kind == "parquet":
             filters = [(device, "in", members)] if in_file else None
             return _read_listed(fs, name, kind, "telemetry", root, name, filters)
-        chunks = _text_chunks(fs, name, kind)
-        frame = pd.concat(
-            [chunk[chunk[device].isin(members)] for chunk in chunks] if in_file else list(chunks),
-            ignore_index=True,
-        )
+        try:
+            chunks = _text_chunks(fs, name, kind)
+            frame = pd.concat(
+                [chunk[chunk[device].isin(members)] for chunk in chunks]
+                if in_file
+                else list(chunks),
+                ignore_index=True,
+            )
+        except Exception as exc:  # as `_read_listed` says it for a file read whole
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataValidationError(
+                f"telemetry file {name}: cannot be read as {kind} ({reason})"
+            ) from None
         for column, value in (_hive_values(name, root) if root is not None else {}).items():
             if column not in frame.columns:
                 frame[column] = value

@@ -105,9 +105,16 @@ class DaskEngine:
         itself, and the tasks not yet started are cancelled (one already running finishes)."""
         workers = self.workers
         with self.scheduler_loss():
+            # The function (tune's: the sampled rows) goes to every worker once, not in each
+            # task through the scheduler.
+            shared = self.client.scatter(fn, broadcast=True, hash=False)
             futures = [
                 self.client.submit(
-                    fn, pure=False, workers=[workers[k % len(workers)]], allow_other_workers=True
+                    _call,
+                    shared,
+                    pure=False,
+                    workers=[workers[k % len(workers)]],
+                    allow_other_workers=True,
                 )
                 for k in range(count)
             ]
@@ -264,6 +271,11 @@ class DaskEngine:
             f"Dask scheduler {where} was lost mid-run: is it running? "
             "(engine.address, or PDMFLOW_DASK_ADDRESS when set)"
         )
+
+
+def _call(fn: Callable[[], T]) -> T:
+    """A task: the scattered function, called."""
+    return fn()
 
 
 def _apply(fn: Callable[[Any], T], item: Any) -> T:

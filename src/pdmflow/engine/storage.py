@@ -165,11 +165,13 @@ def read_head(location: str, rows: int, columns: list[str] | None = None) -> pd.
     only the parts they are in."""
     frames, count = [], 0
     for url in list_parts(location):
-        frames.append(read_part(url, columns=columns))
-        count += len(frames[-1])
-        if count >= rows:
-            break
-    return pd.concat(frames, ignore_index=True).head(rows)
+        for frame in iter_part(url, columns):
+            if len(frame) or not frames:  # an empty part only for its columns and types
+                frames.append(frame)
+            count += len(frame)
+            if count >= rows:
+                return pd.concat(frames, ignore_index=True).head(rows)
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_partitioned(location: str, filters: Filters | None = None) -> pd.DataFrame:

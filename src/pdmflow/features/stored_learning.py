@@ -136,7 +136,8 @@ def stored_learning_set(
         parts.append(LearningPart(url, start, len(part_keys)))
         start += len(part_keys)
     train_parts = len(urls["train"])
-    every_key = pd.concat([f[0] for f in facts], ignore_index=True)
+    # Parts without rows (a split by device) carry no keys, nor their types.
+    every_key = pd.concat([f[0] for f in facts if len(f[0])] or [facts[0][0]], ignore_index=True)
     train_rows = sum(part.rows for part in parts[:train_parts])
     stored = StoredLearning(parts, every_key, train_rows)
     train_facts = facts[:train_parts]

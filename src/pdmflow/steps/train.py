@@ -117,7 +117,11 @@ def _learning(
     names = model_spec.feature_names
     refit = None
     if stored is not None:
-        if not config.features.anomaly_score:  # the anomaly feature is fitted in memory
+        sampled_rows = sampled.sample is not None and sampled.sample.how == "random"
+        on_workers = engine.kind != "local" and model_families.family(family).fits_on_cluster
+        # The anomaly feature is fitted in memory; with every learning row already here and
+        # no worker to fit on, the rows in hand are the final fit's.
+        if not config.features.anomaly_score and (sampled_rows or on_workers):
             refit = stored_refit(where, family, names, label, config, engine)
     elif sampled.rows is not every_row.rows:
         rows = every_row.rows
